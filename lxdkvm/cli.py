@@ -1,0 +1,187 @@
+"""The `lxdkvm` command: parse arguments, call one library function, print the result."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import doctor as doctor_mod
+from . import hostcaps, kvmprobe, lxdsetup
+from . import image as image_mod
+from . import profile as profile_mod
+from .errors import LxdkvmError
+
+# Wide enough for the doctor's evidence when the output is a file or a CI log.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+STATUS_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
+DEFAULT_PROFILE = "kvm-host"
+
+
+@contextmanager
+def _errors():
+    """Library errors become one red line on stderr and exit status 1."""
+    try:
+        yield
+    except LxdkvmError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        sys.exit(1)
+
+
+def _progress(message: str) -> None:
+    err.print(f"[dim]·[/] {message}", highlight=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Multi-host QEMU/KVM labs in unprivileged LXD containers."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(as_json: bool) -> None:
+    """Check that this host can run a KVM lab, with evidence and fixes. Exit 1 if it cannot."""
+    from .lxd import probe_server
+
+    checks = doctor_mod.diagnose(hostcaps.read_host(), kvmprobe.probe(), probe_server())
+    ok = doctor_mod.verdict(checks)
+    if as_json:
+        click.echo(json.dumps(doctor_mod.as_json(checks), indent=2))
+    else:
+        table = Table(show_lines=False, header_style="bold")
+        for column in ("check", "status", "evidence", "fix"):
+            table.add_column(column, overflow="fold")
+        for c in checks:
+            table.add_row(c.name, f"[{STATUS_STYLE[c.status]}]{c.status}[/]", c.evidence, c.fix)
+        out.print(table)
+        out.print("[green]This host can run a KVM lab.[/]" if ok else "[bold red]This host cannot run a KVM lab yet.[/]")
+    sys.exit(0 if ok else 1)
+
+
+@main.command("probe-kvm")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--device", default=kvmprobe.DEVICE, show_default=True)
+def probe_kvm(as_json: bool, device: str) -> None:
+    """Run a tiny guest through /dev/kvm (KVM_CREATE_VM … KVM_RUN) and check its exits."""
+    sys.exit(kvmprobe.main([f"--device={device}", *(["--json"] if as_json else [])]))
+
+
+@main.group()
+def profile() -> None:
+    """Render or apply the LXD profile of a KVM host container."""
+
+
+def _profile_options(func):
+    options = [
+        click.option("--for-host/--portable", "for_host", default=True,
+                     help="Only what this host provides (default), or the profile for a typical host."),
+        click.option("--cpu", type=click.Choice(["intel", "amd"]), default="intel", show_default=True,
+                     help="CPU vendor of the portable profile."),
+        click.option("--idmap", type=click.Choice(profile_mod.IDMAPS), default="isolated", show_default=True,
+                     help="A private uid/gid range per container, or the range shared by all."),
+        click.option("--cloud-init-keys", type=click.Choice(list(profile_mod.CLOUD_INIT_KEYS)),
+                     default="modern", show_default=True, help="cloud-init.* keys (LXD ≥ 4.x) or user.*"),
+        click.option("--kvm-gid", type=int, default=0, show_default=True,
+                     help="GID of the kvm group inside the image (0: root's group until cloud-init "
+                          "re-groups the devices at boot)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _spec(for_host: bool, cpu: str, idmap: str, cloud_init_keys: str, kvm_gid: int) -> profile_mod.ProfileSpec:
+    if for_host:
+        return profile_mod.for_host(hostcaps.read_host(), kvm_gid=kvm_gid, idmap=idmap,
+                                    cloud_init_keys=cloud_init_keys)
+    return profile_mod.portable(cpu, kvm_gid=kvm_gid, idmap=idmap, cloud_init_keys=cloud_init_keys)
+
+
+@profile.command("render")
+@_profile_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+def profile_render(for_host, cpu, idmap, cloud_init_keys, kvm_gid, output) -> None:
+    """Print the profile as YAML for `lxc profile edit`."""
+    with _errors():
+        text = profile_mod.render(_spec(for_host, cpu, idmap, cloud_init_keys, kvm_gid))
+    if output:
+        output.write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@profile.command("apply")
+@click.argument("name", default=DEFAULT_PROFILE)
+@_profile_options
+def profile_apply(name, for_host, cpu, idmap, cloud_init_keys, kvm_gid) -> None:
+    """Create or update profile NAME in LXD."""
+    from .lxd import Lxd
+
+    with _errors():
+        text = profile_mod.render(_spec(for_host, cpu, idmap, cloud_init_keys, kvm_gid))
+        action = Lxd().apply_profile(name, profile_mod.parse(text))
+    out.print(f"profile {name} {action}")
+
+
+@main.group()
+def image() -> None:
+    """Build container images offline."""
+
+
+@image.command("build")
+@click.option("--release", default=image_mod.DEFAULT_RELEASE, show_default=True)
+@click.option("--alias", default=image_mod.DEFAULT_ALIAS, show_default=True)
+@click.option("--mirror", default=image_mod.DEFAULT_MIRROR, show_default=True)
+@click.option("--force", is_flag=True, help="Rebuild even if a cached image matches.")
+def image_build(release, alias, mirror, force) -> None:
+    """Debootstrap a Debian image with cloud-init and import it into LXD (cached)."""
+    with _errors():
+        result = image_mod.build(image_mod.Recipe(release=release, mirror=mirror), alias, force, _progress)
+    out.print(f"image {result.alias}: {result.action} (fingerprint {result.fingerprint[:12]}, "
+              f"key {result.key}, kvm gid {result.properties.get('lxdkvm.kvm_gid', '?')})")
+
+
+@main.command()
+def setup() -> None:
+    """Install, start and initialise LXD (storage pool, NAT bridge) as needed."""
+    with _errors():
+        client = lxdsetup.ensure_lxd(_progress)
+        facts = client.server_facts()
+    out.print(f"LXD {facts.version} ready: pools {', '.join(p['name'] for p in facts.pools)}; "
+              f"networks {', '.join(n['name'] for n in facts.networks if n['managed'])}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--image", "image_alias", default=image_mod.DEFAULT_ALIAS, show_default=True)
+@click.option("--profile", "profiles", multiple=True, default=["default", DEFAULT_PROFILE], show_default=True)
+def launch(name, image_alias, profiles) -> None:
+    """Launch a KVM host container and wait until it is ready."""
+    from . import kvmhost
+    from .lxd import Lxd
+
+    with _errors():
+        took = kvmhost.launch(Lxd(), name, image_alias, list(profiles),
+                              report=lambda host, msg: _progress(f"{host}: {msg}"))
+    out.print(f"{name} ready: " + ", ".join(f"{stage} {secs}s" for stage, secs in took.items()))
+
+
+@main.command()
+@click.argument("name")
+def delete(name) -> None:
+    """Delete a container (stopping it first)."""
+    from .lxd import Lxd
+
+    with _errors():
+        deleted = Lxd().delete_instance(name)
+    out.print(f"{name} {'deleted' if deleted else 'does not exist'}")
+
+
+if __name__ == "__main__":
+    main()

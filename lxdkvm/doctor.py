@@ -1,0 +1,142 @@
+"""Can this host run a KVM lab? One check per row: PASS / WARN / FAIL, the evidence, and the fix.
+
+``diagnose()`` is pure: it takes the host facts, the KVM probe result and the LXD server facts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from . import hostcaps
+from .kvmprobe import ProbeResult
+from .lxd import REQUIRED_EXTENSIONS, ServerFacts
+
+PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    evidence: str
+    fix: str = ""
+
+
+def _cpu(facts: hostcaps.HostFacts) -> list[Check]:
+    virt = hostcaps.hardware_virt(facts)
+    vendor = facts.cpu_vendor or "unknown vendor"
+    if virt:
+        checks = [Check("cpu", PASS, f"{vendor}, {facts.cpu_model}: {virt} advertised")]
+    else:
+        checks = [Check("cpu", WARN, f"{vendor}, {facts.cpu_model}: no vmx/svm flag in /proc/cpuinfo",
+                        "hardware virtualization is not advertised; if KVM still works (paravirtual "
+                        "KVM), nested guests may hang: run them under TCG (domain type='qemu')")]
+    for module, value in sorted(facts.nested.items()):
+        on = value.strip().upper() in ("1", "Y")
+        checks.append(Check(f"nested {module}", PASS if on else WARN, f"{module}.nested={value}",
+                            "" if on else f"enable nested virtualization: options {module} nested=1"))
+    return checks
+
+
+def _kvm(facts: hostcaps.HostFacts, probe: ProbeResult) -> list[Check]:
+    dev = facts.devices["/dev/kvm"]
+    if not dev.exists:
+        node = Check("/dev/kvm", FAIL, "missing", "load kvm and kvm_intel/kvm_amd, or enable "
+                     "virtualization in the firmware")
+    else:
+        node = Check("/dev/kvm", PASS, f"char {dev.major}:{dev.minor} owner {dev.uid}:{dev.gid} mode {dev.mode}")
+    if probe.ok:
+        result = Check("kvm probe", PASS, f"API {probe.api_version}; KVM_RUN exits {', '.join(probe.exits)}")
+    else:
+        result = Check("kvm probe", FAIL, f"failed at {probe.step}: {probe.error}",
+                       "run `lxdkvm probe-kvm` as root; see the error above")
+    return [node, result]
+
+
+def _modules(facts: hostcaps.HostFacts) -> list[Check]:
+    checks = []
+    essential = {"kvm", *hostcaps.vendor_modules(facts)}
+    for status in hostcaps.all_module_status(facts):
+        evidence = f"{status.state}: {'; '.join(status.evidence)}"
+        if status.state == "absent":
+            level = FAIL if status.name == "kvm" else WARN
+            fix = f"the kernel lacks {status.name}: the profile leaves it out"
+            if status.name in essential and status.name != "kvm" and "kvm_pvm" in facts.sysfs_modules:
+                level, fix = PASS, f"not needed: KVM here is kvm_pvm (paravirtual)"
+        elif not status.lxd_ok:
+            level = PASS
+            evidence += "; no /sys/module entry and modprobe cannot load it"
+            fix = "built in: usable, but left out of linux.kernel_modules (LXD would fail to start the container)"
+        else:
+            level, fix = PASS, ""
+        checks.append(Check(f"module {status.name}", level, evidence, fix))
+    return checks
+
+
+def _devices(facts: hostcaps.HostFacts) -> list[Check]:
+    checks = []
+    for path, module in hostcaps.DEVICES.items():
+        if path == "/dev/kvm":
+            continue  # reported with the probe
+        dev = facts.devices[path]
+        if dev.exists and dev.is_char:
+            checks.append(Check(path, PASS, f"char {dev.major}:{dev.minor} owner {dev.uid}:{dev.gid} mode {dev.mode}"))
+        else:
+            level = WARN
+            fix = {"tun": "guests get no tap networking: load tun (modprobe tun)"}.get(
+                module, f"optional: load {module} for vhost acceleration; the profile leaves the device out")
+            checks.append(Check(path, level, "missing", fix))
+    return checks
+
+
+def _lxd(server: ServerFacts) -> list[Check]:
+    if not server.reachable:
+        return [Check("lxd", FAIL, server.error, "run `lxdkvm setup` (installs, starts and initialises LXD)")]
+    checks = [Check("lxd", PASS, f"LXD {server.version} on {server.socket} (firewall {server.firewall or '?'})")]
+    if server.missing_extensions:
+        checks.append(Check("lxd api", FAIL, f"missing extensions: {', '.join(server.missing_extensions)}",
+                            "upgrade LXD to 5.0 or later"))
+    else:
+        checks.append(Check("lxd api", PASS, f"has {', '.join(REQUIRED_EXTENSIONS)}"))
+    if server.pools:
+        pools = ", ".join(f"{p['name']} ({p['driver']})" for p in server.pools)
+        checks.append(Check("lxd storage", PASS, pools))
+    else:
+        checks.append(Check("lxd storage", WARN, "no storage pool", "run `lxdkvm setup`"))
+    bridges = [n for n in server.networks if n["managed"] and n["type"] == "bridge"]
+    if bridges:
+        checks.append(Check("lxd network", PASS, ", ".join(f"{n['name']} {n['ipv4']}" for n in bridges)))
+    else:
+        checks.append(Check("lxd network", WARN, "no managed bridge", "run `lxdkvm setup`"))
+    return checks
+
+
+def _idmaps(facts: hostcaps.HostFacts) -> list[Check]:
+    checks = []
+    for label, ranges in (("subuid", facts.subuid), ("subgid", facts.subgid)):
+        if not ranges:
+            checks.append(Check(f"root {label}", WARN, f"no range for root in /etc/{label}",
+                                f"add e.g. root:1000000:1000000000 to /etc/{label}; without it only "
+                                "shared id maps work"))
+            continue
+        capacity = hostcaps.isolated_capacity(ranges)
+        text = ", ".join(f"{start}:{count}" for start, count in ranges)
+        level = PASS if capacity >= 1 else WARN
+        checks.append(Check(f"root {label}", level,
+                            f"{text}: room for {capacity} containers with isolated id maps",
+                            "" if capacity else f"enlarge root's range in /etc/{label}"))
+    return checks
+
+
+def diagnose(facts: hostcaps.HostFacts, probe: ProbeResult, server: ServerFacts) -> list[Check]:
+    return [*_cpu(facts), *_kvm(facts, probe), *_modules(facts), *_devices(facts), *_lxd(server),
+            *_idmaps(facts)]
+
+
+def verdict(checks: list[Check]) -> bool:
+    """A lab can run here when nothing failed (warnings allowed)."""
+    return not any(c.status == FAIL for c in checks)
+
+
+def as_json(checks: list[Check]) -> dict:
+    return {"ok": verdict(checks), "checks": [asdict(c) for c in checks]}

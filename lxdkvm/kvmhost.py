@@ -1,0 +1,108 @@
+"""Launch a KVM host container and wait until it is truly ready, stage by stage.
+
+Readiness is a list of named stages (data); each is polled until it passes or its time runs out, and
+a failure names the host, the stage and shows the last lines of the log that explains it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import kvmprobe
+from .errors import LxdkvmError
+from .lxd import Lxd
+
+PROBE_PATH = "/usr/local/lib/lxdkvm/kvmprobe.py"
+QEMU_USER = "libvirt-qemu"
+
+Report = Callable[[str, str], None]  # (host, message)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    command: list[str]
+    timeout: float
+    log: tuple[str, ...] = ()  # command whose output explains a failure
+    expect: str = ""  # text the output must contain
+    fatal_codes: tuple[int, ...] = ()  # exit codes that mean "failed for good", not "not yet"
+
+
+STAGES = [
+    Stage("exec works", ["true"], 60),
+    Stage("cloud-init finished", ["cloud-init", "status"], 900,
+          ("tail", "-n", "12", "/var/log/cloud-init-output.log"),
+          expect="status: done", fatal_codes=(1,)),
+    Stage("libvirtd active", ["systemctl", "is-active", "libvirtd.service"], 120,
+          ("journalctl", "--no-pager", "-n", "12", "-u", "libvirtd.service"), expect="active"),
+    Stage("kvm probe as qemu user", ["runuser", "-u", QEMU_USER, "--", "python3", PROBE_PATH], 60,
+          expect="kvm-probe: OK", fatal_codes=(1,)),
+]
+
+
+class StageFailed(LxdkvmError):
+    def __init__(self, host: str, stage: str, detail: str, log_tail: str) -> None:
+        message = f"{host}: stage '{stage}' failed: {detail}"
+        if log_tail:
+            message += "\n" + "\n".join(f"    | {line}" for line in log_tail.splitlines())
+        super().__init__(message)
+        self.host, self.stage = host, stage
+
+
+def push_probe(client: Lxd, name: str) -> None:
+    client.execute(name, ["mkdir", "-p", str(Path(PROBE_PATH).parent)])
+    client.push(name, PROBE_PATH, Path(kvmprobe.__file__).read_bytes(), mode="0755")
+
+
+def _tail(client: Lxd, name: str, log: tuple[str, ...]) -> str:
+    if not log:
+        return ""
+    try:
+        return client.execute(name, list(log), timeout=30).stdout.rstrip()
+    except LxdkvmError as exc:
+        return f"(could not read the log: {exc})"
+
+
+def wait_ready(client: Lxd, name: str, report: Report = lambda _h, _m: None,
+               stages: list[Stage] = STAGES, poll: float = 2.0) -> dict[str, float]:
+    """Run the stages in order; return the seconds each took. Raises StageFailed."""
+    took: dict[str, float] = {}
+    for stage in stages:
+        report(name, stage.name)
+        if stage.name.startswith("kvm probe"):
+            push_probe(client, name)
+        start = time.monotonic()
+        detail = ""
+        while True:
+            try:
+                result = client.execute(name, stage.command, timeout=60)
+                output = (result.stdout + result.stderr).strip()
+                ok = result.exit_code == 0 and stage.expect in output
+                detail = output.splitlines()[-1] if output else f"exit {result.exit_code}"
+                if ok:
+                    break
+                if result.exit_code in stage.fatal_codes:
+                    raise StageFailed(name, stage.name, detail, _tail(client, name, stage.log))
+            except StageFailed:
+                raise
+            except LxdkvmError as exc:  # exec not possible yet (container still booting)
+                detail = str(exc)
+            if time.monotonic() - start > stage.timeout:
+                raise StageFailed(name, stage.name, f"timed out after {stage.timeout:.0f}s ({detail})",
+                                  _tail(client, name, stage.log))
+            time.sleep(poll)
+        took[stage.name] = round(time.monotonic() - start, 1)
+    report(name, "ready")
+    return took
+
+
+def launch(client: Lxd, name: str, image: str, profiles: list[str], report: Report = lambda _h, _m: None,
+           config: dict[str, str] | None = None) -> dict[str, float]:
+    """Create and start NAME (unless it exists) and wait until it is a ready KVM host."""
+    if not client.instance_exists(name):
+        report(name, f"creating from {image} with profiles {', '.join(profiles)}")
+        client.launch(name, image, profiles, config)
+    return wait_ready(client, name, report)

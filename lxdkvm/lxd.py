@@ -1,0 +1,254 @@
+"""The one module that talks to LXD (through pylxd).
+
+It hands back lxdkvm's own plain values and raises lxdkvm's own errors, so nothing else in the
+package imports pylxd or knows its exception types.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import pylxd
+from pylxd import exceptions as pylxd_exc
+
+from .errors import LxdkvmError, LxdUnavailable
+
+SOCKETS = ("/var/snap/lxd/common/lxd/unix.socket", "/var/lib/lxd/unix.socket")
+# API extensions lxdkvm relies on (LXD 5.0 has them all).
+REQUIRED_EXTENSIONS = ("instances", "projects", "projects_networks", "network", "storage",
+                       "cloud_init", "id_map_base")
+
+
+def socket_path() -> str:
+    if os.environ.get("LXD_DIR"):
+        return os.path.join(os.environ["LXD_DIR"], "unix.socket")
+    return next((p for p in SOCKETS if os.path.exists(p)), SOCKETS[-1])
+
+
+@dataclass
+class ServerFacts:
+    socket: str
+    reachable: bool
+    error: str = ""
+    version: str = ""
+    driver: str = ""
+    firewall: str = ""
+    missing_extensions: list[str] = field(default_factory=list)
+    pools: list[dict] = field(default_factory=list)  # name, driver, source
+    networks: list[dict] = field(default_factory=list)  # name, type, managed, ipv4
+
+
+@dataclass
+class ExecResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def _api_error(exc: pylxd_exc.LXDAPIException) -> str:
+    try:
+        return exc.response.json().get("error") or str(exc)
+    except Exception:  # noqa: BLE001 - pylxd responses vary; any failure means "use str()"
+        return str(exc)
+
+
+class Lxd:
+    """A connection to the local LXD daemon, within one project."""
+
+    def __init__(self, project: str = "default") -> None:
+        path = socket_path()
+        if not os.path.exists(path):
+            raise LxdUnavailable(f"LXD is not running: no socket at {path} (run `lxdkvm setup`)")
+        try:
+            self.client = pylxd.Client(project=project)
+            self.client.host_info  # noqa: B018 - forces the first request
+        except (pylxd_exc.ClientConnectionFailed, OSError) as exc:
+            raise LxdUnavailable(f"LXD does not answer on {path}: {exc}") from None
+        self.project = project
+
+    # ------------------------------------------------------------------ server
+    def server_facts(self) -> ServerFacts:
+        info = self.client.host_info
+        env = info.get("environment", {})
+        extensions = set(info.get("api_extensions", []))
+        pools = [{"name": p.name, "driver": p.driver, "source": p.config.get("source", "")}
+                 for p in self.client.storage_pools.all()]
+        networks = [{"name": n.name, "type": n.type, "managed": n.managed,
+                     "ipv4": (n.config or {}).get("ipv4.address", "")}
+                    for n in self.client.networks.all()]
+        return ServerFacts(
+            socket=socket_path(), reachable=True, version=env.get("server_version", ""),
+            driver=env.get("driver", ""), firewall=env.get("firewall", ""),
+            missing_extensions=[e for e in REQUIRED_EXTENSIONS if e not in extensions],
+            pools=pools, networks=networks,
+        )
+
+    # ------------------------------------------------------------------ storage and networks
+    def ensure_storage_pool(self, name: str, driver: str, config: dict[str, str] | None = None) -> bool:
+        """Create the pool unless it exists. Returns True when it was created."""
+        if self.client.storage_pools.exists(name):
+            return False
+        try:
+            self.client.storage_pools.create({"name": name, "driver": driver, "config": config or {}})
+        except pylxd_exc.LXDAPIException as exc:
+            raise LxdkvmError(f"cannot create storage pool {name} ({driver}): {_api_error(exc)}") from None
+        return True
+
+    def ensure_network(self, name: str, config: dict[str, str], description: str = "") -> bool:
+        if self.client.networks.exists(name):
+            return False
+        try:
+            self.client.networks.create(name, description=description, type="bridge", config=config)
+        except pylxd_exc.LXDAPIException as exc:
+            raise LxdkvmError(f"cannot create network {name}: {_api_error(exc)}") from None
+        return True
+
+    def ensure_default_devices(self, pool: str, network: str) -> list[str]:
+        """Give the default profile a root disk and a NIC if it has none (what `lxd init` does)."""
+        profile = self.client.profiles.get("default")
+        devices = dict(profile.devices or {})
+        added = []
+        if not any(d.get("type") == "disk" and d.get("path") == "/" for d in devices.values()):
+            devices["root"] = {"type": "disk", "path": "/", "pool": pool}
+            added.append("root")
+        if not any(d.get("type") == "nic" for d in devices.values()):
+            devices["eth0"] = {"type": "nic", "name": "eth0", "network": network}
+            added.append("eth0")
+        if added:
+            profile.devices = devices
+            profile.save(wait=True)
+        return added
+
+    # ------------------------------------------------------------------ profiles
+    def apply_profile(self, name: str, body: dict) -> str:
+        """Create or replace profile NAME with body (description, config, devices)."""
+        try:
+            if self.client.profiles.exists(name):
+                profile = self.client.profiles.get(name)
+                profile.description = body.get("description", "")
+                profile.config = body.get("config", {})
+                profile.devices = body.get("devices", {})
+                profile.save(wait=True)
+                return "updated"
+            self.client.profiles.create(name, config=body.get("config", {}),
+                                        devices=body.get("devices", {}),
+                                        description=body.get("description", ""))
+            return "created"
+        except pylxd_exc.LXDAPIException as exc:
+            raise LxdkvmError(f"LXD refused profile {name}: {_api_error(exc)}") from None
+
+    def delete_profile(self, name: str) -> bool:
+        if not self.client.profiles.exists(name):
+            return False
+        self.client.profiles.get(name).delete()
+        return True
+
+    # ------------------------------------------------------------------ images
+    def image_by_alias(self, alias: str) -> dict | None:
+        try:
+            image = self.client.images.get_by_alias(alias)
+        except pylxd_exc.NotFound:
+            return None
+        return {"fingerprint": image.fingerprint, "properties": dict(image.properties or {}),
+                "size": image.size}
+
+    def import_image(self, metadata: Path, rootfs: Path, alias: str, description: str = "") -> str:
+        """Import a split image and point ALIAS at it. The previous image of the alias is deleted;
+        on any failure the new image is deleted again, so nothing half-imported remains."""
+        old = self.image_by_alias(alias)
+        fingerprint = None
+        try:
+            with open(metadata, "rb") as meta, open(rootfs, "rb") as root:
+                image = self.client.images.create(root, metadata=meta)
+            fingerprint = image.fingerprint
+            if old and old["fingerprint"] == fingerprint:
+                return fingerprint
+            if old:
+                self.client.api.images.aliases[alias].delete()
+            image.add_alias(alias, description)
+        except (pylxd_exc.LXDAPIException, OSError) as exc:
+            if fingerprint and not (old and old["fingerprint"] == fingerprint):
+                self.delete_image(fingerprint)
+            message = _api_error(exc) if isinstance(exc, pylxd_exc.LXDAPIException) else str(exc)
+            raise LxdkvmError(f"importing image {alias} failed: {message}") from None
+        if old:
+            self.delete_image(old["fingerprint"])
+        return fingerprint
+
+    def delete_image(self, fingerprint: str) -> None:
+        try:
+            self.client.images.get(fingerprint).delete(wait=True)
+        except pylxd_exc.NotFound:
+            pass
+
+    # ------------------------------------------------------------------ instances
+    def instance_exists(self, name: str) -> bool:
+        return self.client.instances.exists(name)
+
+    def instance_info(self, name: str) -> dict:
+        """Status, config and expanded devices of an instance (plain data)."""
+        instance = self.client.instances.get(name)
+        return {"name": name, "status": instance.status, "config": dict(instance.config),
+                "expanded_config": dict(instance.expanded_config),
+                "expanded_devices": dict(instance.expanded_devices),
+                "profiles": list(instance.profiles)}
+
+    def launch(self, name: str, image_alias: str, profiles: list[str],
+               config: dict[str, str] | None = None) -> None:
+        definition = {"name": name, "type": "container", "profiles": profiles,
+                      "config": config or {}, "source": {"type": "image", "alias": image_alias}}
+        try:
+            instance = self.client.instances.create(definition, wait=True)
+            instance.start(wait=True)
+        except pylxd_exc.LXDAPIException as exc:
+            raise LxdkvmError(f"{name}: LXD could not create/start the container: {_api_error(exc)}") from None
+
+    def delete_instance(self, name: str) -> bool:
+        if not self.client.instances.exists(name):
+            return False
+        instance = self.client.instances.get(name)
+        if instance.status != "Stopped":
+            instance.stop(force=True, wait=True)
+        instance.delete(wait=True)
+        return True
+
+    def execute(self, name: str, command: list[str], *, env: dict[str, str] | None = None,
+                stdin: str | None = None, timeout: float | None = None) -> ExecResult:
+        instance = self.client.instances.get(name)
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})}
+        if timeout:
+            command = ["timeout", "--kill-after=5", str(int(timeout)), *command]
+        try:
+            result = instance.execute(command, environment=env, stdin_payload=stdin)
+        except pylxd_exc.LXDAPIException as exc:
+            raise LxdkvmError(f"{name}: exec {command[0]} failed: {_api_error(exc)}") from None
+        return ExecResult(result.exit_code, result.stdout or "", result.stderr or "")
+
+    def push(self, name: str, path: str, data: bytes | BinaryIO, mode: str = "0644") -> None:
+        self.client.instances.get(name).files.put(path, data, mode=mode, uid=0, gid=0)
+
+    def pull(self, name: str, path: str) -> bytes:
+        return self.client.instances.get(name).files.get(path)
+
+
+def probe_server() -> ServerFacts:
+    """Server facts for `doctor`; never raises: an unreachable daemon is a fact too."""
+    try:
+        return Lxd().server_facts()
+    except LxdkvmError as exc:
+        return ServerFacts(socket=socket_path(), reachable=False, error=str(exc))
+
+
+def wait_for_socket(timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            Lxd()
+            return
+        except LxdUnavailable:
+            time.sleep(0.5)
+    raise LxdUnavailable(f"LXD did not answer on {socket_path()} within {timeout:.0f}s")

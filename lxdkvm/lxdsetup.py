@@ -1,0 +1,129 @@
+"""Make this machine's LXD usable: install the packages, start the daemon, give it a pool and a bridge.
+
+Every step first checks whether it is needed, so running it again changes nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from . import lxd
+from .errors import LxdkvmError
+
+# LXD itself, what its bridge needs (firewall, DHCP/DNS), and what image builds need.
+PACKAGES = ["lxd", "lxd-client", "iptables", "dnsmasq-base", "debootstrap", "squashfs-tools",
+            "btrfs-progs", "xz-utils"]
+BRIDGE = "lxdkvmbr0"
+POOL = "default"
+LOG = Path("/var/log/lxd/lxd.log")
+
+Report = Callable[[str], None]
+
+
+def _run(command: list[str], what: str) -> None:
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise LxdkvmError(f"{what} failed ({' '.join(command[:3])}...): {' | '.join(tail)}")
+
+
+def install_packages(report: Report) -> None:
+    missing = [p for p in ("lxd", "debootstrap", "iptables", "dnsmasq", "mkfs.btrfs", "unsquashfs")
+               if not shutil.which(p) and not Path("/usr/sbin", p).exists()]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise LxdkvmError(f"LXD is not installed ({', '.join(missing)} missing) and installing it needs root")
+    report(f"installing {' '.join(PACKAGES)} (apt)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *PACKAGES]):
+        proc = subprocess.run(command, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-3:]
+            raise LxdkvmError(f"{' '.join(command[:2])} failed: {' | '.join(tail)}")
+
+
+def start_daemon(report: Report) -> None:
+    try:
+        lxd.Lxd()
+        return
+    except LxdkvmError:
+        pass
+    if Path("/run/systemd/system").is_dir():
+        report("starting LXD (systemctl start lxd)")
+        _run(["systemctl", "start", "lxd.socket", "lxd.service"], "starting LXD")
+    else:
+        # No systemd as PID 1 (containers, sandboxes): run the daemon detached, as its unit would.
+        report(f"starting LXD daemon (no systemd; log in {LOG})")
+        LOG.parent.mkdir(parents=True, exist_ok=True)
+        with open(os.devnull, "rb") as devnull, open(LOG, "ab") as log:
+            subprocess.Popen(["lxd", "--group", "root", "--logfile", str(LOG)], stdin=devnull,
+                             stdout=log, stderr=log, start_new_session=True, close_fds=True)
+    _run(["lxd", "waitready", "--timeout", "60"], "waiting for LXD")
+    lxd.wait_for_socket()
+
+
+def _routes() -> list[ipaddress.IPv4Network]:
+    routes = []
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return routes
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        dest = ipaddress.IPv4Address(bytes.fromhex(fields[1])[::-1])
+        mask = ipaddress.IPv4Address(bytes.fromhex(fields[7])[::-1])
+        net = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
+        if net.prefixlen:
+            routes.append(net)
+    return routes
+
+
+def free_subnet(taken: list[ipaddress.IPv4Network], start: int = 87) -> ipaddress.IPv4Network:
+    """The first 10.N.0.0/24 (N from `start`) that overlaps none of `taken`."""
+    for n in [*range(start, 255), *range(1, start)]:
+        candidate = ipaddress.IPv4Network(f"10.{n}.0.0/24")
+        if not any(candidate.overlaps(t) for t in taken):
+            return candidate
+    raise LxdkvmError("no free 10.N.0.0/24 subnet for the LXD bridge")
+
+
+def initialise(client: lxd.Lxd, report: Report) -> dict[str, str]:
+    """A storage pool, a NAT bridge with an explicit subnet, and a default profile that uses them."""
+    facts = client.server_facts()
+    profile_devices = client.client.profiles.get("default").devices or {}
+    root = next((d for d in profile_devices.values() if d.get("type") == "disk" and d.get("path") == "/"), None)
+    nic = next((d for d in profile_devices.values() if d.get("type") == "nic"), None)
+    pool = root["pool"] if root else POOL
+    if not root and client.ensure_storage_pool(pool, "dir"):
+        report(f"created storage pool {pool} (dir)")
+    network = (nic or {}).get("network") or (nic or {}).get("parent") or BRIDGE
+    if not nic and not any(n["name"] == network for n in facts.networks):
+        # `lxd init --auto` cannot pick a subnet on some machines: choose one that overlaps nothing.
+        taken = _routes() + [ipaddress.IPv4Network(n["ipv4"], strict=False)
+                             for n in facts.networks if n["ipv4"] and "/" in n["ipv4"]]
+        subnet = free_subnet(taken)
+        address = f"{subnet.network_address + 1}/{subnet.prefixlen}"
+        client.ensure_network(network, {"ipv4.address": address, "ipv4.nat": "true",
+                                        "ipv6.address": "none"}, description="lxdkvm management bridge")
+        report(f"created bridge {network} ({address}, NAT)")
+    added = client.ensure_default_devices(pool, network)
+    if added:
+        report(f"default profile: added {', '.join(added)}")
+    return {"pool": pool, "network": network}
+
+
+def ensure_lxd(report: Report = lambda _msg: None) -> lxd.Lxd:
+    """Install, start and initialise LXD as needed; return a connection."""
+    install_packages(report)
+    start_daemon(report)
+    client = lxd.Lxd()
+    initialise(client, report)
+    return client
