@@ -109,12 +109,15 @@ def _debootstrap(recipe: Recipe, rootfs: Path, report: Report) -> None:
                f"--include={','.join(recipe.packages)}", recipe.release, str(rootfs), recipe.mirror]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail: list[str] = []
+    phase = ""
     assert proc.stdout is not None
     for line in proc.stdout:
         line = line.rstrip()
         tail = (tail + [line])[-8:]
-        if line.startswith("I: ") and any(w in line for w in ("Retrieving", "Validating", "Extracting",
-                                                                 "Installing", "Configuring", "Unpacking")):
+        # One progress line per phase (Retrieving, Validating, Extracting, Installing, Configuring...).
+        verb = line[3:].split(" ", 1)[0] if line.startswith("I: ") else ""
+        if verb and verb != phase:
+            phase = verb
             report(f"debootstrap: {line[3:]}")
     if proc.wait() != 0:
         raise LxdkvmError("debootstrap failed: " + " | ".join(tail[-3:]))

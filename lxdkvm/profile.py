@@ -164,3 +164,20 @@ def parse(text: str, source: str = "<profile>") -> dict:
     if config.get("security.privileged") == "true":
         raise LxdkvmError(f"{source}: lxdkvm containers stay unprivileged (security.privileged)")
     return {"description": data.get("description", ""), "config": config, "devices": devices}
+
+
+def committed_profiles() -> dict[str, str]:
+    """The ready-to-paste profiles kept in profiles/ (file name -> text); a test checks they match."""
+    files = {}
+    for cpu, vendor in (("intel", "Intel"), ("amd", "AMD")):
+        header = (
+            f"lxdkvm KVM host profile, portable, for a host with an {vendor} CPU.\n"
+            "Rendered from profiles/kvm-host.yaml.j2 by `invoke render-profiles`: do not edit by hand.\n"
+            "Use:  lxc profile create kvm-host\n"
+            f"      lxc profile edit kvm-host < profiles/kvm-host-{cpu}.yaml\n"
+            "      lxc launch <image> kvm1 --profile default --profile kvm-host\n"
+            "Devices are created root:root; cloud-init hands /dev/kvm and /dev/vhost-* to the image's\n"
+            "kvm group (0660) at boot. Set gid to that group's GID to have it from the first instant."
+        )
+        files[f"kvm-host-{cpu}.yaml"] = render(portable(cpu), header=header)
+    return files

@@ -1,0 +1,59 @@
+"""The doctor's verdicts on recorded hosts."""
+
+from dataclasses import replace
+
+from lxdkvm import doctor
+from lxdkvm.hostcaps import DeviceFacts
+from lxdkvm.kvmprobe import ProbeResult
+from lxdkvm.lxd import ServerFacts
+
+from ..conftest import load_host
+
+PROBE_OK = ProbeResult(ok=True, step="done", api_version=12, exits=["IO(port=0x10,value=0x42,dir=out)", "HLT"])
+SERVER = ServerFacts(socket="/var/lib/lxd/unix.socket", reachable=True, version="5.0.2",
+                     pools=[{"name": "default", "driver": "btrfs", "source": ""}],
+                     networks=[{"name": "lxdkvmbr0", "type": "bridge", "managed": True, "ipv4": "10.87.0.1/24"}])
+
+
+def by_name(checks):
+    return {c.name: c for c in checks}
+
+
+def test_pvm_sandbox_can_run_a_lab_with_tcg_warning():
+    checks = by_name(doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, SERVER))
+    assert doctor.verdict(list(checks.values()))
+    assert checks["cpu"].status == "WARN" and "TCG" in checks["cpu"].fix
+    assert checks["kvm probe"].status == "PASS" and "HLT" in checks["kvm probe"].evidence
+    assert checks["module tun"].status == "PASS" and "left out" in checks["module tun"].fix
+    assert checks["module kvm_intel"].status == "PASS" and "kvm_pvm" in checks["module kvm_intel"].fix
+    assert checks["/dev/vhost-net"].status == "WARN"
+    assert checks["root subuid"].status == "PASS" and "151 containers" in checks["root subuid"].evidence
+
+
+def test_intel_workstation_passes_with_nested():
+    checks = by_name(doctor.diagnose(load_host("intel-workstation"), PROBE_OK, SERVER))
+    assert checks["cpu"].status == "PASS" and "vmx" in checks["cpu"].evidence
+    assert checks["nested kvm_intel"].status == "PASS"
+    assert checks["module vhost_vsock"].status == "PASS"
+
+
+def test_no_kvm_device_fails():
+    facts = load_host("amd-server")
+    facts.devices["/dev/kvm"] = DeviceFacts(path="/dev/kvm", exists=False)
+    probe = ProbeResult(ok=False, step="open", errno=2, error="no /dev/kvm")
+    checks = doctor.diagnose(facts, probe, SERVER)
+    assert not doctor.verdict(checks)
+    assert by_name(checks)["/dev/kvm"].status == "FAIL"
+    assert by_name(checks)["root subuid"].status == "WARN"  # 65536 ids: no room for isolated maps
+
+
+def test_unreachable_lxd_fails_with_fix():
+    down = ServerFacts(socket="/var/lib/lxd/unix.socket", reachable=False, error="LXD is not running")
+    checks = doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, down)
+    assert not doctor.verdict(checks)
+    assert "lxdkvm setup" in by_name(checks)["lxd"].fix
+
+
+def test_missing_extension_fails():
+    old = replace(SERVER, missing_extensions=["projects_networks"])
+    assert by_name(doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, old))["lxd api"].status == "FAIL"
