@@ -37,5 +37,5 @@ def _environment(folder: str) -> jinja2.Environment:
     return env
 
 
-def render_template(folder: str, name: str, **values: object) -> str:
-    return _environment(folder).get_template(name).render(**values)
+def render_template(folder: str, template: str, /, **values: object) -> str:
+    return _environment(folder).get_template(template).render(**values)
