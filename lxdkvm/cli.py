@@ -90,13 +90,18 @@ def _profile_options(func):
         click.option("--kvm-gid", type=int, default=0, show_default=True,
                      help="GID of the kvm group inside the image (0: root's group until cloud-init "
                           "re-groups the devices at boot)."),
+        click.option("--kvm-gid-from", "kvm_gid_from", metavar="IMAGE",
+                     help="Take --kvm-gid from an lxdkvm image's lxdkvm.kvm_gid property."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def _spec(for_host: bool, cpu: str, idmap: str, cloud_init_keys: str, kvm_gid: int) -> profile_mod.ProfileSpec:
+def _spec(for_host: bool, cpu: str, idmap: str, cloud_init_keys: str, kvm_gid: int,
+          kvm_gid_from: str | None) -> profile_mod.ProfileSpec:
+    if kvm_gid_from:
+        kvm_gid = image_mod.kvm_gid(kvm_gid_from)
     if for_host:
         return profile_mod.for_host(hostcaps.read_host(), kvm_gid=kvm_gid, idmap=idmap,
                                     cloud_init_keys=cloud_init_keys)
@@ -106,10 +111,10 @@ def _spec(for_host: bool, cpu: str, idmap: str, cloud_init_keys: str, kvm_gid: i
 @profile.command("render")
 @_profile_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
-def profile_render(for_host, cpu, idmap, cloud_init_keys, kvm_gid, output) -> None:
+def profile_render(for_host, cpu, idmap, cloud_init_keys, kvm_gid, kvm_gid_from, output) -> None:
     """Print the profile as YAML for `lxc profile edit`."""
     with _errors():
-        text = profile_mod.render(_spec(for_host, cpu, idmap, cloud_init_keys, kvm_gid))
+        text = profile_mod.render(_spec(for_host, cpu, idmap, cloud_init_keys, kvm_gid, kvm_gid_from))
     if output:
         output.write_text(text)
     else:
@@ -119,14 +124,25 @@ def profile_render(for_host, cpu, idmap, cloud_init_keys, kvm_gid, output) -> No
 @profile.command("apply")
 @click.argument("name", default=DEFAULT_PROFILE)
 @_profile_options
-def profile_apply(name, for_host, cpu, idmap, cloud_init_keys, kvm_gid) -> None:
+def profile_apply(name, for_host, cpu, idmap, cloud_init_keys, kvm_gid, kvm_gid_from) -> None:
     """Create or update profile NAME in LXD."""
     from .lxd import Lxd
 
     with _errors():
-        text = profile_mod.render(_spec(for_host, cpu, idmap, cloud_init_keys, kvm_gid))
+        text = profile_mod.render(_spec(for_host, cpu, idmap, cloud_init_keys, kvm_gid, kvm_gid_from))
         action = Lxd().apply_profile(name, profile_mod.parse(text))
     out.print(f"profile {name} {action}")
+
+
+@profile.command("delete")
+@click.argument("name", default=DEFAULT_PROFILE)
+def profile_delete(name) -> None:
+    """Delete profile NAME (LXD refuses while containers use it)."""
+    from .lxd import Lxd
+
+    with _errors():
+        deleted = Lxd().delete_profile(name)
+    out.print(f"profile {name} {'deleted' if deleted else 'does not exist'}")
 
 
 @main.group()
@@ -158,29 +174,30 @@ def setup() -> None:
 
 
 @main.command()
-@click.argument("name")
+@click.argument("names", nargs=-1, required=True)
 @click.option("--image", "image_alias", default=image_mod.DEFAULT_ALIAS, show_default=True)
 @click.option("--profile", "profiles", multiple=True, default=["default", DEFAULT_PROFILE], show_default=True)
-def launch(name, image_alias, profiles) -> None:
-    """Launch a KVM host container and wait until it is ready."""
+def launch(names, image_alias, profiles) -> None:
+    """Launch KVM host containers in parallel and wait until each is ready."""
     from . import kvmhost
-    from .lxd import Lxd
 
     with _errors():
-        took = kvmhost.launch(Lxd(), name, image_alias, list(profiles),
-                              report=lambda host, msg: _progress(f"{host}: {msg}"))
-    out.print(f"{name} ready: " + ", ".join(f"{stage} {secs}s" for stage, secs in took.items()))
+        results = kvmhost.launch_many(list(names), image_alias, list(profiles),
+                                      report=lambda host, msg: _progress(f"{host}: {msg}"))
+    for name, took in results.items():
+        out.print(f"{name} ready: " + ", ".join(f"{stage} {secs}s" for stage, secs in took.items()))
 
 
 @main.command()
-@click.argument("name")
-def delete(name) -> None:
-    """Delete a container (stopping it first)."""
+@click.argument("names", nargs=-1, required=True)
+def delete(names) -> None:
+    """Delete containers (stopping them first)."""
     from .lxd import Lxd
 
     with _errors():
-        deleted = Lxd().delete_instance(name)
-    out.print(f"{name} {'deleted' if deleted else 'does not exist'}")
+        client = Lxd()
+        for name in names:
+            out.print(f"{name} {'deleted' if client.delete_instance(name) else 'does not exist'}")
 
 
 if __name__ == "__main__":

@@ -217,3 +217,14 @@ def build(recipe: Recipe = Recipe(), alias: str = DEFAULT_ALIAS, force: bool = F
     fingerprint = client.import_image(cached / "meta.tar.gz", cached / "rootfs.tar.gz", alias,
                                       description=properties["description"])
     return BuildResult(alias, fingerprint, key, "built" if need_build else "imported from cache", properties)
+
+
+def kvm_gid(alias: str) -> int:
+    """The kvm group's GID inside an lxdkvm image (recorded when the image was built)."""
+    found = lxd.Lxd().image_by_alias(alias)
+    if not found:
+        raise LxdkvmError(f"no image {alias} in LXD: run `lxdkvm image build`")
+    value = found["properties"].get("lxdkvm.kvm_gid", "")
+    if not value.isdigit():
+        raise LxdkvmError(f"image {alias} does not record its kvm GID (not built by lxdkvm?)")
+    return int(value)

@@ -7,6 +7,7 @@ package imports pylxd or knows its exception types.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ SOCKETS = ("/var/snap/lxd/common/lxd/unix.socket", "/var/lib/lxd/unix.socket")
 # API extensions lxdkvm relies on (LXD 5.0 has them all).
 REQUIRED_EXTENSIONS = ("instances", "projects", "projects_networks", "network", "storage",
                        "cloud_init", "id_map_base")
+
+
+_CREATE_LOCK = threading.Lock()
 
 
 def socket_path() -> str:
@@ -144,7 +148,10 @@ class Lxd:
     def delete_profile(self, name: str) -> bool:
         if not self.client.profiles.exists(name):
             return False
-        self.client.profiles.get(name).delete()
+        try:
+            self.client.profiles.get(name).delete()
+        except pylxd_exc.LXDAPIException as exc:
+            raise LxdkvmError(f"cannot delete profile {name}: {_api_error(exc)}") from None
         return True
 
     # ------------------------------------------------------------------ images
@@ -199,6 +206,13 @@ class Lxd:
 
     def launch(self, name: str, image_alias: str, profiles: list[str],
                config: dict[str, str] | None = None) -> None:
+        """Create and start an instance. Serialised across threads: LXD 5.0 hands out the same or an
+        invalid isolated id range to containers created at the same moment."""
+        with _CREATE_LOCK:
+            self._create_and_start(name, image_alias, profiles, config)
+
+    def _create_and_start(self, name: str, image_alias: str, profiles: list[str],
+                          config: dict[str, str] | None) -> None:
         definition = {"name": name, "type": "container", "profiles": profiles,
                       "config": config or {}, "source": {"type": "image", "alias": image_alias}}
         try:
@@ -217,16 +231,28 @@ class Lxd:
         return True
 
     def execute(self, name: str, command: list[str], *, env: dict[str, str] | None = None,
-                stdin: str | None = None, timeout: float | None = None) -> ExecResult:
-        instance = self.client.instances.get(name)
+                timeout: float | None = None) -> ExecResult:
+        """Run a command and collect its output through LXD's recorded-output exec: plain REST calls,
+        no websockets, so it is safe from several threads."""
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})}
         if timeout:
             command = ["timeout", "--kill-after=5", str(int(timeout)), *command]
+        body = {"command": command, "environment": env, "interactive": False,
+                "wait-for-websocket": False, "record-output": True}
+        api = self.client.api.instances[name]
         try:
-            result = instance.execute(command, environment=env, stdin_payload=stdin)
+            response = api.exec.post(json=body)
+            operation = self.client.operations.wait_for_operation(response.json()["operation"])
+            metadata = operation.metadata or {}
+            streams = []
+            for fd in ("1", "2"):
+                log = metadata.get("output", {}).get(fd, "").rsplit("/", 1)[-1]
+                streams.append(api.logs[log].get().text if log else "")
+                if log:
+                    api.logs[log].delete()
         except pylxd_exc.LXDAPIException as exc:
             raise LxdkvmError(f"{name}: exec {command[0]} failed: {_api_error(exc)}") from None
-        return ExecResult(result.exit_code, result.stdout or "", result.stderr or "")
+        return ExecResult(int(metadata.get("return", -1)), streams[0], streams[1])
 
     def push(self, name: str, path: str, data: bytes | BinaryIO, mode: str = "0644") -> None:
         self.client.instances.get(name).files.put(path, data, mode=mode, uid=0, gid=0)
