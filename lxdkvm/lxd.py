@@ -54,10 +54,16 @@ class ExecResult:
 
 
 def _api_error(exc: pylxd_exc.LXDAPIException) -> str:
+    """LXD's own error text (pylxd's str() of some errors is not even a string)."""
+    response = getattr(exc, "response", None)
     try:
-        return exc.response.json().get("error") or str(exc)
-    except Exception:  # noqa: BLE001 - pylxd responses vary; any failure means "use str()"
-        return str(exc)
+        message = response.json().get("error")
+    except Exception:  # noqa: BLE001 - not JSON, or no response at all
+        message = None
+    if message:
+        return message
+    status = getattr(response, "status_code", None)
+    return f"HTTP {status}" if status else type(exc).__name__
 
 
 class Lxd:
@@ -247,7 +253,8 @@ class Lxd:
             streams = []
             for fd in ("1", "2"):
                 log = metadata.get("output", {}).get(fd, "").rsplit("/", 1)[-1]
-                streams.append(api.logs[log].get().text if log else "")
+                # is_api=False: the output is raw text, which may happen to parse as JSON
+                streams.append(api.logs[log].get(is_api=False).text if log else "")
                 if log:
                     api.logs[log].delete()
         except pylxd_exc.LXDAPIException as exc:
