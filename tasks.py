@@ -6,6 +6,7 @@ from invoke import task
 
 DEFAULT_HOSTS = ("kvm-host-1", "kvm-host-2")
 PROFILE = "kvm-host"
+BAKED = "lxdkvm/kvm-host"
 
 
 @task
@@ -21,10 +22,22 @@ def image(c, force=False):
 
 
 @task(pre=[image])
+def bake(c, force=False):
+    """Bake the KVM-host image (libvirt + QEMU installed and verified), or reuse the cached one."""
+    c.run(f"lxdkvm image bake{' --force' if force else ''}")
+
+
+@task(pre=[bake])
 def lab_up(c):
-    """Bring up the default lab: KVM host containers, ready (cloud-init, libvirtd, KVM probe)."""
-    c.run(f"lxdkvm profile apply {PROFILE} --kvm-gid-from lxdkvm/base")
-    c.run(f"lxdkvm launch {' '.join(DEFAULT_HOSTS)}")
+    """Bring up the default lab: KVM hosts from the baked image on the copy-on-write pool, ready."""
+    c.run(f"lxdkvm profile apply {PROFILE} --baked --kvm-gid-from {BAKED}")
+    c.run(f"lxdkvm launch {' '.join(DEFAULT_HOSTS)} --image {BAKED}")
+
+
+@task
+def bench(c, hosts=3):
+    """Time N hosts to ready: seed method vs baked image on dir vs on copy-on-write (docs/benchmarks.md)."""
+    c.run(f"python3 benchmarks/ready_hosts.py --hosts {hosts}")
 
 
 @task

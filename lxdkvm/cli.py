@@ -19,7 +19,7 @@ from .errors import LxdkvmError
 
 # Wide enough for the doctor's evidence when the output is a file or a CI log.
 out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 STATUS_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
 DEFAULT_PROFILE = "kvm-host"
 
@@ -49,7 +49,9 @@ def doctor(as_json: bool) -> None:
     """Check that this host can run a KVM lab, with evidence and fixes. Exit 1 if it cannot."""
     from .lxd import probe_server
 
-    checks = doctor_mod.diagnose(hostcaps.read_host(), kvmprobe.probe(), probe_server())
+    from .storage import btrfs_support
+
+    checks = doctor_mod.diagnose(hostcaps.read_host(), kvmprobe.probe(), probe_server(), btrfs_support())
     ok = doctor_mod.verdict(checks)
     if as_json:
         click.echo(json.dumps(doctor_mod.as_json(checks), indent=2))
@@ -92,6 +94,8 @@ def _profile_options(func):
                           "re-groups the devices at boot)."),
         click.option("--kvm-gid-from", "kvm_gid_from", metavar="IMAGE",
                      help="Take --kvm-gid from an lxdkvm image's lxdkvm.kvm_gid property."),
+        click.option("--packages/--baked", "install_packages", default=True,
+                     help="cloud-init installs libvirt/QEMU (plain image, default), or the image is baked."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -99,22 +103,23 @@ def _profile_options(func):
 
 
 def _spec(for_host: bool, cpu: str, idmap: str, cloud_init_keys: str, kvm_gid: int,
-          kvm_gid_from: str | None) -> profile_mod.ProfileSpec:
+          kvm_gid_from: str | None, install_packages: bool) -> profile_mod.ProfileSpec:
     if kvm_gid_from:
         kvm_gid = image_mod.kvm_gid(kvm_gid_from)
+    options = dict(kvm_gid=kvm_gid, idmap=idmap, cloud_init_keys=cloud_init_keys,
+                   install_packages=install_packages)
     if for_host:
-        return profile_mod.for_host(hostcaps.read_host(), kvm_gid=kvm_gid, idmap=idmap,
-                                    cloud_init_keys=cloud_init_keys)
-    return profile_mod.portable(cpu, kvm_gid=kvm_gid, idmap=idmap, cloud_init_keys=cloud_init_keys)
+        return profile_mod.for_host(hostcaps.read_host(), **options)
+    return profile_mod.portable(cpu, **options)
 
 
 @profile.command("render")
 @_profile_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
-def profile_render(for_host, cpu, idmap, cloud_init_keys, kvm_gid, kvm_gid_from, output) -> None:
+def profile_render(output, **options) -> None:
     """Print the profile as YAML for `lxc profile edit`."""
     with _errors():
-        text = profile_mod.render(_spec(for_host, cpu, idmap, cloud_init_keys, kvm_gid, kvm_gid_from))
+        text = profile_mod.render(_spec(**options))
     if output:
         output.write_text(text)
     else:
@@ -124,12 +129,12 @@ def profile_render(for_host, cpu, idmap, cloud_init_keys, kvm_gid, kvm_gid_from,
 @profile.command("apply")
 @click.argument("name", default=DEFAULT_PROFILE)
 @_profile_options
-def profile_apply(name, for_host, cpu, idmap, cloud_init_keys, kvm_gid, kvm_gid_from) -> None:
+def profile_apply(name, **options) -> None:
     """Create or update profile NAME in LXD."""
     from .lxd import Lxd
 
     with _errors():
-        text = profile_mod.render(_spec(for_host, cpu, idmap, cloud_init_keys, kvm_gid, kvm_gid_from))
+        text = profile_mod.render(_spec(**options))
         action = Lxd().apply_profile(name, profile_mod.parse(text))
     out.print(f"profile {name} {action}")
 
@@ -163,6 +168,21 @@ def image_build(release, alias, mirror, force) -> None:
               f"key {result.key}, kvm gid {result.properties.get('lxdkvm.kvm_gid', '?')})")
 
 
+@image.command("bake")
+@click.option("--from", "from_alias", default=image_mod.DEFAULT_ALIAS, show_default=True,
+              help="The base image (built by `lxdkvm image build`).")
+@click.option("--alias", default="lxdkvm/kvm-host", show_default=True)
+@click.option("--force", is_flag=True, help="Bake again even if a matching image exists.")
+def image_bake(from_alias, alias, force) -> None:
+    """Bake a KVM-host image: libvirt and QEMU installed, configured, verified, cleaned for reuse."""
+    from . import bake
+
+    with _errors():
+        result = bake.bake(from_alias, alias, force, _progress)
+    out.print(f"image {result.alias}: {result.action} (fingerprint {result.fingerprint[:12]}, key {result.key}; "
+              f"{result.properties.get('lxdkvm.contains', '')})")
+
+
 @main.command()
 def setup() -> None:
     """Install, start and initialise LXD (storage pool, NAT bridge) as needed."""
@@ -177,12 +197,15 @@ def setup() -> None:
 @click.argument("names", nargs=-1, required=True)
 @click.option("--image", "image_alias", default=image_mod.DEFAULT_ALIAS, show_default=True)
 @click.option("--profile", "profiles", multiple=True, default=["default", DEFAULT_PROFILE], show_default=True)
-def launch(names, image_alias, profiles) -> None:
+@click.option("--pool", help="Storage pool for the hosts [default: the copy-on-write pool lxdkvm chooses].")
+def launch(names, image_alias, profiles, pool) -> None:
     """Launch KVM host containers in parallel and wait until each is ready."""
     from . import kvmhost
+    from .lxd import Lxd
 
     with _errors():
-        results = kvmhost.launch_many(list(names), image_alias, list(profiles),
+        pool = pool or lxdsetup.ensure_hosts_pool(Lxd(), _progress).name
+        results = kvmhost.launch_many(list(names), image_alias, list(profiles), pool=pool,
                                       report=lambda host, msg: _progress(f"{host}: {msg}"))
     for name, took in results.items():
         out.print(f"{name} ready: " + ", ".join(f"{stage} {secs}s" for stage, secs in took.items()))

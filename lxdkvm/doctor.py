@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from . import hostcaps
+from . import hostcaps, storage
 from .kvmprobe import ProbeResult
 from .lxd import REQUIRED_EXTENSIONS, ServerFacts
 
@@ -111,6 +111,17 @@ def _lxd(server: ServerFacts) -> list[Check]:
     return checks
 
 
+def _storage(server: ServerFacts, btrfs: storage.BtrfsSupport) -> list[Check]:
+    if not server.reachable:
+        return []
+    choice = storage.choose_pool(server.pools, btrfs)
+    what = f"{choice.name} ({choice.driver}{', to be created by `lxdkvm setup`' if choice.create else ''})"
+    if choice.cow:
+        return [Check("host storage", PASS, f"{what}: {choice.reason}")]
+    return [Check("host storage", WARN, f"{what}: {choice.reason}",
+                  "install btrfs-progs (or create a zfs/btrfs/lvm pool) for instances in seconds")]
+
+
 def _idmaps(facts: hostcaps.HostFacts) -> list[Check]:
     checks = []
     for label, ranges in (("subuid", facts.subuid), ("subgid", facts.subgid)):
@@ -128,9 +139,10 @@ def _idmaps(facts: hostcaps.HostFacts) -> list[Check]:
     return checks
 
 
-def diagnose(facts: hostcaps.HostFacts, probe: ProbeResult, server: ServerFacts) -> list[Check]:
+def diagnose(facts: hostcaps.HostFacts, probe: ProbeResult, server: ServerFacts,
+             btrfs: storage.BtrfsSupport) -> list[Check]:
     return [*_cpu(facts), *_kvm(facts, probe), *_modules(facts), *_devices(facts), *_lxd(server),
-            *_idmaps(facts)]
+            *_storage(server, btrfs), *_idmaps(facts)]
 
 
 def verdict(checks: list[Check]) -> bool:

@@ -53,7 +53,7 @@ class Recipe:
         digest = hashlib.sha256()
         digest.update(json.dumps([BUILD_VERSION, self.release, self.arch, sorted(self.packages)]).encode())
         folder = data_dir("images")
-        for path in sorted(folder.rglob("*")):
+        for path in sorted([folder / "metadata.yaml.j2", *(folder / "templates").rglob("*")]):
             if path.is_file():
                 digest.update(str(path.relative_to(folder)).encode())
                 digest.update(path.read_bytes())

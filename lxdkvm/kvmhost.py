@@ -6,6 +6,7 @@ a failure names the host, the stage and shows the last lines of the log that exp
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ class Stage:
     command: list[str]
     timeout: float
     log: tuple[str, ...] = ()  # command whose output explains a failure
-    expect: str = ""  # text the output must contain
+    expect: str = ""  # regular expression the output must match (multi-line: ^ and $ are lines)
     fatal_codes: tuple[int, ...] = ()  # exit codes that mean "failed for good", not "not yet"
 
 
@@ -36,11 +37,11 @@ STAGES = [
     Stage("exec works", ["true"], 60),
     Stage("cloud-init finished", ["cloud-init", "status"], 900,
           ("tail", "-n", "12", "/var/log/cloud-init-output.log"),
-          expect="status: done", fatal_codes=(1,)),
+          expect=r"^status: done$", fatal_codes=(1,)),
     Stage("libvirtd active", ["systemctl", "is-active", "libvirtd.service"], 120,
-          ("journalctl", "--no-pager", "-n", "12", "-u", "libvirtd.service"), expect="active"),
+          ("journalctl", "--no-pager", "-n", "12", "-u", "libvirtd.service"), expect=r"^active$"),
     Stage("kvm probe as qemu user", ["runuser", "-u", QEMU_USER, "--", "python3", PROBE_PATH], 60,
-          expect="kvm-probe: OK", fatal_codes=(1,)),
+          expect=r"^kvm-probe: OK "),
 ]
 
 
@@ -68,7 +69,7 @@ def _tail(client: Lxd, name: str, log: tuple[str, ...]) -> str:
 
 
 def wait_ready(client: Lxd, name: str, report: Report = lambda _h, _m: None,
-               stages: list[Stage] = STAGES, poll: float = 2.0) -> dict[str, float]:
+               stages: list[Stage] = STAGES, poll: float = 1.0) -> dict[str, float]:
     """Run the stages in order; return the seconds each took. Raises StageFailed."""
     took: dict[str, float] = {}
     for stage in stages:
@@ -81,7 +82,7 @@ def wait_ready(client: Lxd, name: str, report: Report = lambda _h, _m: None,
             try:
                 result = client.execute(name, stage.command, timeout=60)
                 output = (result.stdout + result.stderr).strip()
-                ok = result.exit_code == 0 and stage.expect in output
+                ok = result.exit_code == 0 and re.search(stage.expect, output, re.MULTILINE) is not None
                 detail = output.splitlines()[-1] if output else f"exit {result.exit_code}"
                 if ok:
                     break
@@ -101,23 +102,25 @@ def wait_ready(client: Lxd, name: str, report: Report = lambda _h, _m: None,
 
 
 def launch(client: Lxd, name: str, image: str, profiles: list[str], report: Report = lambda _h, _m: None,
-           config: dict[str, str] | None = None) -> dict[str, float]:
+           config: dict[str, str] | None = None, pool: str | None = None,
+           stages: list[Stage] = STAGES, poll: float = 1.0) -> dict[str, float]:
     """Create and start NAME (unless it exists) and wait until it is a ready KVM host."""
     if not client.instance_exists(name):
-        report(name, f"creating from {image} with profiles {', '.join(profiles)}")
-        client.launch(name, image, profiles, config)
-    return wait_ready(client, name, report)
+        report(name, f"creating from {image} with profiles {', '.join(profiles)}" + (f" on {pool}" if pool else ""))
+        client.launch(name, image, profiles, config, pool)
+    return wait_ready(client, name, report, stages, poll)
 
 
 def launch_many(names: list[str], image: str, profiles: list[str], report: Report = lambda _h, _m: None,
-                workers: int = 4) -> dict[str, dict[str, float]]:
+                workers: int = 4, pool: str | None = None, stages: list[Stage] = STAGES,
+                poll: float = 1.0) -> dict[str, dict[str, float]]:
     """Launch several hosts on a bounded pool (one LXD connection each); the first failure is raised
     after the others finish, so no host is left half-way without being reported."""
     def one(name: str) -> dict[str, float]:
-        return launch(Lxd(), name, image, profiles, report)
+        return launch(Lxd(), name, image, profiles, report, pool=pool, stages=stages, poll=poll)
 
-    with ThreadPoolExecutor(max_workers=min(workers, len(names))) as pool:
-        futures = {name: pool.submit(one, name) for name in names}
+    with ThreadPoolExecutor(max_workers=min(workers, len(names))) as executor:
+        futures = {name: executor.submit(one, name) for name in names}
     errors = [f.exception() for f in futures.values() if f.exception()]
     if errors:
         raise errors[0]

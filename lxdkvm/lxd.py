@@ -192,6 +192,32 @@ class Lxd:
             self.delete_image(old["fingerprint"])
         return fingerprint
 
+    def publish(self, name: str, alias: str, properties: dict[str, str], description: str = "") -> str:
+        """Publish a stopped instance as an image and point ALIAS at it; like import_image, the old
+        image of the alias goes, and a failure leaves no new image behind."""
+        old = self.image_by_alias(alias)
+        fingerprint = None
+        try:
+            response = self.client.api.images.post(json={
+                "source": {"type": "instance", "name": name}, "properties": properties, "public": False})
+            operation = self.client.operations.wait_for_operation(response.json()["operation"])
+            fingerprint = operation.metadata["fingerprint"]
+            if old:
+                self.client.api.images.aliases[alias].delete()
+            self.client.images.get(fingerprint).add_alias(alias, description)
+        except pylxd_exc.LXDAPIException as exc:
+            if fingerprint:
+                self.delete_image(fingerprint)
+            raise LxdkvmError(f"publishing {name} as {alias} failed: {_api_error(exc)}") from None
+        if old and old["fingerprint"] != fingerprint:
+            self.delete_image(old["fingerprint"])
+        return fingerprint
+
+    def stop(self, name: str) -> None:
+        instance = self.client.instances.get(name)
+        if instance.status != "Stopped":
+            instance.stop(wait=True, timeout=60)
+
     def delete_image(self, fingerprint: str) -> None:
         try:
             self.client.images.get(fingerprint).delete(wait=True)
@@ -211,18 +237,17 @@ class Lxd:
                 "profiles": list(instance.profiles)}
 
     def launch(self, name: str, image_alias: str, profiles: list[str],
-               config: dict[str, str] | None = None) -> None:
-        """Create and start an instance. Serialised across threads: LXD 5.0 hands out the same or an
-        invalid isolated id range to containers created at the same moment."""
-        with _CREATE_LOCK:
-            self._create_and_start(name, image_alias, profiles, config)
-
-    def _create_and_start(self, name: str, image_alias: str, profiles: list[str],
-                          config: dict[str, str] | None) -> None:
+               config: dict[str, str] | None = None, pool: str | None = None) -> None:
+        """Create and start an instance. Creation is serialised across threads (LXD 5.0 allocates the
+        same or an invalid isolated id range to containers created at the same moment); starting
+        is not."""
         definition = {"name": name, "type": "container", "profiles": profiles,
                       "config": config or {}, "source": {"type": "image", "alias": image_alias}}
+        if pool:  # the root disk on this pool, whatever the profiles say
+            definition["devices"] = {"root": {"type": "disk", "path": "/", "pool": pool}}
         try:
-            instance = self.client.instances.create(definition, wait=True)
+            with _CREATE_LOCK:
+                instance = self.client.instances.create(definition, wait=True)
             instance.start(wait=True)
         except pylxd_exc.LXDAPIException as exc:
             raise LxdkvmError(f"{name}: LXD could not create/start the container: {_api_error(exc)}") from None

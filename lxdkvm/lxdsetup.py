@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from . import lxd
+from . import lxd, storage
 from .errors import LxdkvmError
 
 # LXD itself, what its bridge needs (firewall, DHCP/DNS), and what image builds need.
@@ -117,7 +117,18 @@ def initialise(client: lxd.Lxd, report: Report) -> dict[str, str]:
     added = client.ensure_default_devices(pool, network)
     if added:
         report(f"default profile: added {', '.join(added)}")
-    return {"pool": pool, "network": network}
+    hosts_pool = ensure_hosts_pool(client, report)
+    return {"pool": pool, "network": network, "hosts_pool": hosts_pool.name}
+
+
+def ensure_hosts_pool(client: lxd.Lxd, report: Report = lambda _msg: None) -> storage.PoolChoice:
+    """The pool KVM hosts go on (see storage.choose_pool), created when it does not exist yet."""
+    choice = storage.choose_pool(client.server_facts().pools, storage.btrfs_support())
+    if choice.create and client.ensure_storage_pool(choice.name, choice.driver, dict(choice.config)):
+        report(f"created storage pool {choice.name} ({choice.driver}): {choice.reason}")
+    if not choice.cow:
+        report(f"warning: {choice.reason}")
+    return choice
 
 
 def ensure_lxd(report: Report = lambda _msg: None) -> lxd.Lxd:

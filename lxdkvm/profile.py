@@ -44,6 +44,7 @@ class ProfileSpec:
     idmap: str = "isolated"
     cloud_init_keys: str = "modern"
     kvm_group_devices: list[str] = field(default_factory=list)
+    install_packages: bool = True  # False for a baked image that has libvirt/QEMU already
 
 
 def _devices(paths: list[str], kvm_gid: int) -> list[UnixChar]:
@@ -68,7 +69,7 @@ def _check(idmap: str, cloud_init_keys: str) -> None:
 
 
 def for_host(facts: hostcaps.HostFacts, *, kvm_gid: int = 0, idmap: str = "isolated",
-             cloud_init_keys: str = "modern") -> ProfileSpec:
+             cloud_init_keys: str = "modern", install_packages: bool = True) -> ProfileSpec:
     """Only what this host provides in a way LXD accepts: a listed module LXD cannot find or load
     stops the container from starting, and so does a missing device that is required."""
     _check(idmap, cloud_init_keys)
@@ -78,11 +79,12 @@ def for_host(facts: hostcaps.HostFacts, *, kvm_gid: int = 0, idmap: str = "isola
         description=f"lxdkvm KVM host (for this host: kernel {facts.kernel})",
         modules=modules, devices=_devices(paths, kvm_gid), idmap=idmap,
         cloud_init_keys=cloud_init_keys, kvm_group_devices=[p for p in paths if p != "/dev/net/tun"],
+        install_packages=install_packages,
     )
 
 
 def portable(cpu: str, *, kvm_gid: int = 0, idmap: str = "isolated",
-             cloud_init_keys: str = "modern") -> ProfileSpec:
+             cloud_init_keys: str = "modern", install_packages: bool = True) -> ProfileSpec:
     """The profile for a typical host with loadable modules and every vhost device."""
     _check(idmap, cloud_init_keys)
     if cpu not in PORTABLE_MODULES:
@@ -92,12 +94,13 @@ def portable(cpu: str, *, kvm_gid: int = 0, idmap: str = "isolated",
         description=f"lxdkvm KVM host (portable, {cpu} CPU)",
         modules=PORTABLE_MODULES[cpu], devices=_devices(paths, kvm_gid), idmap=idmap,
         cloud_init_keys=cloud_init_keys, kvm_group_devices=[p for p in paths if p != "/dev/net/tun"],
+        install_packages=install_packages,
     )
 
 
 def user_data(spec: ProfileSpec) -> str:
-    return render_template("cloud-init", "kvm-host.user-data.j2",
-                           packages=PACKAGES, kvm_group_devices=spec.kvm_group_devices)
+    return render_template("cloud-init", "kvm-host.user-data.j2", packages=PACKAGES,
+                           kvm_group_devices=spec.kvm_group_devices, install_packages=spec.install_packages)
 
 
 def render(spec: ProfileSpec, header: str = "") -> str:

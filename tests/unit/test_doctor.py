@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 from lxdkvm import doctor
+from lxdkvm.storage import BtrfsSupport
 from lxdkvm.hostcaps import DeviceFacts
 from lxdkvm.kvmprobe import ProbeResult
 from lxdkvm.lxd import ServerFacts
@@ -15,12 +16,16 @@ SERVER = ServerFacts(socket="/var/lib/lxd/unix.socket", reachable=True, version=
                      networks=[{"name": "lxdkvmbr0", "type": "bridge", "managed": True, "ipv4": "10.87.0.1/24"}])
 
 
+BTRFS_OK = BtrfsSupport(True, "btrfs in the kernel, mkfs.btrfs and loop devices available")
+NO_BTRFS = BtrfsSupport(False, "mkfs.btrfs is missing: apt-get install btrfs-progs")
+
+
 def by_name(checks):
     return {c.name: c for c in checks}
 
 
 def test_pvm_sandbox_can_run_a_lab_with_tcg_warning():
-    checks = by_name(doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, SERVER))
+    checks = by_name(doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, SERVER, BTRFS_OK))
     assert doctor.verdict(list(checks.values()))
     assert checks["cpu"].status == "WARN" and "TCG" in checks["cpu"].fix
     assert checks["kvm probe"].status == "PASS" and "HLT" in checks["kvm probe"].evidence
@@ -31,7 +36,7 @@ def test_pvm_sandbox_can_run_a_lab_with_tcg_warning():
 
 
 def test_intel_workstation_passes_with_nested():
-    checks = by_name(doctor.diagnose(load_host("intel-workstation"), PROBE_OK, SERVER))
+    checks = by_name(doctor.diagnose(load_host("intel-workstation"), PROBE_OK, SERVER, BTRFS_OK))
     assert checks["cpu"].status == "PASS" and "vmx" in checks["cpu"].evidence
     assert checks["nested kvm_intel"].status == "PASS"
     assert checks["module vhost_vsock"].status == "PASS"
@@ -41,7 +46,7 @@ def test_no_kvm_device_fails():
     facts = load_host("amd-server")
     facts.devices["/dev/kvm"] = DeviceFacts(path="/dev/kvm", exists=False)
     probe = ProbeResult(ok=False, step="open", errno=2, error="no /dev/kvm")
-    checks = doctor.diagnose(facts, probe, SERVER)
+    checks = doctor.diagnose(facts, probe, SERVER, BTRFS_OK)
     assert not doctor.verdict(checks)
     assert by_name(checks)["/dev/kvm"].status == "FAIL"
     assert by_name(checks)["root subuid"].status == "WARN"  # 65536 ids: no room for isolated maps
@@ -49,11 +54,21 @@ def test_no_kvm_device_fails():
 
 def test_unreachable_lxd_fails_with_fix():
     down = ServerFacts(socket="/var/lib/lxd/unix.socket", reachable=False, error="LXD is not running")
-    checks = doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, down)
+    checks = doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, down, BTRFS_OK)
     assert not doctor.verdict(checks)
     assert "lxdkvm setup" in by_name(checks)["lxd"].fix
 
 
 def test_missing_extension_fails():
     old = replace(SERVER, missing_extensions=["projects_networks"])
-    assert by_name(doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, old))["lxd api"].status == "FAIL"
+    assert by_name(doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, old, BTRFS_OK))["lxd api"].status == "FAIL"
+
+
+def test_storage_row_reports_the_pool_hosts_would_use():
+    on_btrfs = by_name(doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, SERVER, NO_BTRFS))
+    assert on_btrfs["host storage"].status == "PASS" and "default (btrfs)" in on_btrfs["host storage"].evidence
+    dir_only = replace(SERVER, pools=[{"name": "default", "driver": "dir", "source": ""}])
+    will_create = by_name(doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, dir_only, BTRFS_OK))["host storage"]
+    assert will_create.status == "PASS" and "lxdkvm-cow (btrfs, to be created" in will_create.evidence
+    fallback = by_name(doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, dir_only, NO_BTRFS))["host storage"]
+    assert fallback.status == "WARN" and "btrfs-progs" in fallback.evidence + fallback.fix

@@ -1,0 +1,69 @@
+"""Hosts from the baked KVM-host image on the copy-on-write pool: ready without installing anything,
+each with its own identity."""
+
+import pytest
+
+from lxdkvm import bake, hostcaps, kvmhost, lxdsetup
+from lxdkvm import profile as profile_mod
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def baked(lxd, base_image):
+    return bake.bake(report=lambda msg: print(f"[bake] {msg}", flush=True))
+
+
+@pytest.fixture(scope="module")
+def two_hosts(lxd, baked, unique):
+    names = [f"lxdkvm-it-baked-{unique}-{i}" for i in (1, 2)]
+    profile = f"lxdkvm-it-baked-{unique}"
+    spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=int(baked.properties["lxdkvm.kvm_gid"]),
+                                install_packages=False)
+    lxd.apply_profile(profile, profile_mod.parse(profile_mod.render(spec)))
+    pool = lxdsetup.ensure_hosts_pool(lxd)
+    try:
+        kvmhost.launch_many(names, baked.alias, ["default", profile], pool=pool.name)
+        yield names
+    finally:
+        for name in names:
+            lxd.delete_instance(name)
+        lxd.delete_profile(profile)
+
+
+def out(lxd, name, *command):
+    result = lxd.execute(name, list(command))
+    assert result.exit_code == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_baked_image_says_what_it_contains_and_rebake_is_cached(lxd, baked, base_image):
+    props = lxd.image_by_alias(bake.DEFAULT_ALIAS)["properties"]
+    assert "libvirt-daemon-system=" in props["lxdkvm.contains"]
+    assert "qemu-system-x86=" in props["lxdkvm.contains"]
+    assert props["lxdkvm.base"] == base_image.fingerprint
+    assert bake.bake().action == "up to date"
+
+
+def test_hosts_get_fresh_identity(lxd, two_hosts):
+    for what in (["cat", "/etc/machine-id"], ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"], ["hostname"]):
+        values = {out(lxd, name, *what) for name in two_hosts}
+        assert len(values) == 2 and all(values), what
+    assert {out(lxd, name, "hostname") for name in two_hosts} == set(two_hosts)
+
+
+def test_hosts_run_cloud_init_per_instance_but_install_nothing(lxd, two_hosts):
+    for name in two_hosts:
+        assert "status: done" in out(lxd, name, "cloud-init", "status")
+        assert out(lxd, name, "cloud-init", "query", "v1.instance_id") == name
+        assert out(lxd, name, "cat", "/var/log/dpkg.log") == ""  # truncated by the bake, nothing since
+        assert out(lxd, name, "systemctl", "is-active", "libvirtd.service") == "active"
+        probe = out(lxd, name, "runuser", "-u", "libvirt-qemu", "--", "python3", kvmhost.PROBE_PATH)
+        assert probe.startswith("kvm-probe: OK")
+
+
+def test_hosts_are_on_the_copy_on_write_pool(lxd, two_hosts):
+    pool = lxdsetup.ensure_hosts_pool(lxd)
+    for name in two_hosts:
+        assert lxd.instance_info(name)["expanded_devices"]["root"]["pool"] == pool.name
+    assert pool.cow  # btrfs-progs is installed by setup and this kernel has btrfs
