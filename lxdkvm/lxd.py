@@ -11,6 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import BinaryIO
 
 import pylxd
@@ -170,46 +171,40 @@ class Lxd:
                 "size": image.size}
 
     def import_image(self, metadata: Path, rootfs: Path, alias: str, description: str = "") -> str:
-        """Import a split image and point ALIAS at it. The previous image of the alias is deleted;
-        on any failure the new image is deleted again, so nothing half-imported remains."""
+        """Import a split image and point ALIAS at it (see _replace_alias)."""
+        def upload() -> str:
+            with open(metadata, "rb") as meta, open(rootfs, "rb") as root:
+                return self.client.images.create(root, metadata=meta).fingerprint
+
+        return self._replace_alias(alias, description, upload, f"importing image {alias}")
+
+    def publish(self, name: str, alias: str, properties: dict[str, str], description: str = "") -> str:
+        """Publish a stopped instance as an image and point ALIAS at it (see _replace_alias)."""
+        def publish_instance() -> str:
+            response = self.client.api.images.post(json={
+                "source": {"type": "instance", "name": name}, "properties": properties, "public": False})
+            return self.client.operations.wait_for_operation(response.json()["operation"]).metadata["fingerprint"]
+
+        return self._replace_alias(alias, description, publish_instance, f"publishing {name} as {alias}")
+
+    def _replace_alias(self, alias: str, description: str, create: Callable[[], str], what: str) -> str:
+        """Create an image, move ALIAS to it and delete the alias's previous image. On any failure
+        the new image is deleted again, so nothing half-made remains and the old alias still works."""
         old = self.image_by_alias(alias)
         fingerprint = None
         try:
-            with open(metadata, "rb") as meta, open(rootfs, "rb") as root:
-                image = self.client.images.create(root, metadata=meta)
-            fingerprint = image.fingerprint
+            fingerprint = create()
             if old and old["fingerprint"] == fingerprint:
                 return fingerprint
             if old:
                 self.client.api.images.aliases[alias].delete()
-            image.add_alias(alias, description)
+            self.client.images.get(fingerprint).add_alias(alias, description)
         except (pylxd_exc.LXDAPIException, OSError) as exc:
             if fingerprint and not (old and old["fingerprint"] == fingerprint):
                 self.delete_image(fingerprint)
             message = _api_error(exc) if isinstance(exc, pylxd_exc.LXDAPIException) else str(exc)
-            raise LxdkvmError(f"importing image {alias} failed: {message}") from None
+            raise LxdkvmError(f"{what} failed: {message}") from None
         if old:
-            self.delete_image(old["fingerprint"])
-        return fingerprint
-
-    def publish(self, name: str, alias: str, properties: dict[str, str], description: str = "") -> str:
-        """Publish a stopped instance as an image and point ALIAS at it; like import_image, the old
-        image of the alias goes, and a failure leaves no new image behind."""
-        old = self.image_by_alias(alias)
-        fingerprint = None
-        try:
-            response = self.client.api.images.post(json={
-                "source": {"type": "instance", "name": name}, "properties": properties, "public": False})
-            operation = self.client.operations.wait_for_operation(response.json()["operation"])
-            fingerprint = operation.metadata["fingerprint"]
-            if old:
-                self.client.api.images.aliases[alias].delete()
-            self.client.images.get(fingerprint).add_alias(alias, description)
-        except pylxd_exc.LXDAPIException as exc:
-            if fingerprint:
-                self.delete_image(fingerprint)
-            raise LxdkvmError(f"publishing {name} as {alias} failed: {_api_error(exc)}") from None
-        if old and old["fingerprint"] != fingerprint:
             self.delete_image(old["fingerprint"])
         return fingerprint
 

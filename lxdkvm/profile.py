@@ -7,7 +7,7 @@ the YAML a person pastes into ``lxc profile edit`` (templates in ``profiles/`` a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import yaml
 
@@ -43,8 +43,12 @@ class ProfileSpec:
     devices: list[UnixChar]
     idmap: str = "isolated"
     cloud_init_keys: str = "modern"
-    kvm_group_devices: list[str] = field(default_factory=list)
     install_packages: bool = True  # False for a baked image that has libvirt/QEMU already
+
+    @property
+    def kvm_group_devices(self) -> list[str]:
+        """The devices cloud-init hands to the image's kvm group: all but the world-usable tun."""
+        return [d.path for d in self.devices if d.mode == "0660"]
 
 
 def _devices(paths: list[str], kvm_gid: int) -> list[UnixChar]:
@@ -78,8 +82,7 @@ def for_host(facts: hostcaps.HostFacts, *, kvm_gid: int = 0, idmap: str = "isola
     return ProfileSpec(
         description=f"lxdkvm KVM host (for this host: kernel {facts.kernel})",
         modules=modules, devices=_devices(paths, kvm_gid), idmap=idmap,
-        cloud_init_keys=cloud_init_keys, kvm_group_devices=[p for p in paths if p != "/dev/net/tun"],
-        install_packages=install_packages,
+        cloud_init_keys=cloud_init_keys, install_packages=install_packages,
     )
 
 
@@ -93,8 +96,7 @@ def portable(cpu: str, *, kvm_gid: int = 0, idmap: str = "isolated",
     return ProfileSpec(
         description=f"lxdkvm KVM host (portable, {cpu} CPU)",
         modules=PORTABLE_MODULES[cpu], devices=_devices(paths, kvm_gid), idmap=idmap,
-        cloud_init_keys=cloud_init_keys, kvm_group_devices=[p for p in paths if p != "/dev/net/tun"],
-        install_packages=install_packages,
+        cloud_init_keys=cloud_init_keys, install_packages=install_packages,
     )
 
 
