@@ -7,7 +7,6 @@ bake is keyed by the base image and the user-data that configures it, like the b
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,14 +66,11 @@ def bake(from_alias: str = image.DEFAULT_ALIAS, alias: str = DEFAULT_ALIAS, forc
             raise LxdkvmError(f"cleaning the bake container failed: {clean.stderr.strip()[-300:]}")
         report("stopping and publishing")
         client.stop(name)
-        now = time.gmtime()
         release = base["properties"].get("release", "")
         properties = {
             **{k: v for k, v in base["properties"].items() if k in ("os", "release", "architecture")},
-            "description": f"Debian {release} KVM host: libvirt + QEMU (lxdkvm, {time.strftime('%Y%m%d', now)})",
-            "variant": "lxdkvm-kvm-host", "serial": time.strftime("%Y%m%d_%H%M", now),
-            "build_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", now),
-            "lxdkvm.key": key, "lxdkvm.kvm_gid": str(kvm_gid), "lxdkvm.base": base["fingerprint"],
+            **image.stamp_properties(f"Debian {release} KVM host: libvirt + QEMU (lxdkvm"),
+            "variant": "lxdkvm-kvm-host", "lxdkvm.key": key, "lxdkvm.kvm_gid": str(kvm_gid), "lxdkvm.base": base["fingerprint"],
             "lxdkvm.contains": versions.stdout.strip(),
         }
         fingerprint = client.publish(name, alias, properties, properties["description"])

@@ -153,12 +153,18 @@ def _customise(rootfs: Path) -> dict[str, str]:
     return {"kvm_gid": kvm_gid}
 
 
-def _metadata(recipe: Recipe, key: str, extra: dict[str, str]) -> tuple[str, dict[str, str]]:
+def stamp_properties(description: str) -> dict[str, str]:
+    """The image properties that record when it was made (description gets the date appended)."""
     now = time.gmtime()
+    return {"description": f"{description}, {time.strftime('%Y%m%d', now)})",
+            "serial": time.strftime("%Y%m%d_%H%M", now),
+            "build_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", now)}
+
+
+def _metadata(recipe: Recipe, key: str, extra: dict[str, str]) -> tuple[str, dict[str, str]]:
     properties = {
         "os": "debian", "release": recipe.release, "architecture": recipe.arch, "variant": "lxdkvm-base",
-        "description": f"Debian {recipe.release} {recipe.arch} (lxdkvm base, {time.strftime('%Y%m%d', now)})",
-        "serial": time.strftime("%Y%m%d_%H%M", now), "build_date": time.strftime("%Y-%m-%dT%H:%M:%SZ", now),
+        **stamp_properties(f"Debian {recipe.release} {recipe.arch} (lxdkvm base"),
         "lxdkvm.key": key, "lxdkvm.kvm_gid": extra["kvm_gid"],
         "lxdkvm.packages": ",".join(recipe.packages),
     }
