@@ -62,7 +62,7 @@ def _modules(facts: hostcaps.HostFacts) -> list[Check]:
             level = FAIL if status.name == "kvm" else WARN
             fix = f"the kernel lacks {status.name}: the profile leaves it out"
             if status.name in essential and status.name != "kvm" and "kvm_pvm" in facts.sysfs_modules:
-                level, fix = PASS, f"not needed: KVM here is kvm_pvm (paravirtual)"
+                level, fix = PASS, "not needed: KVM here is kvm_pvm (paravirtual)"
         elif not status.lxd_ok:
             level = PASS
             evidence += "; no /sys/module entry and modprobe cannot load it"
