@@ -16,6 +16,8 @@ from . import hostcaps, kvmprobe, lxdsetup
 from . import image as image_mod
 from . import profile as profile_mod
 from .errors import LxdkvmError
+from .labcli import register as register_lab_commands
+from .topology import LabInvalid
 
 # Wide enough for the doctor's evidence when the output is a file or a CI log.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -29,9 +31,18 @@ def _errors():
     """Library errors become one red line on stderr and exit status 1."""
     try:
         yield
+    except LabInvalid as exc:  # every problem, with file:line and key; exit 2 like a usage error
+        err.print(f"[bold red]error:[/] {exc.source}: {len(exc.problems)} problem(s), nothing was changed",
+                  highlight=False)
+        err.print(exc.report(), highlight=False, markup=False)
+        sys.exit(2)
     except LxdkvmError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
         sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted:[/] run the same command again to finish, or `lxdkvm down` to "
+                  "remove what was made", highlight=False)
+        sys.exit(130)
 
 
 def _progress(message: str) -> None:
@@ -221,6 +232,9 @@ def delete(names) -> None:
         client = Lxd()
         for name in names:
             out.print(f"{name} {'deleted' if client.delete_instance(name) else 'does not exist'}")
+
+
+register_lab_commands(main, out, err, _errors)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ so tests can load facts recorded on other machines). The decision functions belo
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import os
 import stat
 from dataclasses import asdict, dataclass, field
@@ -275,6 +276,21 @@ def all_module_status(facts: HostFacts) -> list[ModuleStatus]:
 def hardware_virt(facts: HostFacts) -> str | None:
     """'vmx', 'svm' or None."""
     return next((f for f in ("vmx", "svm") if f in facts.cpu_flags), None)
+
+
+def routes(root: str | Path = "/") -> list[tuple[ipaddress.IPv4Network, str]]:
+    """This machine's IPv4 routes other than the default route: (destination, device)."""
+    found = []
+    for line in _read(Path(root) / "proc/net/route").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        dest = ipaddress.IPv4Address(bytes.fromhex(fields[1])[::-1])
+        mask = ipaddress.IPv4Address(bytes.fromhex(fields[7])[::-1])
+        net = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
+        if net.prefixlen:
+            found.append((net, fields[0]))
+    return found
 
 
 def isolated_capacity(ranges: list[tuple[int, int]]) -> int:

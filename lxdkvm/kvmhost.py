@@ -7,6 +7,7 @@ a failure names the host, the stage and shows the last lines of the log that exp
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from .lxd import Lxd
 PROBE_PATH = "/usr/local/lib/lxdkvm/kvmprobe.py"
 QEMU_USER = "libvirt-qemu"
 
+EXEC_SLICE = 10  # seconds one readiness command may block
 Report = Callable[[str, str], None]  # (host, message)
 
 
@@ -31,11 +33,17 @@ class Stage:
     log: tuple[str, ...] = ()  # command whose output explains a failure
     expect: str = ""  # regular expression the output must match (multi-line: ^ and $ are lines)
     fatal_codes: tuple[int, ...] = ()  # exit codes that mean "failed for good", not "not yet"
+    check: Callable[[str], str] | None = None  # output → "" when it passes, else what is missing
+
+
+class Cancelled(LxdkvmError):
+    """Another host failed (or the user interrupted), so this one stopped waiting."""
 
 
 STAGES = [
     Stage("exec works", ["true"], 60),
-    Stage("cloud-init finished", ["cloud-init", "status"], 900,
+    # --wait blocks inside the container until cloud-init is done: one exec instead of a poll loop
+    Stage("cloud-init finished", ["cloud-init", "status", "--wait"], 900,
           ("tail", "-n", "12", "/var/log/cloud-init-output.log"),
           expect=r"^status: done$", fatal_codes=(1,)),
     Stage("libvirtd active", ["systemctl", "is-active", "libvirtd.service"], 120,
@@ -68,9 +76,19 @@ def _tail(client: Lxd, name: str, log: tuple[str, ...]) -> str:
         return f"(could not read the log: {exc})"
 
 
+def _passes(stage: Stage, exit_code: int, output: str) -> tuple[bool, str]:
+    detail = output.splitlines()[-1] if output else f"exit {exit_code}"
+    if exit_code != 0 or re.search(stage.expect, output, re.MULTILINE) is None:
+        return False, detail
+    missing = stage.check(output) if stage.check else ""
+    return not missing, missing or detail
+
+
 def wait_ready(client: Lxd, name: str, report: Report = lambda _h, _m: None,
-               stages: list[Stage] = STAGES, poll: float = 1.0) -> dict[str, float]:
-    """Run the stages in order; return the seconds each took. Raises StageFailed."""
+               stages: list[Stage] = STAGES, poll: float = 1.0,
+               cancel: threading.Event | None = None) -> dict[str, float]:
+    """Run the stages in order; return the seconds each took. Raises StageFailed, or Cancelled as
+    soon as `cancel` is set (another host failed)."""
     took: dict[str, float] = {}
     for stage in stages:
         report(name, stage.name)
@@ -79,11 +97,14 @@ def wait_ready(client: Lxd, name: str, report: Report = lambda _h, _m: None,
         start = time.monotonic()
         detail = ""
         while True:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"{name}: stopped at stage '{stage.name}'")
             try:
-                result = client.execute(name, stage.command, timeout=60)
+                # short exec timeouts, so a blocking command (cloud-init status --wait) notices `cancel`
+                left = stage.timeout - (time.monotonic() - start)
+                result = client.execute(name, stage.command, timeout=max(2.0, min(left, EXEC_SLICE)))
                 output = (result.stdout + result.stderr).strip()
-                ok = result.exit_code == 0 and re.search(stage.expect, output, re.MULTILINE) is not None
-                detail = output.splitlines()[-1] if output else f"exit {result.exit_code}"
+                ok, detail = _passes(stage, result.exit_code, output)
                 if ok:
                     break
                 if result.exit_code in stage.fatal_codes:

@@ -6,8 +6,9 @@ package imports pylxd or knows its exception types.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,20 @@ REQUIRED_EXTENSIONS = ("instances", "projects", "projects_networks", "network", 
                        "cloud_init", "id_map_base")
 
 
-_CREATE_LOCK = threading.Lock()
+# LXD 5.0 gives containers created at the same moment the same (or an invalid) isolated id range, so
+# creation is serialised across threads and processes (two labs coming up at once) by this file lock.
+CREATE_LOCK = Path(os.environ.get("LXDKVM_RUN_DIR", "/run/lxdkvm")) / "create.lock"
+
+
+@contextlib.contextmanager
+def _creating():
+    CREATE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(CREATE_LOCK, "a") as handle:  # a new open file per caller: flock excludes threads too
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def socket_path() -> str:
@@ -75,7 +89,7 @@ class Lxd:
         if not os.path.exists(path):
             raise LxdUnavailable(f"LXD is not running: no socket at {path} (run `lxdkvm setup`)")
         try:
-            self.client = pylxd.Client(project=project)
+            self.client = pylxd.Client(project=None if project == "default" else project)
             self.client.host_info  # noqa: B018 - forces the first request
         except (pylxd_exc.ClientConnectionFailed, OSError) as exc:
             raise LxdUnavailable(f"LXD does not answer on {path}: {exc}") from None
@@ -241,7 +255,7 @@ class Lxd:
         if pool:  # the root disk on this pool, whatever the profiles say
             definition["devices"] = {"root": {"type": "disk", "path": "/", "pool": pool}}
         try:
-            with _CREATE_LOCK:
+            with _creating():
                 instance = self.client.instances.create(definition, wait=True)
             instance.start(wait=True)
         except pylxd_exc.LXDAPIException as exc:
@@ -286,6 +300,144 @@ class Lxd:
 
     def pull(self, name: str, path: str) -> bytes:
         return self.client.instances.get(name).files.get(path)
+
+
+class LabLxd(Lxd):
+    """The LXD operations of a lab: its project, its networks (in the default project, because LXD only
+    keeps OVN networks in other projects), its profiles and its instances. Plain data in and out."""
+
+    def __init__(self, project: str) -> None:
+        super().__init__("default")
+        self.project = project
+        self._scoped: Lxd | None = None
+
+    @property
+    def scoped(self) -> Lxd:
+        """A connection inside the lab's project (which must exist)."""
+        if self._scoped is None:
+            self._scoped = Lxd(self.project)
+        return self._scoped
+
+    def _call(self, what: str, action: Callable[[], object]) -> object:
+        try:
+            return action()
+        except pylxd_exc.LXDAPIException as exc:
+            raise LxdkvmError(f"{what}: {_api_error(exc)}") from None
+
+    # ------------------------------------------------------------------ reading
+    def project_config(self) -> dict[str, str] | None:
+        if not self.client.projects.exists(self.project):
+            return None
+        return dict(self.client.projects.get(self.project).config or {})
+
+    def networks(self) -> dict[str, dict[str, str]]:
+        return {n.name: dict(n.config or {}) for n in self.client.networks.all() if n.managed}
+
+    def profiles(self) -> dict[str, dict]:
+        return {p.name: {"description": p.description or "", "config": dict(p.config or {}),
+                         "devices": dict(p.devices or {})} for p in self.scoped.client.profiles.all()}
+
+    def instances(self) -> dict[str, dict]:
+        response = self.scoped.client.api.instances.get(params={"recursion": "1"})
+        return {i["name"]: {"status": i["status"], "config": dict(i.get("config") or {}),
+                            "devices": dict(i.get("devices") or {}), "profiles": list(i.get("profiles") or [])}
+                for i in response.json()["metadata"]}
+
+    def isolated_elsewhere(self) -> int:
+        """Containers of other projects that hold an isolated id map."""
+        response = self.client.api.instances.get(params={"recursion": "1", "all-projects": "true"})
+        return sum(1 for i in response.json()["metadata"] if i.get("project") != self.project
+                   and (i.get("expanded_config") or {}).get("security.idmap.isolated") == "true")
+
+    def image_aliases(self) -> set[str]:
+        response = self.client.api.images.aliases.get(params={"recursion": "1"})
+        return {alias["name"] for alias in response.json()["metadata"]}
+
+    def pool_names(self) -> set[str]:
+        return {p.name for p in self.client.storage_pools.all()}
+
+    def addresses(self, name: str) -> dict[str, list[str]]:
+        """IPv4 addresses (with prefix) of each interface inside a running instance."""
+        state = self.scoped.client.api.instances[name].state.get().json()["metadata"]
+        return {ifname: [f"{a['address']}/{a['netmask']}" for a in iface.get("addresses", [])
+                         if a.get("family") == "inet"]
+                for ifname, iface in (state.get("network") or {}).items() if ifname != "lo"}
+
+    # ------------------------------------------------------------------ writing
+    def create_project(self, config: dict[str, str], description: str) -> None:
+        self._call(f"cannot create LXD project {self.project}", lambda: self.client.projects.create(
+            self.project, config=config, description=description))
+
+    def delete_project(self) -> None:
+        if self.client.projects.exists(self.project):
+            self._call(f"cannot delete LXD project {self.project}",
+                       lambda: self.client.projects.get(self.project).delete())
+
+    def create_network(self, name: str, config: dict[str, str], description: str) -> None:
+        self._call(f"cannot create network {name}", lambda: self.client.networks.create(
+            name, description=description, type="bridge", config=config))
+
+    def update_network(self, name: str, config: dict[str, str]) -> None:
+        def update() -> None:
+            network = self.client.networks.get(name)
+            network.config = config
+            network.save()
+        self._call(f"cannot update network {name}", update)
+
+    def delete_network(self, name: str) -> None:
+        if self.client.networks.exists(name):
+            self._call(f"cannot delete network {name}", lambda: self.client.networks.get(name).delete())
+
+    def apply_lab_profile(self, name: str, body: dict) -> str:
+        return self.scoped.apply_profile(name, body)
+
+    def delete_lab_profile(self, name: str) -> bool:
+        return self.scoped.delete_profile(name)
+
+    def create_instance(self, name: str, image_alias: str, profiles: list[str], config: dict[str, str],
+                        devices: dict[str, dict[str, str]]) -> None:
+        definition = {"name": name, "type": "container", "profiles": profiles, "config": config,
+                      "devices": devices, "source": {"type": "image", "alias": image_alias}}
+        def create() -> None:
+            with _creating():
+                self.scoped.client.instances.create(definition, wait=True)
+        self._call(f"{name}: LXD could not create the container", create)
+
+    def start_instance(self, name: str) -> None:
+        self._call(f"{name}: LXD could not start the container",
+                   lambda: self.scoped.client.instances.get(name).start(wait=True))
+
+    def update_instance(self, name: str, config: dict[str, str], devices: dict[str, dict[str, str]],
+                        profiles: list[str]) -> None:
+        """Apply config, devices and profiles to a (running) instance, keeping LXD's own keys."""
+        def update() -> None:
+            instance = self.scoped.client.instances.get(name)
+            kept = {k: v for k, v in instance.config.items() if k.startswith(("volatile.", "image."))}
+            instance.config = {**kept, **config}
+            instance.devices = devices
+            instance.profiles = profiles
+            instance.save(wait=True)
+        self._call(f"{name}: LXD refused the change", update)
+
+    def set_instance_key(self, name: str, key: str, value: str) -> None:
+        def patch() -> None:
+            response = self.scoped.client.api.instances[name].patch(json={"config": {key: value}})
+            if response.json().get("type") == "async":
+                self.client.operations.wait_for_operation(response.json()["operation"])
+        self._call(f"{name}: cannot set {key}", patch)
+
+    def delete_lab_instance(self, name: str) -> bool:
+        return self._call(f"{name}: cannot delete the container", lambda: self.scoped.delete_instance(name))
+
+
+def exec_interactive(project: str, name: str, command: list[str]) -> None:
+    """Replace this process with `lxc exec` (a terminal, signals and exit status come for free)."""
+    client = Lxd()
+    if not client.client.projects.exists(project):
+        raise LxdkvmError(f"no lab project {project}: is the lab up? (`lxdkvm status`)")
+    if not Lxd(project).instance_exists(name):
+        raise LxdkvmError(f"lab project {project} has no host {name} (`lxdkvm status` lists them)")
+    os.execvp("lxc", ["lxc", "exec", "--project", project, name, "--", *command])
 
 
 def probe_server() -> ServerFacts:

@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from . import lxd, storage
+from . import hostcaps, lxd, storage
 from .errors import LxdkvmError
 
 # LXD itself, what its bridge needs (firewall, DHCP/DNS), and what image builds need.
@@ -68,24 +68,6 @@ def start_daemon(report: Report) -> None:
     lxd.wait_for_socket()
 
 
-def _routes() -> list[ipaddress.IPv4Network]:
-    routes = []
-    try:
-        lines = Path("/proc/net/route").read_text().splitlines()[1:]
-    except OSError:
-        return routes
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 8:
-            continue
-        dest = ipaddress.IPv4Address(bytes.fromhex(fields[1])[::-1])
-        mask = ipaddress.IPv4Address(bytes.fromhex(fields[7])[::-1])
-        net = ipaddress.IPv4Network(f"{dest}/{mask}", strict=False)
-        if net.prefixlen:
-            routes.append(net)
-    return routes
-
-
 def free_subnet(taken: list[ipaddress.IPv4Network], start: int = 87) -> ipaddress.IPv4Network:
     """The first 10.N.0.0/24 (N from `start`) that overlaps none of `taken`."""
     for n in [*range(start, 255), *range(1, start)]:
@@ -107,7 +89,7 @@ def initialise(client: lxd.Lxd, report: Report) -> dict[str, str]:
     network = (nic or {}).get("network") or (nic or {}).get("parent") or BRIDGE
     if not nic and not any(n["name"] == network for n in facts.networks):
         # `lxd init --auto` cannot pick a subnet on some machines: choose one that overlaps nothing.
-        taken = _routes() + [ipaddress.IPv4Network(n["ipv4"], strict=False)
+        taken = [net for net, _dev in hostcaps.routes()] + [ipaddress.IPv4Network(n["ipv4"], strict=False)
                              for n in facts.networks if n["ipv4"] and "/" in n["ipv4"]]
         subnet = free_subnet(taken)
         address = f"{subnet.network_address + 1}/{subnet.prefixlen}"

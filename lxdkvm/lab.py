@@ -1,0 +1,183 @@
+"""The lab pipeline, in one screen: load → check → prepare → plan → apply (hosts ready) → status.
+
+`lxdkvm up|plan|down|status` and the `invoke lab-*` tasks call these functions and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import bake, hostcaps, image, labcheck, labfile, labobjects, lxdsetup, provision, storage
+from . import profile as profile_mod
+from . import topology as t
+from .errors import LxdkvmError
+from .lock import LabLock
+from .lxd import LabLxd
+from .plan import Observed, Plan, make_plan, teardown_plan
+
+Report = Callable[[str, str], None]  # (host or "lab", message)
+
+
+def machine_facts(lab_name: str, connect: bool = True) -> labcheck.Machine:
+    """What the checks need to know about this machine; LXD facts only when LXD answers."""
+    host = hostcaps.read_host()
+    capacity = min(hostcaps.isolated_capacity(host.subuid), hostcaps.isolated_capacity(host.subgid))
+    facts = dict(routes=tuple(hostcaps.routes()), cpus=os.cpu_count(), isolated_capacity=capacity)
+    if connect:
+        try:
+            lxd = LabLxd(t.project_name(lab_name))
+            facts.update(isolated_elsewhere=lxd.isolated_elsewhere(), images=frozenset(lxd.image_aliases()),
+                         pools=frozenset(lxd.pool_names()))
+        except LxdkvmError:
+            pass  # not installed or not running yet: `up` prepares it, then checks again
+    return labcheck.Machine(**facts)
+
+
+def load(path: str | Path | None, connect: bool = True) -> t.Lab:
+    """The lab from PATH (None: the embedded default lab), checked. Raises LabInvalid with every problem."""
+    text, source = labfile.read(path)
+    lab, problems, _ = labfile.parse(text, source)
+    if lab is not None:
+        problems += labcheck.check(lab, machine_facts(lab.name, connect))
+    if problems:
+        raise t.LabInvalid(source, problems)
+    return lab
+
+
+def lab_name(lab: str | Path | None) -> str:
+    """A lab's name from its file, or LAB itself when it is not a file (a lab that is up)."""
+    if lab is None or Path(lab).is_file():
+        text, source = labfile.read(lab)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise t.LabInvalid(source, [t.Problem("name", "the lab file has no readable `name`",
+                                                  "give the lab's name instead of its file", 1)])
+        return data["name"]
+    return str(lab)
+
+
+# ------------------------------------------------------------------------------------ prepare
+@dataclass
+class Prepared:
+    pool: str
+    kvm_profile: dict
+
+
+def _kvm_profile(image_properties: dict[str, str]) -> dict:
+    """The kvm-host profile for hosts of this image: baked images need no package installs."""
+    gid = image_properties.get("lxdkvm.kvm_gid", "0")
+    spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=int(gid) if gid.isdigit() else 0,
+                                install_packages="lxdkvm.contains" not in image_properties)
+    return profile_mod.parse(profile_mod.render(spec))
+
+
+def prepare(lab: t.Lab, say: Callable[[str], None]) -> Prepared:
+    """Make what the lab stands on exist: LXD (installed, running, initialised), the storage pool and
+    the image (built and baked on demand). Shared by every lab; never deleted by `down`."""
+    client = lxdsetup.ensure_lxd(say)
+    if lab.storage == "auto":
+        pool = lxdsetup.ensure_hosts_pool(client, say).name
+    else:
+        pool = lab.storage
+    found = client.image_by_alias(lab.image)
+    if found is None and lab.image == t.DEFAULT_IMAGE:
+        say(f"image {lab.image} is missing: building the base image and baking it (a few minutes, once)")
+        image.build(report=say)
+        found = client.image_by_alias(bake.bake(report=say).alias)
+    if found is None:
+        raise LxdkvmError(f"LXD has no image {lab.image}")
+    return Prepared(pool, _kvm_profile(found["properties"]))
+
+
+def _planned_prepared(lab: t.Lab, lxd: LabLxd) -> Prepared:
+    """What `prepare` would decide, without creating anything (for `plan`)."""
+    if lab.storage == "auto":
+        pool = storage.choose_pool(lxd.server_facts().pools, storage.btrfs_support()).name
+    else:
+        pool = lab.storage
+    found = lxd.image_by_alias(lab.image)
+    return Prepared(pool, _kvm_profile(found["properties"] if found else {"lxdkvm.contains": "(to be baked)"}))
+
+
+# ------------------------------------------------------------------------------------ plan, up, down
+def observe(lxd: LabLxd) -> Observed:
+    project = lxd.project_config()
+    if project is None:
+        return Observed(None, lxd.networks(), {}, {})
+    return Observed(project, lxd.networks(), lxd.profiles(), lxd.instances())
+
+
+def plan(path: str | Path | None) -> tuple[t.Lab, Plan]:
+    lab = load(path)
+    lxd = LabLxd(lab.project)
+    want = labobjects.desired(lab, **vars(_planned_prepared(lab, lxd)))
+    return lab, make_plan(want, observe(lxd))
+
+
+@dataclass
+class UpResult:
+    lab: t.Lab
+    plan: Plan
+    applied: provision.Applied
+    recovered: str  # a stale lock that was taken over, if any
+
+
+def up(path: str | Path | None, report: Report, workers: int = provision.DEFAULT_WORKERS) -> UpResult:
+    lab = load(path, connect=False)  # nothing is touched before the file is known to be right
+    with LabLock(lab.name, "up") as lock:
+        if lock.recovered:
+            report("lab", lock.recovered)
+        prepared = prepare(lab, lambda message: report("lab", message))
+        lab = load(path)  # again, now that LXD's facts (images, pools, other labs) are known
+        lxd = LabLxd(lab.project)
+        want = labobjects.desired(lab, prepared.pool, prepared.kvm_profile)
+        the_plan = make_plan(want, observe(lxd))
+        if the_plan.empty:
+            return UpResult(lab, the_plan, provision.Applied(), lock.recovered)
+        applied = provision.apply(lab, want, the_plan, report, workers)
+        return UpResult(lab, the_plan, applied, lock.recovered)
+
+
+def down(lab: str | Path | None, report: Report) -> tuple[Plan, float]:
+    name = lab_name(lab)
+    with LabLock(name, "down") as lock:
+        if lock.recovered:
+            report("lab", lock.recovered)
+        lxd = LabLxd(t.project_name(name))
+        the_plan = teardown_plan(name, lxd.project, observe(lxd))
+        return the_plan, provision.teardown(the_plan, report)
+
+
+# ------------------------------------------------------------------------------------ status
+def status(lab: str | Path | None) -> dict:
+    """The lab as LXD has it: hosts, state, addresses per network, readiness (JSON-ready)."""
+    name = lab_name(lab)
+    lxd = LabLxd(t.project_name(name))
+    have = observe(lxd)
+    networks = {bridge: config for bridge, config in have.networks.items()
+                if config.get(labobjects.MARK) == name}
+    hosts = []
+    for host, info in sorted(have.instances.items()):
+        addresses = lxd.addresses(host) if info["status"] == "Running" else {}
+        per_network = {}
+        for device, nic in sorted(info["devices"].items()):
+            if nic.get("type") == "nic":
+                network = networks.get(nic.get("network", ""), {}).get(labobjects.NETWORK, nic.get("network", ""))
+                per_network[network] = addresses.get(nic.get("name", device), [])
+        hosts.append({"name": host, "state": info["status"],
+                      "ready": info["status"] == "Running" and info["config"].get(labobjects.READY) == "true",
+                      "addresses": per_network})
+    return {
+        "lab": name, "project": lxd.project, "exists": have.project is not None,
+        "networks": [{"name": c.get(labobjects.NETWORK, b), "bridge": b, "subnet": c.get("user.lxdkvm.subnet", ""),
+                      "gateway": c.get("ipv4.address", "none")} for b, c in sorted(networks.items())],
+        "hosts": hosts,
+    }

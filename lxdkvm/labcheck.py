@@ -1,0 +1,243 @@
+"""What a lab means, checked before anything is created: names, subnets, addresses, references, ids.
+
+Pure: the lab and a few facts about this machine (`Machine`) in, every problem out.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from . import topology as t
+
+LAB_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")
+NETWORK_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,13}[a-z0-9])?$")
+HOST_NAME = re.compile(r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")  # LXD's rule for instance names
+RESERVED_PROFILES = ("default", "kvm-host")
+# LXD instance config namespaces a lab may set; lxdkvm sets the rest itself.
+CONFIG_NAMESPACES = ("boot.", "environment.", "limits.", "linux.", "raw.", "security.", "snapshots.",
+                     "user.", "cloud-init.", "migration.", "nvidia.")
+MANAGED_KEYS = {
+    "limits.cpu": "set `limits: {cpu: N}` instead",
+    "limits.memory": "set `limits: {memory: SIZE}` instead",
+    "security.idmap.isolated": "set `idmap: isolated` or `idmap: shared` instead",
+    "cloud-init.network-config": "declare addresses under the host's `networks:` instead",
+    "user.network-config": "declare addresses under the host's `networks:` instead",
+}
+UNPRIVILEGED = {
+    "security.privileged": "lab hosts are unprivileged containers; remove it",
+    "raw.lxc": "raw LXC config can undo the container's confinement; remove it",
+}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Facts about this machine the checks need; None means "not known" (the check is skipped)."""
+    routes: tuple[tuple[ipaddress.IPv4Network, str], ...] = ()  # (destination, device)
+    cpus: int | None = None
+    isolated_capacity: int | None = None  # isolated id maps root's subordinate ranges allow
+    isolated_elsewhere: int = 0  # containers with an isolated map that are not this lab's
+    images: frozenset[str] | None = None  # image aliases LXD has
+    pools: frozenset[str] | None = None  # storage pools LXD has
+    buildable_images: frozenset[str] = field(default_factory=lambda: frozenset({t.DEFAULT_IMAGE}))
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return f"known: {', '.join(choices)}" if choices else ""
+
+
+def _names(lab: t.Lab) -> Iterator[t.Problem]:
+    if not LAB_NAME.match(lab.name):
+        yield t.Problem("name", f"'{lab.name}' is not a valid lab name",
+                        "use 1-32 lower-case letters, digits and hyphens, starting with a letter", 1)
+    seen: dict[str, t.Network] = {}
+    for net in lab.networks:
+        if not NETWORK_NAME.match(net.name):
+            yield t.Problem(f"{net.path}.name", f"'{net.name}' is not a valid network name",
+                            "use 1-15 lower-case letters, digits and hyphens, starting with a letter", net.line)
+        if net.name in seen:
+            yield t.Problem(f"{net.path}.name", f"network '{net.name}' is declared twice",
+                            f"the first one is on line {seen[net.name].line}; rename one", net.line)
+        seen.setdefault(net.name, net)
+    hosts: dict[str, t.Host] = {}
+    for host in lab.hosts:
+        if not HOST_NAME.match(host.name):
+            yield t.Problem(f"{host.path}.name", f"'{host.name}' is not a valid host name",
+                            "use up to 63 letters, digits and hyphens, starting with a letter and not "
+                            "ending with a hyphen", host.line)
+        if host.name in hosts:
+            first = hosts[host.name]
+            where = "this entry" if first.line == host.line else f"line {first.line}"
+            yield t.Problem(f"{host.path}.name", f"host '{host.name}' is declared twice",
+                            f"it is also made by {where}; rename one", host.line)
+        hosts.setdefault(host.name, host)
+    profiles: dict[str, t.ExtraProfile] = {}
+    for prof in lab.profiles:
+        if prof.name in RESERVED_PROFILES:
+            yield t.Problem(f"{prof.path}.name", f"profile name '{prof.name}' is lxdkvm's own",
+                            "choose another name", prof.line)
+        elif prof.name in profiles:
+            yield t.Problem(f"{prof.path}.name", f"profile '{prof.name}' is declared twice",
+                            f"the first one is on line {profiles[prof.name].line}", prof.line)
+        profiles.setdefault(prof.name, prof)
+
+
+def _subnets(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
+    own_bridges = {lab.bridge(n.name) for n in lab.networks}
+    for i, net in enumerate(lab.networks):
+        where = f"{net.path}.subnet"
+        if not 8 <= net.subnet.prefixlen <= 29:
+            yield t.Problem(where, f"{net.subnet} has a /{net.subnet.prefixlen} prefix",
+                            "use a prefix from /8 to /29 (room for a gateway, DHCP and static hosts)", net.line)
+            continue
+        if not net.subnet.is_private:
+            yield t.Problem(where, f"{net.subnet} is not a private range",
+                            "use a private range (10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16) so the lab "
+                            "does not hide real destinations", net.line)
+        for other in lab.networks[:i]:
+            if net.subnet.overlaps(other.subnet):
+                yield t.Problem(where, f"{net.subnet} overlaps network '{other.name}' ({other.subnet})",
+                                "give every network of the lab its own subnet", net.line)
+        if net.mode == "nat":  # the machine gets an address and a route on it
+            for route, device in machine.routes:
+                if device not in own_bridges and net.subnet.overlaps(route):
+                    yield t.Problem(where, f"{net.subnet} overlaps this machine's route {route} on {device}",
+                                    "choose a subnet no interface of this machine uses "
+                                    "(see `ip route`)", net.line)
+        if net.mode == "isolated" and net.dhcp:
+            yield t.Problem(f"{net.path}.dhcp", "an isolated network has no DHCP server",
+                            "nothing on this machine is on an isolated segment; set `dhcp: false` and "
+                            "give hosts static `ipv4:` addresses, or use `mode: nat`", net.line)
+
+
+def _attachments(lab: t.Lab) -> Iterator[t.Problem]:
+    names = [n.name for n in lab.networks]
+    taken: dict[ipaddress.IPv4Address, t.Host] = {}
+    for host in lab.hosts:
+        seen: set[str] = set()
+        for att in host.attachments:
+            net = lab.network(att.network)
+            if net is None:
+                yield t.Problem(f"{att.path}.network", f"no network '{att.network}' in this lab",
+                                _suggest(att.network, names) or "declare it under `networks:`", att.line)
+                continue
+            if att.network in seen:
+                yield t.Problem(f"{att.path}.network", f"host '{host.name}' is on '{att.network}' twice",
+                                "list each network once per host", att.line)
+            seen.add(att.network)
+            if att.ipv4 is None:
+                continue
+            yield from _address(host, att, net, taken)
+
+
+def _address(host: t.Host, att: t.Attachment, net: t.Network,
+             taken: dict[ipaddress.IPv4Address, t.Host]) -> Iterator[t.Problem]:
+    where, ip = f"{att.path}.ipv4", att.ipv4
+    label = f"{ip} (host {host.name})"
+    if ip not in net.subnet:
+        yield t.Problem(where, f"{label} is outside network '{net.name}' ({net.subnet})",
+                        f"use an address in {net.subnet}", att.line)
+        return
+    if ip in (net.subnet.network_address, net.subnet.broadcast_address):
+        kind = "network" if ip == net.subnet.network_address else "broadcast"
+        yield t.Problem(where, f"{label} is the {kind} address of {net.subnet}",
+                        "use a host address", att.line)
+        return
+    if ip == net.gateway:
+        yield t.Problem(where, f"{label} is the gateway of network '{net.name}'",
+                        f"this machine uses {net.gateway}; start host addresses at {net.gateway + 10}", att.line)
+        return
+    if net.dhcp_range and net.dhcp_range[0] <= ip <= net.dhcp_range[1]:
+        low, high = net.dhcp_range
+        yield t.Problem(where, f"{label} is inside the DHCP range of '{net.name}' ({low}-{high})",
+                        f"use an address below {low} or set `dhcp: false` on the network", att.line)
+        return
+    if ip in taken:
+        other = taken[ip]
+        yield t.Problem(where, f"{label} is also given to host {other.name}",
+                        "give every host its own address" + (" (a range of hosts counts up from the "
+                                                             "address given)" if other.line == host.line else ""),
+                        att.line)
+        return
+    taken[ip] = host
+
+
+def _config(lab: t.Lab) -> Iterator[t.Problem]:
+    def check(config: dict[str, str], path: str, line: int) -> Iterator[t.Problem]:
+        for key, value in config.items():
+            where = f"{path}.config.{key}"
+            if key in MANAGED_KEYS:
+                yield t.Problem(where, "is set by lxdkvm", MANAGED_KEYS[key], line)
+            elif key in UNPRIVILEGED and not (key == "security.privileged" and value == "false"):
+                yield t.Problem(where, "is not allowed", UNPRIVILEGED[key], line)
+            elif key.startswith("user.lxdkvm."):
+                yield t.Problem(where, "is lxdkvm's own bookkeeping", "choose another user.* key", line)
+            elif not key.startswith(CONFIG_NAMESPACES) or key.endswith("."):
+                yield t.Problem(where, f"'{key}' is not an LXD instance option",
+                                f"instance options start with {', '.join(CONFIG_NAMESPACES)}", line)
+
+    for prof in lab.profiles:
+        yield from check(prof.config, prof.path, prof.line)
+        for name, device in prof.devices.items():
+            if "type" not in device:
+                yield t.Problem(f"{prof.path}.devices.{name}", "a device needs a `type`",
+                                "e.g. type: disk, nic or unix-char", prof.line)
+            if device.get("type") == "disk" and device.get("path") == "/":
+                yield t.Problem(f"{prof.path}.devices.{name}", "the root disk is lxdkvm's",
+                                "choose the pool with the lab's `storage:` key", prof.line)
+    checked: set[str] = set()
+    for host in lab.hosts:
+        if host.path in checked:  # one entry, many hosts: say it once
+            continue
+        checked.add(host.path)
+        yield from check(host.config, host.path, host.line)
+
+
+def _references(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
+    profiles = [p.name for p in lab.profiles]
+    said: set[tuple[str, str]] = set()
+    for host in lab.hosts:
+        for name in host.profiles:
+            if name not in profiles and (host.path, name) not in said:
+                said.add((host.path, name))
+                yield t.Problem(f"{host.path}.profiles", f"no profile '{name}' in this lab",
+                                _suggest(name, profiles) or "declare it under `profiles:`", host.line)
+    if machine.images is not None and lab.image not in machine.images and lab.image not in machine.buildable_images:
+        yield t.Problem("image", f"LXD has no image '{lab.image}'",
+                        _suggest(lab.image, sorted(machine.images | machine.buildable_images)) or
+                        f"omit `image:` to use {t.DEFAULT_IMAGE} (built on demand)", 1)
+    if machine.pools is not None and lab.storage != "auto" and lab.storage not in machine.pools:
+        yield t.Problem("storage", f"LXD has no storage pool '{lab.storage}'",
+                        _suggest(lab.storage, sorted(machine.pools)) or "use `storage: auto`", 1)
+
+
+def _capacity(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
+    if machine.cpus:
+        said: set[str] = set()
+        for host in lab.hosts:
+            if host.cpu and host.cpu > machine.cpus and host.path not in said:
+                said.add(host.path)
+                yield t.Problem(f"{host.path}.limits.cpu", f"{host.cpu} CPUs, but this machine has {machine.cpus}",
+                                f"use at most {machine.cpus}", host.line)
+    isolated = sum(1 for h in lab.hosts if h.idmap == "isolated")
+    if machine.isolated_capacity is not None and isolated + machine.isolated_elsewhere > machine.isolated_capacity:
+        free = max(0, machine.isolated_capacity - machine.isolated_elsewhere)
+        yield t.Problem("hosts", f"{isolated} hosts need an isolated id map, but root's subordinate ids "
+                        f"leave room for {free} more", "add ranges to /etc/subuid and /etc/subgid, or set "
+                        "`idmap: shared` on some hosts", lab.hosts[0].line if lab.hosts else 1)
+
+
+CHECKS: list[Callable[[t.Lab, Machine], Iterator[t.Problem]]] = [
+    lambda lab, _m: _names(lab), _subnets, lambda lab, _m: _attachments(lab),
+    lambda lab, _m: _config(lab), _references, _capacity,
+]
+
+
+def check(lab: t.Lab, machine: Machine = Machine()) -> list[t.Problem]:
+    return [problem for rule in CHECKS for problem in rule(lab, machine)]

@@ -1,0 +1,166 @@
+"""`lxdkvm up|plan|down|status|exec|shell`: the lab commands. Parse, call `lab`, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+
+import click
+from rich.live import Live
+from rich.table import Table
+
+from . import lab as lab_mod
+from . import topology as t
+from .lxd import exec_interactive
+from .plan import Plan
+
+LAB_HELP = "A lab file, or the name of a lab that is up [default: the embedded default lab]."
+VERB_STYLE = {"create": "green", "update": "yellow", "recreate": "magenta", "delete": "red",
+              "start": "cyan", "verify": "cyan"}
+
+
+class Progress:
+    """Per-host, per-stage progress: a live table on a terminal, one line per change otherwise."""
+
+    def __init__(self, console) -> None:
+        self.console = console
+        self.lock = threading.Lock()
+        self.start = time.monotonic()
+        self.hosts: dict[str, list] = {}  # host → [stage, since]
+        self.live = Live(self._table(), console=console, refresh_per_second=4, transient=True) \
+            if console.is_terminal else None
+
+    def __enter__(self) -> "Progress":
+        if self.live:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live:
+            self.live.__exit__(*exc)
+
+    def _table(self) -> Table:
+        table = Table(header_style="bold", box=None)
+        for column in ("host", "stage", "for"):
+            table.add_column(column)
+        now = time.monotonic()
+        for host, (stage, since) in sorted(self.hosts.items()):
+            style = "green" if stage == "ready" else ""
+            table.add_row(host, f"[{style}]{stage}[/]" if style else stage, f"{now - since:4.1f}s")
+        return table
+
+    def __call__(self, host: str, message: str) -> None:
+        with self.lock:
+            elapsed = time.monotonic() - self.start
+            if host == "lab":
+                self.console.print(f"[dim]· {elapsed:5.1f}s[/] {message}", highlight=False)
+                return
+            self.hosts[host] = [message, time.monotonic()]
+            if self.live:
+                self.live.update(self._table())
+            else:
+                self.console.print(f"[dim]· {elapsed:5.1f}s[/] {host}: {message}", highlight=False)
+
+
+def print_plan(console, plan: Plan) -> None:
+    if plan.empty:
+        console.print(f"lab {plan.lab}: nothing to do, LXD already matches the lab file")
+        return
+    table = Table(header_style="bold", title=f"plan for lab {plan.lab} (project {plan.project})")
+    for column in ("action", "object", "name", "why"):
+        table.add_column(column)
+    for action in plan.actions:
+        style = VERB_STYLE.get(action.verb, "")
+        table.add_row(f"[{style}]{action.verb}[/]", action.kind, action.name, action.reason)
+    console.print(table)
+    for conflict in plan.conflicts:
+        console.print(f"[bold red]conflict:[/] {conflict}", highlight=False)
+
+
+def print_status(console, status: dict) -> None:
+    if not status["exists"]:
+        console.print(f"lab {status['lab']} is not up (no LXD project {status['project']})")
+        return
+    networks = [n["name"] for n in status["networks"]]
+    table = Table(header_style="bold", title=f"lab {status['lab']} (project {status['project']})")
+    for column in ("host", "state", "ready", *networks):
+        table.add_column(column)
+    for host in status["hosts"]:
+        ready = "[green]yes[/]" if host["ready"] else "[yellow]no[/]"
+        table.add_row(host["name"], host["state"], ready,
+                      *[", ".join(host["addresses"].get(n, [])) or "-" for n in networks])
+    console.print(table)
+    for net in status["networks"]:
+        console.print(f"  network {net['name']}: {net['subnet']} on bridge {net['bridge']} "
+                      f"(gateway {net['gateway']})", highlight=False)
+
+
+def register(main: click.Group, out, err, errors) -> None:
+    @main.command()
+    @click.argument("lab", required=False)
+    def plan(lab) -> None:
+        """Show what `up` would create, change or delete, and why. Changes nothing."""
+        with errors():
+            _, the_plan = lab_mod.plan(lab)
+        print_plan(out, the_plan)
+        sys.exit(1 if the_plan.conflicts else 0)
+
+    @main.command()
+    @click.argument("lab", required=False)
+    @click.option("--workers", default=10, show_default=True, help="Hosts created and checked at once.")
+    def up(lab, workers) -> None:
+        """Make the lab real: validate, plan, create in parallel, wait until every host is ready."""
+        with errors(), Progress(err) as progress:
+            result = lab_mod.up(lab, progress, workers)
+        if result.plan.empty:
+            out.print(f"lab {result.lab.name}: nothing to do, {len(result.lab.hosts)} hosts are up and ready")
+        else:
+            print_plan(out, result.plan)
+            out.print(f"lab {result.lab.name} is up: {len(result.lab.hosts)} hosts ready "
+                      f"in {result.applied.seconds}s")
+        with errors():
+            print_status(out, lab_mod.status(result.lab.name))
+
+    @main.command()
+    @click.argument("lab", required=False)
+    def down(lab) -> None:
+        """Delete the lab: its hosts, profiles, networks and project, and nothing else."""
+        with errors(), Progress(err) as progress:
+            the_plan, seconds = lab_mod.down(lab, progress)
+        if not the_plan.actions:
+            out.print(f"lab {the_plan.lab}: nothing to delete")
+        else:
+            hosts = len(the_plan.select("host"))
+            out.print(f"lab {the_plan.lab} is down: deleted {hosts} hosts, "
+                      f"{len(the_plan.select('network'))} networks and project {the_plan.project} in {seconds}s")
+
+    @main.command()
+    @click.argument("lab", required=False)
+    @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+    def status(lab, as_json) -> None:
+        """Hosts of the lab, their state, addresses per network and readiness."""
+        with errors():
+            result = lab_mod.status(lab)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            print_status(out, result)
+
+    @main.command(name="exec", context_settings={"ignore_unknown_options": True})
+    @click.option("--lab", "lab", help=LAB_HELP)
+    @click.argument("host")
+    @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+    def exec_(lab, host, command) -> None:
+        """Run COMMAND on a lab host: lxdkvm exec [--lab LAB] HOST -- CMD..."""
+        with errors():
+            exec_interactive(t.project_name(lab_mod.lab_name(lab)), host, list(command))
+
+    @main.command()
+    @click.option("--lab", "lab", help=LAB_HELP)
+    @click.argument("host")
+    def shell(lab, host) -> None:
+        """Open a login shell on a lab host."""
+        with errors():
+            exec_interactive(t.project_name(lab_mod.lab_name(lab)), host, ["su", "-l"])

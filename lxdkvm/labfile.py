@@ -1,0 +1,301 @@
+"""Load a lab file: YAML with line numbers → schema (pydantic) → a `topology.Lab`.
+
+Every problem is collected as a `topology.Problem` with the line and key path it is about, so a person
+sees all their mistakes at once. Cross-object meaning (overlaps, duplicates, references) is `labcheck`'s.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from . import topology as t
+from .templating import data_dir
+
+Loc = tuple[str | int, ...]
+Scalar = str | int | float | bool
+MEMORY = r"^\d+(\.\d+)?\s*(B|kB|KiB|MB|MiB|GB|GiB|TB|TiB)$|^\d+%$"
+RANGE = re.compile(r"\[(\d+)-(\d+)\]")
+MAX_RANGE = 256
+
+
+# ---------------------------------------------------------------------------------------- schema
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NetworkIn(_Model):
+    name: str
+    subnet: str
+    mode: Literal["nat", "isolated"] = "nat"
+    dhcp: bool | None = None  # default: on for nat, off for isolated
+    mtu: int = Field(1500, ge=576, le=9000)
+
+
+def _short_attachment(value: object) -> object:
+    return {"network": value} if isinstance(value, str) else value
+
+
+class AttachmentIn(_Model):
+    network: str
+    ipv4: str | None = None
+
+
+class LimitsIn(_Model):
+    cpu: int | None = Field(None, ge=1)
+    memory: str | None = Field(None, pattern=MEMORY)
+
+
+class HostSettingsIn(_Model):
+    networks: list[Annotated[AttachmentIn, BeforeValidator(_short_attachment)]] | None = None
+    limits: LimitsIn | None = None
+    idmap: Literal["isolated", "shared"] | None = None
+    config: dict[str, Scalar] | None = None
+    profiles: list[str] | None = None
+
+
+class HostIn(HostSettingsIn):
+    name: str
+
+
+class ProfileIn(_Model):
+    name: str
+    config: dict[str, Scalar] = {}
+    devices: dict[str, dict[str, Scalar]] = {}
+
+
+class LabIn(_Model):
+    name: str
+    image: str = t.DEFAULT_IMAGE
+    storage: str = "auto"
+    networks: list[NetworkIn] = []
+    profiles: list[ProfileIn] = []
+    defaults: HostSettingsIn = HostSettingsIn()
+    hosts: list[HostIn] = Field(min_length=1)
+
+
+# ---------------------------------------------------------------------------------------- YAML
+class _Positions(dict):
+    """Line number (1-based) of every key path; a path that has none falls back to its parent's."""
+
+    def line(self, loc: Loc) -> int:
+        for end in range(len(loc), -1, -1):
+            if tuple(loc[:end]) in self:
+                return self[tuple(loc[:end])]
+        return 1
+
+
+def key_path(loc: Loc) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _read_yaml(text: str) -> tuple[object, _Positions, list[t.Problem]]:
+    """Plain data plus the line of every key; duplicate and non-string keys are problems."""
+    positions, problems = _Positions(), []
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        return None, positions, [t.Problem("(file)", f"not valid YAML: {problem}",
+                                           "check the indentation and quoting", (mark.line + 1) if mark else 1)]
+    constructor = yaml.SafeLoader("")
+
+    def build(node: yaml.Node, loc: Loc) -> object:
+        positions.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            constructor.flatten_mapping(node)  # YAML merge keys (<<: *anchor)
+            out: dict = {}
+            for key_node, value_node in node.value:
+                key = constructor.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if not isinstance(key, str):
+                    problems.append(t.Problem(key_path(loc), f"key {key!r} is not a string",
+                                              "quote the key", line))
+                    continue
+                if key in out:
+                    problems.append(t.Problem(key_path((*loc, key)), "duplicate key",
+                                              f"it is already set on line {positions[(*loc, key)]}", line))
+                    continue
+                positions[(*loc, key)] = line
+                out[key] = build(value_node, (*loc, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [build(item, (*loc, i)) for i, item in enumerate(node.value)]
+        return constructor.construct_object(node, deep=True)
+
+    return (build(root, ()) if root is not None else None), positions, problems
+
+
+# ---------------------------------------------------------------------------------------- schema errors
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The schema model that describes the mapping at `loc` (for "did you mean")."""
+    model: object = LabIn
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        model = model.model_fields[part].annotation
+        while typing.get_origin(model) in (list, typing.Union, Annotated, types.UnionType):
+            model = next((a for a in typing.get_args(model) if a is not type(None)), None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _schema_problem(error: dict, positions: _Positions) -> t.Problem:
+    loc: Loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    line = positions.line(loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        known = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else (f"known keys: {', '.join(known)}" if known else "")
+        return t.Problem(key_path(loc), f"unknown key '{loc[-1]}'", hint, line)
+    if kind == "missing":
+        return t.Problem(key_path(loc), "is required", f"add `{loc[-1]}:`", line)
+    got = error.get("input")
+    message = error["msg"][0].lower() + error["msg"][1:]
+    if kind == "string_pattern_mismatch" and loc[-1] == "memory":
+        return t.Problem(key_path(loc), f"{got!r} is not a memory size", "use a size such as 512MiB or 2GiB, "
+                         "or a share such as 50%", line)
+    if kind == "too_short" and loc == ("hosts",):
+        return t.Problem("hosts", "a lab needs at least one host", "add a host under `hosts:`", line)
+    shown = f" (got {got!r})" if isinstance(got, (str, int, float, bool)) else ""
+    return t.Problem(key_path(loc), message + shown, "", line)
+
+
+# ---------------------------------------------------------------------------------------- resolve
+def _text(value: Scalar) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def expand_name(pattern: str) -> list[str] | str:
+    """`compute-[1-4]` → compute-1 … compute-4 (`[01-10]` keeps the width). A string is an error."""
+    ranges = RANGE.findall(pattern)
+    if not ranges:
+        return [pattern]
+    if len(ranges) > 1:
+        return "only one [first-last] range is allowed in a host name"
+    first, last = ranges[0]
+    start, end = int(first), int(last)
+    if end < start:
+        return f"range [{first}-{last}] counts down"
+    if end - start + 1 > MAX_RANGE:
+        return f"range [{first}-{last}] makes {end - start + 1} hosts (at most {MAX_RANGE})"
+    width = len(first) if first.startswith("0") else 0
+    return [RANGE.sub(str(n).zfill(width), pattern) for n in range(start, end + 1)]
+
+
+def _network(i: int, spec: NetworkIn, positions: _Positions, problems: list[t.Problem]) -> t.Network | None:
+    loc: Loc = ("networks", i, "subnet")
+    try:
+        subnet = ipaddress.IPv4Network(spec.subnet)
+    except ValueError as exc:
+        hint = "use the network address, e.g. 10.10.1.0/24" if "host bits" in str(exc) else \
+            "write an IPv4 subnet in CIDR form, e.g. 10.10.1.0/24"
+        problems.append(t.Problem(key_path(loc), f"{spec.subnet!r} is not an IPv4 subnet ({exc})", hint,
+                                  positions.line(loc)))
+        return None
+    dhcp = spec.dhcp if spec.dhcp is not None else spec.mode == "nat"
+    return t.Network(spec.name, subnet, spec.mode, dhcp, spec.mtu, key_path(("networks", i)),
+                     positions.line(("networks", i)))
+
+
+def _attachments(items: list[AttachmentIn], base: Loc, offset: int, positions: _Positions,
+                 problems: list[t.Problem]) -> tuple[t.Attachment, ...]:
+    out = []
+    for j, item in enumerate(items):
+        loc: Loc = (*base, j)
+        address = None
+        if item.ipv4 is not None:
+            try:
+                address = ipaddress.IPv4Address(item.ipv4)
+            except ValueError:
+                problems.append(t.Problem(key_path((*loc, "ipv4")), f"{item.ipv4!r} is not an IPv4 address",
+                                          "write a plain address such as 10.10.1.11 (the prefix comes from "
+                                          "the network's subnet)", positions.line((*loc, "ipv4"))))
+            else:
+                # a range of hosts counts up from the address given (checked against the subnet later)
+                address = address + offset if int(address) + offset <= 0xFFFFFFFF else None
+        out.append(t.Attachment(item.network, f"eth{j}", address, key_path(loc), positions.line(loc)))
+    return tuple(out)
+
+
+def _hosts(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> list[t.Host]:
+    defaults, hosts = lab.defaults, []
+    for i, spec in enumerate(lab.hosts):
+        names = expand_name(spec.name)
+        if isinstance(names, str):
+            problems.append(t.Problem(key_path(("hosts", i, "name")), names,
+                                      "write a range as [first-last], e.g. compute-[1-4]",
+                                      positions.line(("hosts", i, "name"))))
+            continue
+        from_host = spec.networks is not None
+        attach_items = spec.networks if from_host else (defaults.networks or [])
+        attach_base: Loc = ("hosts", i, "networks") if from_host else ("defaults", "networks")
+        limits = spec.limits or defaults.limits or LimitsIn()
+        for offset, name in enumerate(names):
+            attachments = _attachments(attach_items, attach_base, offset, positions,
+                                       problems if offset == 0 else [])
+            hosts.append(t.Host(
+                name=name, attachments=attachments,
+                cpu=limits.cpu, memory=limits.memory,
+                idmap=spec.idmap or defaults.idmap or "isolated",
+                config={k: _text(v) for k, v in {**(defaults.config or {}), **(spec.config or {})}.items()},
+                profiles=tuple(spec.profiles if spec.profiles is not None else (defaults.profiles or [])),
+                path=key_path(("hosts", i)), line=positions.line(("hosts", i)),
+            ))
+    return hosts
+
+
+def parse(text: str, source: str) -> tuple[t.Lab | None, list[t.Problem], _Positions]:
+    """The lab and the problems found on the way (schema and values). No I/O besides `text`."""
+    data, positions, problems = _read_yaml(text)
+    if problems:
+        return None, problems, positions
+    if not isinstance(data, dict):
+        return None, [t.Problem("(top level)", "a lab file is a mapping with name, networks and hosts",
+                                "see labs/default.yaml for an example", 1)], positions
+    try:
+        spec = LabIn.model_validate(data)
+    except ValidationError as exc:
+        return None, [_schema_problem(e, positions) for e in exc.errors()], positions
+    networks = [n for i, spec_n in enumerate(spec.networks) if (n := _network(i, spec_n, positions, problems))]
+    lab = t.Lab(
+        name=spec.name, source=source, image=spec.image, storage=spec.storage, networks=tuple(networks),
+        hosts=tuple(_hosts(spec, positions, problems)),
+        profiles=tuple(t.ExtraProfile(p.name, {k: _text(v) for k, v in p.config.items()},
+                                      {d: {k: _text(v) for k, v in dev.items()} for d, dev in p.devices.items()},
+                                      key_path(("profiles", i)), positions.line(("profiles", i)))
+                       for i, p in enumerate(spec.profiles)),
+    )
+    return lab, problems, positions
+
+
+DEFAULT_LAB = "default.yaml"
+
+
+def default_lab_path() -> Path:
+    return data_dir("labs") / DEFAULT_LAB
+
+
+def read(path: str | Path | None) -> tuple[str, str]:
+    """(text, source name) of a lab file; None means the embedded default lab."""
+    file = Path(path) if path else default_lab_path()
+    try:
+        return file.read_text(), str(path or file)
+    except OSError as exc:
+        raise t.LabInvalid(str(file), [t.Problem("(file)", f"cannot read the lab file: {exc.strerror}",
+                                                 "give the path of a lab YAML file", 0)]) from None

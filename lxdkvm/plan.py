@@ -1,0 +1,180 @@
+"""What `up` must do to make LXD match a lab, and why: the difference between `Desired` and `Observed`.
+
+Pure. `lxdkvm plan` prints the plan; `up` executes it (see `provision`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .labobjects import MARK, NETWORK, READY, SPEC, Desired
+
+# Instance config keys LXD or lxdkvm keep for themselves: never a reason to change anything.
+UNMANAGED_PREFIXES = ("volatile.", "image.", READY)
+
+
+@dataclass
+class Observed:
+    """What LXD has now, as plain data (see `lxd.Lxd.lab_state`)."""
+    project: dict[str, str] | None = None  # the lab project's config; None: no project
+    networks: dict[str, dict[str, str]] = field(default_factory=dict)  # every network: name → config
+    profiles: dict[str, dict] = field(default_factory=dict)  # in the project
+    instances: dict[str, dict] = field(default_factory=dict)  # in the project: status, config, devices, profiles
+
+
+@dataclass(frozen=True)
+class Action:
+    verb: str  # create | update | recreate | delete | start | verify
+    kind: str  # project | network | profile | host
+    name: str
+    reason: str
+
+
+@dataclass
+class Plan:
+    lab: str
+    project: str
+    actions: list[Action] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # objects in the way that are not the lab's
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions and not self.conflicts
+
+    def select(self, kind: str, *verbs: str) -> list[Action]:
+        return [a for a in self.actions if a.kind == kind and (not verbs or a.verb in verbs)]
+
+    def hosts(self, *verbs: str) -> list[str]:
+        return sorted({a.name for a in self.select("host", *verbs)})
+
+
+def _changes(want: dict[str, str], have: dict[str, str], keys: set[str] | None = None) -> list[str]:
+    """Human-readable differences, e.g. "limits.memory 1GiB → 2GiB"."""
+    out = []
+    for key in sorted(keys if keys is not None else set(want) | set(have)):
+        if want.get(key) != have.get(key):
+            old, new = have.get(key, "(unset)"), want.get(key, "(unset)")
+            if "\n" in f"{old}{new}" or len(f"{old}{new}") > 60:
+                out.append(f"{key} changed")
+            else:
+                out.append(f"{key} {old} → {new}")
+    return out
+
+
+def _spec_changes(want: dict, have_json: str | None) -> list[str]:
+    if not have_json:
+        return ["not made by lxdkvm (no spec recorded)"]
+    try:
+        have = json.loads(have_json)
+    except ValueError:
+        return ["its recorded spec is unreadable"]
+    out = []
+    for key in sorted(set(want) | set(have)):
+        if want.get(key) != have.get(key):
+            old, new = have.get(key), want.get(key)
+            out.append(f"{key} {old} → {new}" if isinstance(new, str) and "\n" not in new and
+                       isinstance(old, str) else f"{key} changed")
+    return out
+
+
+def _managed(config: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in config.items() if not k.startswith(UNMANAGED_PREFIXES)}
+
+
+def _hosts(want: Desired, have: Observed) -> list[Action]:
+    actions = []
+    for name, spec in sorted(want.instances.items()):
+        current = have.instances.get(name)
+        if current is None:
+            actions.append(Action("create", "host", name, "new host"))
+            continue
+        spec_changes = _spec_changes(spec.spec, current["config"].get(SPEC))
+        if spec_changes:
+            actions.append(Action("recreate", "host", name, "; ".join(spec_changes)))
+            continue
+        changes = _changes(_managed(spec.config), _managed(current["config"]))
+        if list(current["profiles"]) != spec.profiles:
+            changes.append(f"profiles {', '.join(current['profiles'])} → {', '.join(spec.profiles)}")
+        if current["devices"] != spec.devices:
+            changes.append("network devices changed")
+        if changes:
+            actions.append(Action("update", "host", name, "; ".join(changes)))
+        if current["status"] != "Running":
+            actions.append(Action("start", "host", name, f"it is {current['status'].lower()}"))
+        elif current["config"].get(READY) != "true":
+            actions.append(Action("verify", "host", name, "not verified ready yet (an earlier run stopped)"))
+    for name in sorted(set(have.instances) - set(want.instances)):
+        actions.append(Action("delete", "host", name, "not in the lab file"))
+    return actions
+
+
+def _networks(want: Desired, have: Observed, conflicts: list[str]) -> list[Action]:
+    actions = []
+    for name, config in sorted(want.networks.items()):
+        current = have.networks.get(name)
+        if current is None:
+            actions.append(Action("create", "network", name, f"new network {config[NETWORK]}"))
+            continue
+        owner = current.get(MARK)
+        if owner != want.lab:
+            whose = f"lab {owner}'s" if owner else "not made by lxdkvm"
+            conflicts.append(f"network {name} already exists and is {whose}; rename network "
+                             f"'{config[NETWORK]}' or the lab")
+            continue
+        ours = {k for k in current if k.startswith(("ipv4.", "bridge.mtu", "user.lxdkvm."))}
+        changes = _changes(config, current, set(config) | ours)
+        if changes:
+            actions.append(Action("update", "network", name, "; ".join(changes)))
+    for name, current in sorted(have.networks.items()):
+        if current.get(MARK) == want.lab and name not in want.networks:
+            actions.append(Action("delete", "network", name,
+                                  f"network {current.get(NETWORK, name)} is not in the lab file"))
+    return actions
+
+
+def _profiles(want: Desired, have: Observed) -> list[Action]:
+    actions = []
+    for name, body in sorted(want.profiles.items()):
+        current = have.profiles.get(name)
+        if current is None or (name == "default" and have.project is None):
+            actions.append(Action("create" if name != "default" else "update", "profile", name,
+                                  "new profile" if name != "default" else "root disk for the lab's hosts"))
+            continue
+        changes = [part for part in ("description", "config", "devices")
+                   if (current.get(part) or ({} if part != "description" else "")) !=
+                   (body.get(part) or ({} if part != "description" else ""))]
+        if changes:
+            actions.append(Action("update", "profile", name, f"{', '.join(changes)} changed"))
+    for name in sorted(set(have.profiles) - set(want.profiles)):
+        actions.append(Action("delete", "profile", name, "not in the lab file"))
+    return actions
+
+
+def make_plan(want: Desired, have: Observed) -> Plan:
+    plan = Plan(want.lab, want.project)
+    if have.project is None:
+        plan.actions.append(Action("create", "project", want.project, f"new lab {want.lab}"))
+    elif have.project.get(MARK) != want.lab:
+        plan.conflicts.append(f"LXD project {want.project} exists and is not lab {want.lab}'s; "
+                              "rename the lab")
+        return plan
+    plan.actions += _networks(want, have, plan.conflicts)
+    plan.actions += _profiles(want, have)
+    plan.actions += _hosts(want, have)
+    return plan
+
+
+def teardown_plan(lab: str, project: str, have: Observed) -> Plan:
+    """What `down` deletes: the lab's hosts, profiles, networks and project, and nothing else."""
+    plan = Plan(lab, project)
+    if have.project is not None and have.project.get(MARK) != lab:
+        plan.conflicts.append(f"LXD project {project} is not lab {lab}'s; not touching it")
+        return plan
+    plan.actions += [Action("delete", "host", n, "down") for n in sorted(have.instances)]
+    plan.actions += [Action("delete", "profile", n, "down") for n in sorted(have.profiles) if n != "default"]
+    plan.actions += [Action("delete", "network", n, "down")
+                     for n, config in sorted(have.networks.items()) if config.get(MARK) == lab]
+    if have.project is not None:
+        plan.actions.append(Action("delete", "project", project, "down"))
+    return plan

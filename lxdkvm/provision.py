@@ -1,0 +1,194 @@
+"""Execute a plan against LXD: project, networks and profiles first, then the hosts on a bounded worker
+pool, each through its readiness stages; removals last. And the reverse for `down`.
+
+Every step is safe to repeat: a run that is interrupted anywhere leaves objects that the next plan
+sees and completes (a host that is not marked ready is verified again, a stopped one is started).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from . import kvmhost
+from . import topology as t
+from .errors import LxdkvmError
+from .labobjects import READY, Desired
+from .lxd import LabLxd
+from .plan import Plan
+
+Report = Callable[[str, str], None]  # (host or "lab", what is happening)
+DEFAULT_WORKERS = 10
+
+
+class UpFailed(LxdkvmError):
+    """At least one host did not come up; the message says which, at which stage, and why."""
+
+
+@dataclass
+class Applied:
+    took: dict[str, dict[str, float]] = field(default_factory=dict)  # host → stage → seconds
+    seconds: float = 0.0
+
+
+def address_stage(lab: t.Lab, host: t.Host) -> kvmhost.Stage:
+    """The last readiness stage: each NIC has the address the lab file declares (a static one, or a
+    DHCP lease inside the network's subnet)."""
+    wanted = [(a.device, lab.network(a.network), a.ipv4) for a in host.attachments]
+
+    def check(output: str) -> str:
+        have: dict[str, list[ipaddress.IPv4Interface]] = {}
+        for line in output.splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[2] == "inet":
+                have.setdefault(fields[1].split("@")[0], []).append(ipaddress.IPv4Interface(fields[3]))
+        missing = []
+        for device, net, ip in wanted:
+            addresses = have.get(device, [])
+            if ip is not None and ipaddress.IPv4Interface(f"{ip}/{net.subnet.prefixlen}") not in addresses:
+                missing.append(f"{device} has no {ip}/{net.subnet.prefixlen}")
+            elif ip is None and net.dhcp and not any(a.ip in net.subnet for a in addresses):
+                missing.append(f"{device} has no DHCP lease in {net.subnet} yet")
+        return "; ".join(missing)
+
+    return kvmhost.Stage("addresses as declared", ["ip", "-4", "-o", "addr", "show"], 120,
+                         ("ip", "addr", "show"), check=check)
+
+
+def host_stages(lab: t.Lab, host: t.Host) -> list[kvmhost.Stage]:
+    return [*kvmhost.STAGES, address_stage(lab, host)]
+
+
+def _bring_up(lab: t.Lab, want: Desired, name: str, verbs: set[str], report: Report,
+              cancel: threading.Event, poll: float) -> dict[str, float]:
+    conn = LabLxd(want.project)
+    spec = want.instances[name]
+    if "recreate" in verbs:
+        report(name, "deleting the old container")
+        conn.delete_lab_instance(name)
+    if verbs & {"create", "recreate"}:
+        report(name, "creating")
+        conn.create_instance(name, spec.image, spec.profiles, spec.config, spec.devices)
+    if verbs & {"create", "recreate", "start"}:
+        report(name, "starting")
+        conn.start_instance(name)
+    report(name, "running")
+    host = next(h for h in lab.hosts if h.name == name)
+    took = kvmhost.wait_ready(conn.scoped, name, report, host_stages(lab, host), poll=poll, cancel=cancel)
+    conn.set_instance_key(name, READY, "true")
+    return took
+
+
+def _run_pool(jobs: dict[str, Callable[[threading.Event], object]], workers: int,
+              cancel: threading.Event) -> tuple[dict[str, object], dict[str, BaseException]]:
+    """Run jobs on a bounded pool. The first failure sets `cancel`, so the others stop cleanly;
+    Ctrl-C does the same and is raised once every worker has stopped."""
+    results: dict[str, object] = {}
+    errors: dict[str, BaseException] = {}
+    if not jobs:
+        return results, errors
+    executor = ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs))))
+    futures: dict[str, Future] = {}
+
+    def done(future: Future) -> None:
+        if future.exception() is not None:
+            cancel.set()
+
+    try:
+        for name, job in jobs.items():
+            futures[name] = executor.submit(job, cancel)
+            futures[name].add_done_callback(done)
+        for name, future in futures.items():
+            try:
+                results[name] = future.result()
+            except Exception as exc:  # noqa: BLE001 - collected and reported per host
+                errors[name] = exc
+    except KeyboardInterrupt:
+        cancel.set()
+        executor.shutdown(wait=True, cancel_futures=True)
+        raise
+    executor.shutdown(wait=True)
+    return results, errors
+
+
+def _failure(errors: dict[str, BaseException]) -> UpFailed:
+    first = [e for e in errors.values() if not isinstance(e, kvmhost.Cancelled)]
+    lines = [str(e) for e in first] + [str(e) for e in errors.values() if isinstance(e, kvmhost.Cancelled)]
+    return UpFailed("\n".join(lines) + "\nrun `lxdkvm up` again to repair, or `lxdkvm down` to remove the lab")
+
+
+def apply(lab: t.Lab, want: Desired, plan: Plan, report: Report, workers: int = DEFAULT_WORKERS,
+          poll: float = 0.5) -> Applied:
+    if plan.conflicts:
+        raise LxdkvmError("cannot apply the plan:\n" + "\n".join(f"  {c}" for c in plan.conflicts))
+    start = time.monotonic()
+    lxd = LabLxd(want.project)
+    if plan.select("project", "create"):
+        report("lab", f"creating project {want.project}")
+        lxd.create_project(want.project_config, f"lxdkvm lab {lab.name} ({lab.source})")
+    for action in plan.select("network", "create", "update"):
+        report("lab", f"{action.verb} network {action.name}")
+        config = want.networks[action.name]
+        description = f"lxdkvm lab {lab.name}: network {config['user.lxdkvm.network']}"
+        if action.verb == "create":
+            lxd.create_network(action.name, config, description)
+        else:
+            lxd.update_network(action.name, config)
+    for action in plan.select("profile", "create", "update"):
+        report("lab", f"{action.verb} profile {action.name}")
+        lxd.apply_lab_profile(action.name, want.profiles[action.name])
+    cancel = threading.Event()
+    removed = {a.name: (lambda _c, n=a.name: LabLxd(want.project).delete_lab_instance(n))
+               for a in plan.select("host", "delete")}
+    for name in removed:
+        report(name, "deleting (not in the lab file)")
+    _, errors = _run_pool(removed, workers, cancel)
+    if errors:
+        raise _failure(errors)
+    for action in plan.select("host", "update"):
+        report(action.name, f"updating: {action.reason}")
+        spec = want.instances[action.name]
+        lxd.update_instance(action.name, spec.config, spec.devices, spec.profiles)
+    verbs: dict[str, set[str]] = {}
+    for action in plan.select("host", "create", "recreate", "start", "verify"):
+        verbs.setdefault(action.name, set()).add(action.verb)
+    jobs = {name: (lambda c, n=name, v=v: _bring_up(lab, want, n, v, report, c, poll))
+            for name, v in sorted(verbs.items())}
+    took, errors = _run_pool(jobs, workers, cancel)
+    if errors:
+        raise _failure(errors)
+    for action in plan.select("profile", "delete"):
+        report("lab", f"deleting profile {action.name}")
+        lxd.delete_lab_profile(action.name)
+    for action in plan.select("network", "delete"):
+        report("lab", f"deleting network {action.name}")
+        lxd.delete_network(action.name)
+    return Applied(took, round(time.monotonic() - start, 1))  # type: ignore[arg-type]
+
+
+def teardown(plan: Plan, report: Report, workers: int = DEFAULT_WORKERS) -> float:
+    """Delete what `plan.teardown_plan` lists: hosts in parallel, then profiles, networks, project."""
+    if plan.conflicts:
+        raise LxdkvmError("\n".join(plan.conflicts))
+    start = time.monotonic()
+    lxd = LabLxd(plan.project)
+    jobs = {}
+    for action in plan.select("host"):
+        report(action.name, "deleting")
+        jobs[action.name] = lambda _c, n=action.name: LabLxd(plan.project).delete_lab_instance(n)
+    _, errors = _run_pool(jobs, workers, threading.Event())
+    if errors:
+        raise LxdkvmError("\n".join(f"{name}: {exc}" for name, exc in errors.items()))
+    for action in plan.select("profile"):
+        lxd.delete_lab_profile(action.name)
+    for action in plan.select("network"):
+        report("lab", f"deleting network {action.name}")
+        lxd.delete_network(action.name)
+    if plan.select("project"):
+        report("lab", f"deleting project {plan.project}")
+        lxd.delete_project()
+    return round(time.monotonic() - start, 1)

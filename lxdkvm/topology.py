@@ -1,0 +1,131 @@
+"""A lab as plain data: what the lab file says once it is loaded, expanded and defaulted.
+
+`labfile` builds it from YAML, `labcheck` says what is wrong with it, `labobjects` turns it into the LXD
+objects it needs. Nothing here talks to LXD or reads files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+
+from .errors import LxdkvmError
+
+DEFAULT_IMAGE = "lxdkvm/kvm-host"
+PROJECT_PREFIX = "lxdkvm-"
+IFNAME_MAX = 15  # Linux interface names: 15 bytes
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a lab file: where (line and key path), what, and how to fix it."""
+    path: str
+    message: str
+    hint: str = ""
+    line: int = 0
+
+    def render(self, source: str) -> str:
+        text = f"{source}:{self.line}: {self.path}: {self.message}"
+        return text + (f"\n    hint: {self.hint}" if self.hint else "")
+
+
+class LabInvalid(LxdkvmError):
+    """The lab file has problems; every one of them is listed, and nothing was changed."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source, self.problems = source, sorted(problems, key=lambda p: (p.line, p.path))
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        super().__init__(f"{source}: {count}, nothing was changed\n" + self.report())
+
+    def report(self) -> str:
+        return "\n".join(p.render(self.source) for p in self.problems)
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    subnet: ipaddress.IPv4Network
+    mode: str  # "nat": this machine is the gateway and NATs to the outside; "isolated": layer 2 only
+    dhcp: bool
+    mtu: int
+    path: str = ""
+    line: int = 0
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address | None:
+        return self.subnet.network_address + 1 if self.mode == "nat" else None
+
+    @property
+    def dhcp_range(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None:
+        """DHCP leases come from the upper half of the subnet; the lower half is for static addresses."""
+        if not self.dhcp:
+            return None
+        half = self.subnet.num_addresses // 2
+        return self.subnet.network_address + half, self.subnet.broadcast_address - 1
+
+
+@dataclass(frozen=True)
+class Attachment:
+    network: str
+    device: str  # eth0, eth1, ... in the order the host lists its networks
+    ipv4: ipaddress.IPv4Address | None = None
+    path: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    attachments: tuple[Attachment, ...] = ()
+    cpu: int | None = None
+    memory: str | None = None
+    idmap: str = "isolated"
+    config: dict[str, str] = field(default_factory=dict)
+    profiles: tuple[str, ...] = ()
+    path: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ExtraProfile:
+    name: str
+    config: dict[str, str] = field(default_factory=dict)
+    devices: dict[str, dict[str, str]] = field(default_factory=dict)
+    path: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Lab:
+    name: str
+    source: str
+    image: str = DEFAULT_IMAGE
+    storage: str = "auto"  # "auto": the copy-on-write pool lxdkvm chooses (see storage.choose_pool)
+    networks: tuple[Network, ...] = ()
+    hosts: tuple[Host, ...] = ()
+    profiles: tuple[ExtraProfile, ...] = ()
+
+    @property
+    def project(self) -> str:
+        return project_name(self.name)
+
+    def network(self, name: str) -> Network | None:
+        return next((n for n in self.networks if n.name == name), None)
+
+    def bridge(self, network: str) -> str:
+        return bridge_name(self.name, network)
+
+
+def project_name(lab: str) -> str:
+    return PROJECT_PREFIX + lab
+
+
+def bridge_name(lab: str, network: str) -> str:
+    """The LXD bridge of a lab network: `<lab>-<network>` when that fits an interface name, else a
+    short hash of both plus the start of the network name (still unique and still recognisable)."""
+    plain = f"{lab}-{network}"
+    if len(plain) <= IFNAME_MAX:
+        return plain
+    digest = hashlib.sha256(f"{lab}/{network}".encode()).hexdigest()[:5]
+    return f"lk{digest}-{network[:IFNAME_MAX - 8]}"
