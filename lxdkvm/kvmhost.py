@@ -21,6 +21,7 @@ from .lxd import Lxd
 PROBE_PATH = "/usr/local/lib/lxdkvm/kvmprobe.py"
 QEMU_USER = "libvirt-qemu"
 
+WAITING = "… "  # prefix of "now waiting for this stage" reports
 EXEC_SLICE = 10  # seconds one readiness command may block
 Report = Callable[[str, str], None]  # (host, message)
 
@@ -91,7 +92,7 @@ def wait_ready(client: Lxd, name: str, report: Report = lambda _h, _m: None,
     soon as `cancel` is set (another host failed)."""
     took: dict[str, float] = {}
     for stage in stages:
-        report(name, stage.name)
+        report(name, f"{WAITING}{stage.name}")
         if stage.name.startswith("kvm probe"):
             push_probe(client, name)
         start = time.monotonic()
@@ -118,6 +119,7 @@ def wait_ready(client: Lxd, name: str, report: Report = lambda _h, _m: None,
                                   _tail(client, name, stage.log))
             time.sleep(poll)
         took[stage.name] = round(time.monotonic() - start, 1)
+        report(name, f"{stage.name}: ok ({took[stage.name]}s)")
     report(name, "ready")
     return took
 

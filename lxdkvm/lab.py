@@ -80,9 +80,9 @@ def _kvm_profile(image_properties: dict[str, str]) -> dict:
 
 
 def prepare(lab: t.Lab, say: Callable[[str], None]) -> Prepared:
-    """Make what the lab stands on exist: LXD (installed, running, initialised), the storage pool and
-    the image (built and baked on demand). Shared by every lab; never deleted by `down`."""
-    client = lxdsetup.ensure_lxd(say)
+    """Make what the lab stands on exist: the storage pool and the image (built and baked on demand).
+    Shared by every lab; never deleted by `down`."""
+    client = LabLxd(lab.project)
     if lab.storage == "auto":
         pool = lxdsetup.ensure_hosts_pool(client, say).name
     else:
@@ -131,12 +131,14 @@ class UpResult:
 
 
 def up(path: str | Path | None, report: Report, workers: int = provision.DEFAULT_WORKERS) -> UpResult:
-    lab = load(path, connect=False)  # nothing is touched before the file is known to be right
+    say = lambda message: report("lab", message)  # noqa: E731
+    lab = load(path)  # nothing is touched before the file is known to be right
     with LabLock(lab.name, "up") as lock:
         if lock.recovered:
-            report("lab", lock.recovered)
-        prepared = prepare(lab, lambda message: report("lab", message))
-        lab = load(path)  # again, now that LXD's facts (images, pools, other labs) are known
+            say(lock.recovered)
+        lxdsetup.ensure_lxd(say)  # installs, starts and initialises LXD on a fresh machine
+        lab = load(path)  # again, now that LXD surely answers (images, pools, other labs' ids)
+        prepared = prepare(lab, say)
         lxd = LabLxd(lab.project)
         want = labobjects.desired(lab, prepared.pool, prepared.kvm_profile)
         the_plan = make_plan(want, observe(lxd))

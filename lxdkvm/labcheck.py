@@ -169,9 +169,11 @@ def _address(host: t.Host, att: t.Attachment, net: t.Network,
 
 
 def _config(lab: t.Lab) -> Iterator[t.Problem]:
-    def check(config: dict[str, str], path: str, line: int) -> Iterator[t.Problem]:
+    def check(config: dict[str, str], path: str, line: int,
+              origin: dict[str, str] | None = None) -> Iterator[t.Problem]:
         for key, value in config.items():
-            where = f"{path}.config.{key}"
+            where = (origin or {}).get(key) or f"{path}.config.{key}"
+            line = lab.line_of(where, line)
             if key in MANAGED_KEYS:
                 yield t.Problem(where, "is set by lxdkvm", MANAGED_KEYS[key], line)
             elif key in UNPRIVILEGED and not (key == "security.privileged" and value == "false"):
@@ -185,18 +187,19 @@ def _config(lab: t.Lab) -> Iterator[t.Problem]:
     for prof in lab.profiles:
         yield from check(prof.config, prof.path, prof.line)
         for name, device in prof.devices.items():
+            where = f"{prof.path}.devices.{name}"
             if "type" not in device:
-                yield t.Problem(f"{prof.path}.devices.{name}", "a device needs a `type`",
-                                "e.g. type: disk, nic or unix-char", prof.line)
+                yield t.Problem(where, "a device needs a `type`", "e.g. type: disk, nic or unix-char",
+                                lab.line_of(where, prof.line))
             if device.get("type") == "disk" and device.get("path") == "/":
-                yield t.Problem(f"{prof.path}.devices.{name}", "the root disk is lxdkvm's",
-                                "choose the pool with the lab's `storage:` key", prof.line)
-    checked: set[str] = set()
+                yield t.Problem(where, "the root disk is lxdkvm's", "choose the pool with the lab's `storage:` key",
+                                lab.line_of(where, prof.line))
+    said: set[str] = set()
     for host in lab.hosts:
-        if host.path in checked:  # one entry, many hosts: say it once
-            continue
-        checked.add(host.path)
-        yield from check(host.config, host.path, host.line)
+        for problem in check(host.config, host.path, host.line, host.config_from):
+            if problem.path not in said:  # one entry (or the defaults), many hosts: say it once
+                said.add(problem.path)
+                yield problem
 
 
 def _references(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:

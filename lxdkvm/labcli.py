@@ -13,6 +13,7 @@ from rich.table import Table
 
 from . import lab as lab_mod
 from . import topology as t
+from .kvmhost import WAITING
 from .lxd import exec_interactive
 from .plan import Plan
 
@@ -60,7 +61,7 @@ class Progress:
             self.hosts[host] = [message, time.monotonic()]
             if self.live:
                 self.live.update(self._table())
-            else:
+            elif not message.startswith(WAITING):
                 self.console.print(f"[dim]· {elapsed:5.1f}s[/] {host}: {message}", highlight=False)
 
 

@@ -170,6 +170,10 @@ def _schema_problem(error: dict, positions: _Positions) -> t.Problem:
     if kind == "string_pattern_mismatch" and loc[-1] == "memory":
         return t.Problem(key_path(loc), f"{got!r} is not a memory size", "use a size such as 512MiB or 2GiB, "
                          "or a share such as 50%", line)
+    if kind in ("model_type", "dict_type"):
+        hint = "write a network name, or `{network: NAME, ipv4: ADDRESS}`" \
+            if len(loc) == 4 and loc[2] == "networks" else ""
+        return t.Problem(key_path(loc), f"should be a mapping (got {got!r})", hint, line)
     if kind == "too_short" and loc == ("hosts",):
         return t.Problem("hosts", "a lab needs at least one host", "add a host under `hosts:`", line)
     shown = f" (got {got!r})" if isinstance(got, (str, int, float, bool)) else ""
@@ -246,6 +250,8 @@ def _hosts(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> list
         attach_items = spec.networks if from_host else (defaults.networks or [])
         attach_base: Loc = ("hosts", i, "networks") if from_host else ("defaults", "networks")
         limits = spec.limits or defaults.limits or LimitsIn()
+        config_from = {**{k: key_path(("defaults", "config", k)) for k in defaults.config or {}},
+                       **{k: key_path(("hosts", i, "config", k)) for k in spec.config or {}}}
         for offset, name in enumerate(names):
             attachments = _attachments(attach_items, attach_base, offset, positions,
                                        problems if offset == 0 else [])
@@ -255,7 +261,7 @@ def _hosts(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> list
                 idmap=spec.idmap or defaults.idmap or "isolated",
                 config={k: _text(v) for k, v in {**(defaults.config or {}), **(spec.config or {})}.items()},
                 profiles=tuple(spec.profiles if spec.profiles is not None else (defaults.profiles or [])),
-                path=key_path(("hosts", i)), line=positions.line(("hosts", i)),
+                path=key_path(("hosts", i)), line=positions.line(("hosts", i)), config_from=config_from,
             ))
     return hosts
 
@@ -280,6 +286,7 @@ def parse(text: str, source: str) -> tuple[t.Lab | None, list[t.Problem], _Posit
                                       {d: {k: _text(v) for k, v in dev.items()} for d, dev in p.devices.items()},
                                       key_path(("profiles", i)), positions.line(("profiles", i)))
                        for i, p in enumerate(spec.profiles)),
+        lines={key_path(loc): line for loc, line in positions.items()},
     )
     return lab, problems, positions
 

@@ -12,6 +12,8 @@ from .labobjects import MARK, NETWORK, READY, SPEC, Desired
 
 # Instance config keys LXD or lxdkvm keep for themselves: never a reason to change anything.
 UNMANAGED_PREFIXES = ("volatile.", "image.", READY)
+# Network keys lxdkvm sets (see labobjects.network_config); others LXD or a person may add are left alone.
+NETWORK_KEYS = {"ipv4.address", "ipv4.nat", "ipv4.dhcp", "ipv4.dhcp.ranges", "ipv6.address", "bridge.mtu"}
 
 
 @dataclass
@@ -122,7 +124,7 @@ def _networks(want: Desired, have: Observed, conflicts: list[str]) -> list[Actio
             conflicts.append(f"network {name} already exists and is {whose}; rename network "
                              f"'{config[NETWORK]}' or the lab")
             continue
-        ours = {k for k in current if k.startswith(("ipv4.", "bridge.mtu", "user.lxdkvm."))}
+        ours = {k for k in current if k in NETWORK_KEYS or k.startswith("user.lxdkvm.")}
         changes = _changes(config, current, set(config) | ours)
         if changes:
             actions.append(Action("update", "network", name, "; ".join(changes)))

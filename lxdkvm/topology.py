@@ -85,6 +85,7 @@ class Host:
     profiles: tuple[str, ...] = ()
     path: str = ""
     line: int = 0
+    config_from: dict[str, str] = field(default_factory=dict)  # config key → key path that set it
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,10 @@ class Lab:
     networks: tuple[Network, ...] = ()
     hosts: tuple[Host, ...] = ()
     profiles: tuple[ExtraProfile, ...] = ()
+    lines: dict[str, int] = field(default_factory=dict, compare=False)  # key path → line in the file
+
+    def line_of(self, path: str, fallback: int = 1) -> int:
+        return self.lines.get(path, fallback)
 
     @property
     def project(self) -> str:
