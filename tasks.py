@@ -4,10 +4,6 @@ from pathlib import Path
 
 from invoke import task
 
-DEFAULT_HOSTS = ("kvm-host-1", "kvm-host-2")
-PROFILE = "kvm-host"
-BAKED = "lxdkvm/kvm-host"
-
 
 @task
 def setup(c):
@@ -27,11 +23,33 @@ def bake(c, force=False):
     c.run(f"lxdkvm image bake{' --force' if force else ''}")
 
 
-@task(pre=[bake])
-def lab_up(c):
-    """Bring up the default lab: KVM hosts from the baked image on the copy-on-write pool, ready."""
-    c.run(f"lxdkvm profile apply {PROFILE} --baked --kvm-gid-from {BAKED}")
-    c.run(f"lxdkvm launch {' '.join(DEFAULT_HOSTS)} --image {BAKED}")
+def _lab(lab):
+    return f" {lab}" if lab else ""
+
+
+@task(help={"lab": "A lab file [default: the embedded default lab, labs/default.yaml]."})
+def lab_up(c, lab=None):
+    """Bring up a lab: installs and starts LXD, builds and bakes the image when missing, then creates
+    the hosts in parallel and waits until each is ready."""
+    c.run(f"lxdkvm up{_lab(lab)}", pty=False)
+
+
+@task(help={"lab": "A lab file or the name of a lab that is up [default: the default lab]."})
+def lab_down(c, lab=None):
+    """Delete a lab: its hosts, networks, profiles and project, and nothing else."""
+    c.run(f"lxdkvm down{_lab(lab)}", pty=False)
+
+
+@task(help={"lab": "A lab file or the name of a lab that is up [default: the default lab]."})
+def lab_status(c, lab=None):
+    """Hosts of a lab, their state, addresses per network and readiness."""
+    c.run(f"lxdkvm status{_lab(lab)}", pty=False)
+
+
+@task(help={"lab": "A lab file [default: the embedded default lab]."})
+def lab_plan(c, lab=None):
+    """What lab-up would create, change or delete, and why (changes nothing)."""
+    c.run(f"lxdkvm plan{_lab(lab)}", pty=False)
 
 
 @task
@@ -41,10 +59,9 @@ def bench(c, hosts=3):
 
 
 @task
-def lab_down(c):
-    """Delete the default lab's hosts and profile."""
-    c.run(f"lxdkvm delete {' '.join(DEFAULT_HOSTS)}")
-    c.run(f"lxdkvm profile delete {PROFILE}")
+def bench_labs(c):
+    """Time lab-up of 3 and 10 hosts and lab-down, against serial provisioning (docs/lab-benchmarks.md)."""
+    c.run("python3 benchmarks/lab_up.py")
 
 
 @task
