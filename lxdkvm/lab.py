@@ -61,7 +61,12 @@ def lab_name(lab: str | Path | None) -> str:
             raise t.LabInvalid(source, [t.Problem("name", "the lab file has no readable `name`",
                                                   "give the lab's name instead of its file", 1)])
         return data["name"]
-    return str(lab)
+    name = str(lab)
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        raise LxdkvmError(f"no lab file {name}")
+    if not labcheck.LAB_NAME.match(name):
+        raise LxdkvmError(f"{name!r} is neither a lab file nor a lab name")
+    return name
 
 
 # ------------------------------------------------------------------------------------ prepare
