@@ -19,6 +19,8 @@ from .templating import data_dir
 BAKE_VERSION = "1"
 DEFAULT_ALIAS = "lxdkvm/kvm-host"
 CONTENTS = ("libvirt-daemon-system", "qemu-system-x86", "qemu-utils")
+# What the bake runs inside the container, and the meta-data template that goes with the lean boot.
+BAKE_FILES = ("bake-lean-boot.sh", "bake-clean.sh", "bake-meta-data.tpl")
 
 Report = Callable[[str], None]
 
@@ -34,8 +36,8 @@ class BakeResult:
 
 def bake_key(base_fingerprint: str) -> str:
     user_data = profile_mod.user_data(profile_mod.portable("intel"))
-    clean = (data_dir("images") / "bake-clean.sh").read_bytes()
-    digest = hashlib.sha256(f"{BAKE_VERSION}\0{base_fingerprint}\0{user_data}\0".encode() + clean)
+    scripts = b"".join((data_dir("images") / f).read_bytes() for f in BAKE_FILES)
+    digest = hashlib.sha256(f"{BAKE_VERSION}\0{base_fingerprint}\0{user_data}\0".encode() + scripts)
     return digest.hexdigest()[:16]
 
 
@@ -60,10 +62,14 @@ def bake(from_alias: str = image.DEFAULT_ALIAS, alias: str = DEFAULT_ALIAS, forc
         kvmhost.launch(client, name, from_alias, ["default", name],
                        report=lambda _host, stage: report(f"bake container: {stage}"))
         versions = client.execute(name, ["dpkg-query", "-W", "-f", "${Package}=${Version} ", *CONTENTS])
-        report("cleaning the container for reuse (cloud-init, machine-id, ssh keys, caches, logs)")
-        clean = client.execute(name, ["sh", "-c", (data_dir("images") / "bake-clean.sh").read_text()])
-        if clean.exit_code != 0:
-            raise LxdkvmError(f"cleaning the bake container failed: {clean.stderr.strip()[-300:]}")
+        for script, what in (("bake-lean-boot.sh", "trimming the boot (cloud-init stages, unneeded units)"),
+                             ("bake-clean.sh", "cleaning for reuse (cloud-init, machine-id, ssh keys, caches, logs)")):
+            report(what)
+            result = client.execute(name, ["sh", "-c", (data_dir("images") / script).read_text()])
+            if result.exit_code != 0:
+                raise LxdkvmError(f"{script} failed in the bake container: {result.stderr.strip()[-300:]}")
+        client.put_template(name, "cloud-init-meta.tpl",
+                            (data_dir("images") / "bake-meta-data.tpl").read_bytes())
         report("stopping and publishing")
         client.stop(name)
         release = base["properties"].get("release", "")

@@ -222,6 +222,14 @@ class Lxd:
             self.delete_image(old["fingerprint"])
         return fingerprint
 
+    def put_template(self, name: str, template: str, content: bytes) -> None:
+        """Replace one of an instance's image templates (published with it)."""
+        try:
+            self.client.api.instances[name].metadata.templates.post(
+                params={"path": template}, data=content, headers={"Content-Type": "application/octet-stream"})
+        except pylxd_exc.LXDAPIException as exc:
+            raise LxdkvmError(f"{name}: cannot replace template {template}: {_api_error(exc)}") from None
+
     def stop(self, name: str) -> None:
         instance = self.client.instances.get(name)
         if instance.status != "Stopped":
