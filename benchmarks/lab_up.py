@@ -29,6 +29,7 @@ from lxdkvm import lab as lab_mod
 from lxdkvm import lxdsetup
 from lxdkvm.lxd import Lxd
 
+SETTLE = 5  # seconds
 OUT = Path(__file__).resolve().parent.parent / "docs" / "lab-benchmarks.md"
 LAB = """name: {name}
 networks:
@@ -55,29 +56,38 @@ def anon_bytes(project: str, name: str) -> int:
     raise RuntimeError(f"no memory cgroup found for {project}/{name}")
 
 
-def measure(label: str, hosts: int, subnet: int, workers: int, folder: Path) -> dict:
+def once(label: str, hosts: int, subnet: int, workers: int, folder: Path) -> tuple[float, float, float]:
     name = f"bench-{label}"
     path = folder / f"{name}.yaml"
     path.write_text(LAB.format(name=name, n=subnet, hosts=hosts))
     lab_mod.down(name, lambda *_: None)  # a leftover from an interrupted benchmark
-    print(f"[{label}] {hosts} hosts, {workers} workers ...", flush=True)
+    time.sleep(SETTLE)  # let the previous run's teardown (btrfs cleanup, dnsmasq) finish
     start = time.monotonic()
     result = lab_mod.up(path, lambda host, msg: print(f"    {time.monotonic() - start:6.1f}s {host}: {msg}",
                                                      flush=True), workers=workers)
     up = time.monotonic() - start
     assert not result.plan.empty and all(h["ready"] for h in lab_mod.status(name)["hosts"])
-    time.sleep(10)  # let the hosts settle to idle before reading memory
+    time.sleep(SETTLE)  # let the hosts settle to idle before reading memory and tearing down
     memory = statistics.mean(anon_bytes(f"lxdkvm-{name}", h.name) / 2**20 for h in result.lab.hosts)
     start = time.monotonic()
     lab_mod.down(name, lambda *_: None)
-    down = time.monotonic() - start
-    print(f"[{label}] up {up:.1f}s, down {down:.1f}s, idle anon memory per host {memory:.1f} MiB", flush=True)
-    return {"label": label, "hosts": hosts, "workers": workers, "up": up, "down": down, "memory": memory}
+    return up, time.monotonic() - start, memory
+
+
+def measure(label: str, hosts: int, subnet: int, workers: int, folder: Path, runs: int) -> dict:
+    print(f"[{label}] {hosts} hosts, {workers} workers, {runs} runs ...", flush=True)
+    ups, downs, memories = zip(*(once(label, hosts, subnet, workers, folder) for _ in range(runs)))
+    up, down, memory = statistics.median(ups), statistics.median(downs), statistics.median(memories)
+    print(f"[{label}] up {up:.1f}s (runs {', '.join(f'{u:.1f}' for u in ups)}), down {down:.1f}s, "
+          f"idle anon memory per host {memory:.1f} MiB", flush=True)
+    return {"label": label, "hosts": hosts, "workers": workers, "up": up, "down": down, "memory": memory,
+            "ups": ups}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--runs", type=int, default=3, help="runs per lab; the median is reported")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         warm = Path(folder) / "warm.yaml"
@@ -85,13 +95,14 @@ def main() -> None:
         print("warming up: image built and baked, unpacked into the pool ...", flush=True)
         lab_mod.up(warm, lambda *_: None)
         lab_mod.down("bench-warm", lambda *_: None)
-        results = [measure("serial3", 3, 216, 1, Path(folder)),
-                   measure("lab3", 3, 217, 10, Path(folder)),
-                   measure("lab10", 10, 218, 10, Path(folder))]
+        results = [measure("serial3", 3, 216, 1, Path(folder), args.runs),
+                   measure("lab3", 3, 217, 10, Path(folder), args.runs),
+                   measure("lab10", 10, 218, 10, Path(folder), args.runs)]
     base = results[0]["up"]
     server = Lxd().server_facts()
     pool = lxdsetup.ensure_hosts_pool(Lxd()).name
-    rows = "\n".join(f"| {r['label']} | {r['hosts']} | {r['workers']} | {r['up']:.1f} s | {base / r['up']:.2f} | "
+    rows = "\n".join(f"| {r['label']} | {r['hosts']} | {r['workers']} | {r['up']:.1f} s "
+                     f"({', '.join(f'{u:.1f}' for u in r['ups'])}) | {base / r['up']:.2f} | "
                      f"{r['down']:.1f} s | {r['memory']:.1f} MiB |" for r in results)
     summary = (f"3 hosts: {results[1]['up']:.1f} s (target ≤ 8 s); 10 hosts: {results[2]['up']:.1f} s "
                f"(target ≤ 25 s); down of 3 hosts: {results[1]['down']:.1f} s (target ≤ 3 s)")
@@ -109,6 +120,8 @@ unpacked into the pool before timing (warm cache). The baseline is the 3-host la
 - date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
 - machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB,
   kernel {platform.release()}, LXD {server.version}, host pool {pool}
+
+Times are the median of {args.runs} runs (each run's `up` in brackets).
 
 | lab | hosts | workers | up | speed-up vs serial3 | down | idle anon memory per host |
 | --- | --- | --- | --- | --- | --- | --- |
