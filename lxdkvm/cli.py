@@ -59,7 +59,6 @@ def main() -> None:
 def doctor(as_json: bool) -> None:
     """Check that this host can run a KVM lab, with evidence and fixes. Exit 1 if it cannot."""
     from .lxd import probe_server
-
     from .storage import btrfs_support
 
     checks = doctor_mod.diagnose(hostcaps.read_host(), kvmprobe.probe(), probe_server(), btrfs_support())

@@ -27,12 +27,12 @@ def machine_facts(lab_name: str, connect: bool = True) -> labcheck.Machine:
     """What the checks need to know about this machine; LXD facts only when LXD answers."""
     host = hostcaps.read_host()
     capacity = min(hostcaps.isolated_capacity(host.subuid), hostcaps.isolated_capacity(host.subgid))
-    facts = dict(routes=tuple(hostcaps.routes()), cpus=os.cpu_count(), isolated_capacity=capacity)
+    facts = {"routes": tuple(hostcaps.routes()), "cpus": os.cpu_count(), "isolated_capacity": capacity}
     if connect:
         try:
             lxd = LabLxd(t.project_name(lab_name))
-            facts.update(isolated_elsewhere=lxd.isolated_elsewhere(), images=frozenset(lxd.image_aliases()),
-                         pools=frozenset(lxd.pool_names()))
+            facts.update({"isolated_elsewhere": lxd.isolated_elsewhere(),
+                          "images": frozenset(lxd.image_aliases()), "pools": frozenset(lxd.pool_names())})
         except LxdkvmError:
             pass  # not installed or not running yet: `up` prepares it, then checks again
     return labcheck.Machine(**facts)
@@ -136,7 +136,7 @@ class UpResult:
 
 
 def up(path: str | Path | None, report: Report, workers: int = provision.DEFAULT_WORKERS) -> UpResult:
-    say = lambda message: report("lab", message)  # noqa: E731
+    say = lambda message: report("lab", message)
     lab = load(path)  # nothing is touched before the file is known to be right
     with LabLock(lab.name, "up") as lock:
         if lock.recovered:

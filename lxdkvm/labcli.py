@@ -6,6 +6,7 @@ import json
 import sys
 import threading
 import time
+from typing import Self
 
 import click
 from rich.live import Live
@@ -33,7 +34,7 @@ class Progress:
         self.live = Live(self._table(), console=console, refresh_per_second=4, transient=True) \
             if console.is_terminal else None
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Self:
         if self.live:
             self.live.__enter__()
         return self

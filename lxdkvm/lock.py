@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from typing import Self
 from pathlib import Path
 
 from .errors import LxdkvmError
@@ -43,7 +44,7 @@ class LabLock:
         self.recovered = ""
         self._handle = None
 
-    def __enter__(self) -> "LabLock":
+    def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
         try:

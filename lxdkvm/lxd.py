@@ -10,9 +10,9 @@ import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import BinaryIO
 
 import pylxd

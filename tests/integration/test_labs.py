@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from lxdkvm import lab as lab_mod
-from lxdkvm.topology import LabInvalid
 from lxdkvm.lock import LabLock
+from lxdkvm.topology import LabInvalid
 
 pytestmark = pytest.mark.integration
 LABS = Path(__file__).parent.parent / "labs"

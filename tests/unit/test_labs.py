@@ -40,7 +40,7 @@ def test_invalid_lab_gives_the_expected_problems(path):
     assert got, f"{path.name} should be rejected"
     assert got == expected.read_text()
     for line in got.splitlines():  # every problem names the file and a line
-        assert line.startswith(f"{path.name}:") or line.startswith("    hint: ")
+        assert line.startswith((f"{path.name}:", "    hint: "))
 
 
 @pytest.mark.parametrize("path", sorted((LABS / "valid").glob("*.yaml")) + [labfile.default_lab_path()],
