@@ -10,8 +10,8 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from typing import Self
 from pathlib import Path
+from typing import Self
 
 from .errors import LxdkvmError
 
