@@ -18,12 +18,12 @@ Run as root from the repository:  python3 benchmarks/lab_up.py
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from measure import anon_bytes, machine_lines
 
 from lxdkvm import lab as lab_mod
 from lxdkvm import lxdsetup
@@ -43,19 +43,6 @@ hosts:
 """
 
 
-def anon_bytes(project: str, name: str) -> int:
-    """Anonymous memory of a container's cgroup (v1 total_rss, or v2 anon)."""
-    payload = f"lxc.payload.{project}_{name}"
-    for path, key in ((f"/sys/fs/cgroup/memory/{payload}/memory.stat", "total_rss"),
-                      (f"/sys/fs/cgroup/{payload}/memory.stat", "anon")):
-        if os.path.exists(path):
-            for line in Path(path).read_text().splitlines():
-                field, _, value = line.partition(" ")
-                if field == key:
-                    return int(value)
-    raise RuntimeError(f"no memory cgroup found for {project}/{name}")
-
-
 def once(label: str, hosts: int, subnet: int, workers: int, folder: Path) -> tuple[float, float, float]:
     name = f"bench-{label}"
     path = folder / f"{name}.yaml"
@@ -68,7 +55,7 @@ def once(label: str, hosts: int, subnet: int, workers: int, folder: Path) -> tup
     up = time.monotonic() - start
     assert not result.plan.empty and all(h["ready"] for h in lab_mod.status(name)["hosts"])
     time.sleep(SETTLE)  # let the hosts settle to idle before reading memory and tearing down
-    memory = statistics.mean(anon_bytes(f"lxdkvm-{name}", h.name) / 2**20 for h in result.lab.hosts)
+    memory = statistics.mean(anon_bytes(h.name, f"lxdkvm-{name}") / 2**20 for h in result.lab.hosts)
     start = time.monotonic()
     lab_mod.down(name, lambda *_: None)
     return up, time.monotonic() - start, memory
@@ -117,9 +104,7 @@ libvirt-qemu, declared addresses); `down` until no object of the lab remains. Ea
 management network with DHCP and an isolated data network with static addresses. The image is baked and
 unpacked into the pool before timing (warm cache). The baseline is the 3-host lab with one worker.
 
-- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
-- machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB,
-  kernel {platform.release()}, LXD {server.version}, host pool {pool}
+{machine_lines(server.version, f"host pool {pool}")}
 
 Times are the median of {args.runs} runs (each run's `up` in brackets).
 

@@ -16,12 +16,12 @@ Run as root from the repository:  python3 benchmarks/ready_hosts.py [--hosts 3]
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 import uuid
 from pathlib import Path
+
+from measure import anon_bytes, machine_lines
 
 from lxdkvm import bake, hostcaps, image, kvmhost, lxdsetup
 from lxdkvm import profile as profile_mod
@@ -29,18 +29,6 @@ from lxdkvm.lxd import Lxd
 
 READY = [stage for stage in kvmhost.STAGES if stage.name != "cloud-init finished"]
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-
-
-def anon_bytes(name: str) -> int:
-    """Anonymous memory of a container's cgroup (v1 total_rss, or v2 anon)."""
-    for path, key in ((f"/sys/fs/cgroup/memory/lxc.payload.{name}/memory.stat", "total_rss"),
-                      (f"/sys/fs/cgroup/lxc.payload.{name}/memory.stat", "anon")):
-        if os.path.exists(path):
-            for line in Path(path).read_text().splitlines():
-                field, _, value = line.partition(" ")
-                if field == key:
-                    return int(value)
-    raise RuntimeError(f"no memory cgroup found for {name}")
 
 
 def run_scenario(label: str, hosts: int, image_alias: str, profile: str, pool: str, tag: str) -> dict:
@@ -125,9 +113,7 @@ Written by `python3 benchmarks/ready_hosts.py --hosts {args.hosts}`; rerun it to
 Ready = libvirtd active and the KVM probe passing as `libvirt-qemu`, all hosts launched in parallel.
 Images built, baked and unpacked into the copy-on-write pool before timing (warm cache).
 
-- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
-- machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB,
-  kernel {platform.release()}, LXD {server.version}, pools: {', '.join(f"{p['name']} ({p['driver']})" for p in server.pools)}
+{machine_lines(server.version, "pools: " + ", ".join(f"{p['name']} ({p['driver']})" for p in server.pools))}
 
 | | hosts from | pool | time to ready | ratio a/x | idle anon memory per host |
 | --- | --- | --- | --- | --- | --- |
