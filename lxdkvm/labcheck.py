@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from . import topology as t
@@ -52,40 +52,32 @@ def _suggest(word: str, choices: list[str]) -> str:
     return f"known: {', '.join(choices)}" if choices else ""
 
 
+def _unique_names(items: Iterable[t.Network | t.Host | t.ExtraProfile], kind: str,
+                  pattern: re.Pattern | None, rule: str) -> Iterator[t.Problem]:
+    """Each name valid (when a pattern is given) and declared once; a repeat points at the first."""
+    first: dict[str, t.Network | t.Host | t.ExtraProfile] = {}
+    for item in items:
+        if pattern is not None and not pattern.match(item.name):
+            yield t.Problem(f"{item.path}.name", f"'{item.name}' is not a valid {kind} name", rule, item.line)
+        if item.name in first:
+            yield t.Problem(f"{item.path}.name", f"{kind} '{item.name}' is declared twice",
+                            f"the first one is on line {first[item.name].line}; rename one", item.line)
+        first.setdefault(item.name, item)
+
+
 def _names(lab: t.Lab) -> Iterator[t.Problem]:
     if not LAB_NAME.match(lab.name):
         yield t.Problem("name", f"'{lab.name}' is not a valid lab name",
                         "use 1-32 lower-case letters, digits and hyphens, starting with a letter", 1)
-    seen: dict[str, t.Network] = {}
-    for net in lab.networks:
-        if not NETWORK_NAME.match(net.name):
-            yield t.Problem(f"{net.path}.name", f"'{net.name}' is not a valid network name",
-                            "use 1-15 lower-case letters, digits and hyphens, starting with a letter", net.line)
-        if net.name in seen:
-            yield t.Problem(f"{net.path}.name", f"network '{net.name}' is declared twice",
-                            f"the first one is on line {seen[net.name].line}; rename one", net.line)
-        seen.setdefault(net.name, net)
-    hosts: dict[str, t.Host] = {}
-    for host in lab.hosts:
-        if not HOST_NAME.match(host.name):
-            yield t.Problem(f"{host.path}.name", f"'{host.name}' is not a valid host name",
-                            "use up to 63 letters, digits and hyphens, starting with a letter and not "
-                            "ending with a hyphen", host.line)
-        if host.name in hosts:
-            first = hosts[host.name]
-            where = "this entry" if first.line == host.line else f"line {first.line}"
-            yield t.Problem(f"{host.path}.name", f"host '{host.name}' is declared twice",
-                            f"it is also made by {where}; rename one", host.line)
-        hosts.setdefault(host.name, host)
-    profiles: dict[str, t.ExtraProfile] = {}
+    yield from _unique_names(lab.networks, "network", NETWORK_NAME,
+                             "use 1-15 lower-case letters, digits and hyphens, starting with a letter")
+    yield from _unique_names(lab.hosts, "host", HOST_NAME, "use up to 63 letters, digits and hyphens, "
+                             "starting with a letter and not ending with a hyphen")
     for prof in lab.profiles:
         if prof.name in RESERVED_PROFILES:
             yield t.Problem(f"{prof.path}.name", f"profile name '{prof.name}' is lxdkvm's own",
                             "choose another name", prof.line)
-        elif prof.name in profiles:
-            yield t.Problem(f"{prof.path}.name", f"profile '{prof.name}' is declared twice",
-                            f"the first one is on line {profiles[prof.name].line}", prof.line)
-        profiles.setdefault(prof.name, prof)
+    yield from _unique_names(lab.profiles, "profile", None, "")
 
 
 def _subnets(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
