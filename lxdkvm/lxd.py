@@ -253,21 +253,36 @@ class Lxd:
                 "expanded_devices": dict(instance.expanded_devices),
                 "profiles": list(instance.profiles)}
 
+    def _call(self, what: str, action: Callable[[], object]) -> object:
+        """Run an API call; LXD's refusal becomes an LxdkvmError that starts with WHAT."""
+        try:
+            return action()
+        except pylxd_exc.LXDAPIException as exc:
+            raise LxdkvmError(f"{what}: {_api_error(exc)}") from None
+
+    def create_instance(self, name: str, image_alias: str, profiles: list[str],
+                        config: dict[str, str] | None = None,
+                        devices: dict[str, dict[str, str]] | None = None) -> None:
+        """Create (not start) an instance. Creation is serialised across threads and processes: LXD 5.0
+        allocates the same or an invalid isolated id range to containers created at the same moment."""
+        definition = {"name": name, "type": "container", "profiles": profiles, "config": config or {},
+                      "devices": devices or {}, "source": {"type": "image", "alias": image_alias}}
+
+        def create() -> None:
+            with _creating():
+                self.client.instances.create(definition, wait=True)
+        self._call(f"{name}: LXD could not create the container", create)
+
+    def start_instance(self, name: str) -> None:
+        self._call(f"{name}: LXD could not start the container",
+                   lambda: self.client.instances.get(name).start(wait=True))
+
     def launch(self, name: str, image_alias: str, profiles: list[str],
                config: dict[str, str] | None = None, pool: str | None = None) -> None:
-        """Create and start an instance. Creation is serialised across threads (LXD 5.0 allocates the
-        same or an invalid isolated id range to containers created at the same moment); starting
-        is not."""
-        definition = {"name": name, "type": "container", "profiles": profiles,
-                      "config": config or {}, "source": {"type": "image", "alias": image_alias}}
-        if pool:  # the root disk on this pool, whatever the profiles say
-            definition["devices"] = {"root": {"type": "disk", "path": "/", "pool": pool}}
-        try:
-            with _creating():
-                instance = self.client.instances.create(definition, wait=True)
-            instance.start(wait=True)
-        except pylxd_exc.LXDAPIException as exc:
-            raise LxdkvmError(f"{name}: LXD could not create/start the container: {_api_error(exc)}") from None
+        """Create and start an instance; with POOL, its root disk is there whatever the profiles say."""
+        devices = {"root": {"type": "disk", "path": "/", "pool": pool}} if pool else {}
+        self.create_instance(name, image_alias, profiles, config, devices)
+        self.start_instance(name)
 
     def delete_instance(self, name: str) -> bool:
         if not self.client.instances.exists(name):
@@ -325,12 +340,6 @@ class LabLxd(Lxd):
         if self._scoped is None:
             self._scoped = Lxd(self.project)
         return self._scoped
-
-    def _call(self, what: str, action: Callable[[], object]) -> object:
-        try:
-            return action()
-        except pylxd_exc.LXDAPIException as exc:
-            raise LxdkvmError(f"{what}: {_api_error(exc)}") from None
 
     # ------------------------------------------------------------------ reading
     def project_config(self) -> dict[str, str] | None:
@@ -402,18 +411,13 @@ class LabLxd(Lxd):
     def delete_lab_profile(self, name: str) -> bool:
         return self.scoped.delete_profile(name)
 
-    def create_instance(self, name: str, image_alias: str, profiles: list[str], config: dict[str, str],
-                        devices: dict[str, dict[str, str]]) -> None:
-        definition = {"name": name, "type": "container", "profiles": profiles, "config": config,
-                      "devices": devices, "source": {"type": "image", "alias": image_alias}}
-        def create() -> None:
-            with _creating():
-                self.scoped.client.instances.create(definition, wait=True)
-        self._call(f"{name}: LXD could not create the container", create)
+    def create_instance(self, name: str, image_alias: str, profiles: list[str],
+                        config: dict[str, str] | None = None,
+                        devices: dict[str, dict[str, str]] | None = None) -> None:
+        self.scoped.create_instance(name, image_alias, profiles, config, devices)
 
     def start_instance(self, name: str) -> None:
-        self._call(f"{name}: LXD could not start the container",
-                   lambda: self.scoped.client.instances.get(name).start(wait=True))
+        self.scoped.start_instance(name)
 
     def update_instance(self, name: str, config: dict[str, str], devices: dict[str, dict[str, str]],
                         profiles: list[str]) -> None:
