@@ -139,13 +139,12 @@ def _profiles(want: Desired, have: Observed) -> list[Action]:
     actions = []
     for name, body in sorted(want.profiles.items()):
         current = have.profiles.get(name)
-        if current is None or (name == "default" and have.project is None):
-            actions.append(Action("create" if name != "default" else "update", "profile", name,
-                                  "new profile" if name != "default" else "root disk for the lab's hosts"))
+        if current is None:  # a new project: LXD makes its (empty) default profile, lxdkvm fills it
+            actions.append(Action("update", "profile", name, "root disk for the lab's hosts") if name == "default"
+                           else Action("create", "profile", name, "new profile"))
             continue
-        changes = [part for part in ("description", "config", "devices")
-                   if (current.get(part) or ({} if part != "description" else "")) !=
-                   (body.get(part) or ({} if part != "description" else ""))]
+        changes = [part for part, empty in (("description", ""), ("config", {}), ("devices", {}))
+                   if (current.get(part) or empty) != (body.get(part) or empty)]
         if changes:
             actions.append(Action("update", "profile", name, f"{', '.join(changes)} changed"))
     for name in sorted(set(have.profiles) - set(want.profiles)):
