@@ -26,8 +26,10 @@ Report = Callable[[str, str], None]  # (host or "lab", message)
 def machine_facts(lab_name: str, connect: bool = True) -> labcheck.Machine:
     """What the checks need to know about this machine; LXD facts only when LXD answers."""
     host = hostcaps.read_host()
-    capacity = min(hostcaps.isolated_capacity(host.subuid), hostcaps.isolated_capacity(host.subgid))
-    facts = {"routes": tuple(hostcaps.routes()), "cpus": os.cpu_count(), "isolated_capacity": capacity}
+    facts = {"routes": tuple(hostcaps.routes()), "cpus": os.cpu_count()}
+    if lxdsetup.lxd_installed():  # LXD's package creates root's subordinate ids: unknown before it
+        facts["isolated_capacity"] = min(hostcaps.isolated_capacity(host.subuid),
+                                         hostcaps.isolated_capacity(host.subgid))
     if connect:
         try:
             lxd = LabLxd(t.project_name(lab_name))

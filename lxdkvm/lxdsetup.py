@@ -32,9 +32,18 @@ def _run(command: list[str], what: str) -> None:
         raise LxdkvmError(f"{what} failed ({' '.join(command[:3])}...): {' | '.join(tail)}")
 
 
+def _missing_commands() -> list[str]:
+    return [p for p in ("lxd", "debootstrap", "iptables", "dnsmasq", "mkfs.btrfs", "unsquashfs")
+            if not shutil.which(p) and not Path("/usr/sbin", p).exists()]
+
+
+def lxd_installed() -> bool:
+    """Whether LXD's package is installed: what it sets up (root's subordinate ids, the daemon) exists."""
+    return bool(shutil.which("lxd") or Path("/usr/sbin/lxd").exists() or Path("/usr/bin/lxd").exists())
+
+
 def install_packages(report: Report) -> None:
-    missing = [p for p in ("lxd", "debootstrap", "iptables", "dnsmasq", "mkfs.btrfs", "unsquashfs")
-               if not shutil.which(p) and not Path("/usr/sbin", p).exists()]
+    missing = _missing_commands()
     if not missing:
         return
     if os.geteuid() != 0:
