@@ -14,9 +14,9 @@ import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from . import labyaml
 from . import topology as t
 from .templating import data_dir
 
@@ -83,59 +83,13 @@ class LabIn(_Model):
 
 
 # ---------------------------------------------------------------------------------------- YAML
-class _Positions(dict):
-    """Line number (1-based) of every key path; a path that has none falls back to its parent's."""
-
-    def line(self, loc: Loc) -> int:
-        for end in range(len(loc), -1, -1):
-            if tuple(loc[:end]) in self:
-                return self[tuple(loc[:end])]
-        return 1
-
-
-def key_path(loc: Loc) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
+_Positions = labyaml.Positions
+key_path = labyaml.key_path
 
 
 def _read_yaml(text: str) -> tuple[object, _Positions, list[t.Problem]]:
-    """Plain data plus the line of every key; duplicate and non-string keys are problems."""
-    positions, problems = _Positions(), []
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        return None, positions, [t.Problem("(file)", f"not valid YAML: {problem}",
-                                           "check the indentation and quoting", (mark.line + 1) if mark else 1)]
-    constructor = yaml.SafeLoader("")
-
-    def build(node: yaml.Node, loc: Loc) -> object:
-        positions.setdefault(loc, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            constructor.flatten_mapping(node)  # YAML merge keys (<<: *anchor)
-            out: dict = {}
-            for key_node, value_node in node.value:
-                key = constructor.construct_object(key_node, deep=True)
-                line = key_node.start_mark.line + 1
-                if not isinstance(key, str):
-                    problems.append(t.Problem(key_path(loc), f"key {key!r} is not a string",
-                                              "quote the key", line))
-                    continue
-                if key in out:
-                    problems.append(t.Problem(key_path((*loc, key)), "duplicate key",
-                                              f"it is already set on line {positions[(*loc, key)]}", line))
-                    continue
-                positions[(*loc, key)] = line
-                out[key] = build(value_node, (*loc, key))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [build(item, (*loc, i)) for i, item in enumerate(node.value)]
-        return constructor.construct_object(node, deep=True)
-
-    return (build(root, ()) if root is not None else None), positions, problems
+    """Plain data plus the line of every key, bounded in time and memory (see `labyaml`)."""
+    return labyaml.read_yaml(text)
 
 
 # ---------------------------------------------------------------------------------------- schema errors
@@ -299,10 +253,23 @@ def default_lab_path() -> Path:
 
 
 def read(path: str | Path | None) -> tuple[str, str]:
-    """(text, source name) of a lab file; None means the embedded default lab."""
+    """(text, source name) of a lab file; None means the embedded default lab. Whatever the path is (a
+    directory, a FIFO, /dev/zero, 50 MB, binary, not UTF-8), a problem is a LabInvalid."""
     file = Path(path) if path else default_lab_path()
+    source = str(path or file)
     try:
-        return file.read_text(), str(path or file)
-    except OSError as exc:
-        raise t.LabInvalid(str(file), [t.Problem("(file)", f"cannot read the lab file: {exc.strerror}",
-                                                 "give the path of a lab YAML file", 0)]) from None
+        data = labyaml.read_bytes(file)
+    except t.LabInvalid as exc:
+        raise t.LabInvalid(source, exc.problems) from None
+    return labyaml.decode(data, source), source
+
+
+def name_of(text: str, source: str) -> tuple[str, int]:
+    """The lab's `name` and its line, read the same bounded way as `parse`; raises LabInvalid."""
+    data, positions, problems = _read_yaml(text)
+    if problems:
+        raise t.LabInvalid(source, problems)
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise t.LabInvalid(source, [t.Problem("name", "the lab file has no readable `name`",
+                                              "give the lab's name instead of its file", 1)])
+    return data["name"], positions.line(("name",))

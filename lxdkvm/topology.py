@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import unicodedata
 from dataclasses import dataclass, field
 
 from .errors import LxdkvmError
@@ -15,6 +16,15 @@ from .errors import LxdkvmError
 DEFAULT_IMAGE = "lxdkvm/kvm-host"
 PROJECT_PREFIX = "lxdkvm-"
 IFNAME_MAX = 15  # Linux interface names: 15 bytes
+SHOWN_MAX = 300  # characters of one field of a problem (a hostile file can make a value 1 MiB long)
+
+
+def printable(text: str, limit: int = SHOWN_MAX) -> str:
+    """TEXT safe to print on a terminal: control, format (bidi overrides such as U+202E) and line-separator
+    characters written as escapes, and at most LIMIT characters."""
+    out = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c
+                  for c in text[:limit + 1])
+    return out[:limit] + "…" if len(text) > limit else out
 
 
 @dataclass(frozen=True)
@@ -26,8 +36,8 @@ class Problem:
     line: int = 0
 
     def render(self, source: str) -> str:
-        text = f"{source}:{self.line}: {self.path}: {self.message}"
-        return text + (f"\n    hint: {self.hint}" if self.hint else "")
+        text = f"{printable(source)}:{self.line}: {printable(self.path)}: {printable(self.message)}"
+        return text + (f"\n    hint: {printable(self.hint)}" if self.hint else "")
 
 
 class LabInvalid(LxdkvmError):
