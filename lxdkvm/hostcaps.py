@@ -278,6 +278,15 @@ def hardware_virt(facts: HostFacts) -> str | None:
     return next((f for f in ("vmx", "svm") if f in facts.cpu_flags), None)
 
 
+def mem_total(root: str | Path = "/") -> int | None:
+    """This machine's RAM in bytes (MemTotal of /proc/meminfo), or None when it cannot be read."""
+    for line in _read(Path(root) / "proc/meminfo").splitlines():
+        name, _, value = line.partition(":")
+        if name == "MemTotal" and (fields := value.split()) and fields[0].isdigit():
+            return int(fields[0]) * 1024  # the kernel writes kB and means KiB
+    return None
+
+
 def routes(root: str | Path = "/") -> list[tuple[ipaddress.IPv4Network, str]]:
     """This machine's IPv4 routes other than the default route: (destination, device)."""
     found = []

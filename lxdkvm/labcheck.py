@@ -11,9 +11,12 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from . import labconfine
 from . import topology as t
+from .labconfine import Allowances
 
 LAB_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")
+LAB_NAME_RULE = "use 1-32 lower-case letters, digits and hyphens, starting with a letter"
 NETWORK_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,13}[a-z0-9])?$")
 HOST_NAME = re.compile(r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")  # LXD's rule for instance names
 RESERVED_PROFILES = ("default", "kvm-host")
@@ -27,10 +30,6 @@ MANAGED_KEYS = {
     "cloud-init.network-config": "declare addresses under the host's `networks:` instead",
     "user.network-config": "declare addresses under the host's `networks:` instead",
 }
-UNPRIVILEGED = {
-    "security.privileged": "lab hosts are unprivileged containers; remove it",
-    "raw.lxc": "raw LXC config can undo the container's confinement; remove it",
-}
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,8 @@ class Machine:
     images: frozenset[str] | None = None  # image aliases LXD has
     pools: frozenset[str] | None = None  # storage pools LXD has
     buildable_images: frozenset[str] = field(default_factory=lambda: frozenset({t.DEFAULT_IMAGE}))
+    memory: int | None = None  # bytes of RAM (MemTotal)
+    allow: Allowances = field(default_factory=Allowances)  # not a fact: the risks the user accepted on the command line
 
 
 def _suggest(word: str, choices: list[str]) -> str:
@@ -68,7 +69,7 @@ def _unique_names(items: Iterable[t.Network | t.Host | t.ExtraProfile], kind: st
 def _names(lab: t.Lab) -> Iterator[t.Problem]:
     if not LAB_NAME.match(lab.name):
         yield t.Problem("name", f"'{lab.name}' is not a valid lab name",
-                        "use 1-32 lower-case letters, digits and hyphens, starting with a letter", 1)
+                        LAB_NAME_RULE, 1)
     yield from _unique_names(lab.networks, "network", NETWORK_NAME,
                              "use 1-15 lower-case letters, digits and hyphens, starting with a letter")
     yield from _unique_names(lab.hosts, "host", HOST_NAME, "use up to 63 letters, digits and hyphens, "
@@ -88,15 +89,17 @@ def _subnets(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
             yield t.Problem(where, f"{net.subnet} has a /{net.subnet.prefixlen} prefix",
                             "use a prefix from /8 to /29 (room for a gateway, DHCP and static hosts)", net.line)
             continue
-        if not net.subnet.is_private:
-            yield t.Problem(where, f"{net.subnet} is not a private range",
-                            "use a private range (10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16) so the lab "
-                            "does not hide real destinations", net.line)
+        if unusual := labconfine.subnet_problem(net.subnet, machine.allow):
+            yield t.Problem(where, *unusual, net.line)
         for other in lab.networks[:i]:
             if net.subnet.overlaps(other.subnet):
                 yield t.Problem(where, f"{net.subnet} overlaps network '{other.name}' ({other.subnet})",
                                 "give every network of the lab its own subnet", net.line)
-        if net.mode == "nat":  # the machine gets an address and a route on it
+        # A NAT network gives the machine an address and a route: it must not hide a route the machine
+        # has (its LAN, LXD's management bridge lxdkvmbr0, other labs). An isolated network is layer 2
+        # only: no address, no route, the machine never sends to it, so overlapping a route changes
+        # nothing outside the lab and is allowed (it only shadows that route inside the lab's own hosts).
+        if net.mode == "nat":
             for route, device in machine.routes:
                 if device not in own_bridges and net.subnet.overlaps(route):
                     yield t.Problem(where, f"{net.subnet} overlaps this machine's route {route} on {device}",
@@ -160,7 +163,9 @@ def _address(host: t.Host, att: t.Attachment, net: t.Network,
     taken[ip] = host
 
 
-def _config(lab: t.Lab) -> Iterator[t.Problem]:
+def _config(lab: t.Lab, allow: Allowances) -> Iterator[t.Problem]:
+    """Instance config of lab profiles, `defaults:` and hosts (a range of hosts shares its entry's), and
+    lab profiles' devices: managed keys, bookkeeping, namespaces, and confinement (`labconfine`)."""
     def check(config: dict[str, str], path: str, line: int,
               origin: dict[str, str] | None = None) -> Iterator[t.Problem]:
         for key, value in config.items():
@@ -168,14 +173,15 @@ def _config(lab: t.Lab) -> Iterator[t.Problem]:
             line = lab.line_of(where, line)
             if key in MANAGED_KEYS:
                 yield t.Problem(where, "is set by lxdkvm", MANAGED_KEYS[key], line)
-            elif key in UNPRIVILEGED and not (key == "security.privileged" and value == "false"):
-                yield t.Problem(where, "is not allowed", UNPRIVILEGED[key], line)
+            elif refused := labconfine.config_problem(key, value, allow):
+                yield t.Problem(where, *refused, line)
             elif key.startswith("user.lxdkvm."):
                 yield t.Problem(where, "is lxdkvm's own bookkeeping", "choose another user.* key", line)
             elif not key.startswith(CONFIG_NAMESPACES) or key.endswith("."):
                 yield t.Problem(where, f"'{key}' is not an LXD instance option",
                                 f"instance options start with {', '.join(CONFIG_NAMESPACES)}", line)
 
+    networks = [n.name for n in lab.networks]
     for prof in lab.profiles:
         yield from check(prof.config, prof.path, prof.line)
         for name, device in prof.devices.items():
@@ -186,6 +192,9 @@ def _config(lab: t.Lab) -> Iterator[t.Problem]:
             if device.get("type") == "disk" and device.get("path") == "/":
                 yield t.Problem(where, "the root disk is lxdkvm's", "choose the pool with the lab's `storage:` key",
                                 lab.line_of(where, prof.line))
+            elif "type" in device:
+                for refused in labconfine.device_problems(device, networks, allow):
+                    yield t.Problem(where, *refused, lab.line_of(where, prof.line))
     said: set[str] = set()
     for host in lab.hosts:
         for problem in check(host.config, host.path, host.line, host.config_from):
@@ -220,6 +229,12 @@ def _capacity(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
                 said.add(host.path)
                 yield t.Problem(f"{host.path}.limits.cpu", f"{host.cpu} CPUs, but this machine has {machine.cpus}",
                                 f"use at most {machine.cpus}", host.line)
+    if machine.memory:
+        said = set()
+        for host in lab.hosts:
+            if host.path not in said and (problem := labconfine.memory_problem(host, machine.memory)):
+                said.add(host.path)
+                yield problem
     isolated = sum(1 for h in lab.hosts if h.idmap == "isolated")
     if machine.isolated_capacity is not None and isolated + machine.isolated_elsewhere > machine.isolated_capacity:
         free = max(0, machine.isolated_capacity - machine.isolated_elsewhere)
@@ -230,7 +245,7 @@ def _capacity(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
 
 CHECKS: list[Callable[[t.Lab, Machine], Iterator[t.Problem]]] = [
     lambda lab, _m: _names(lab), _subnets, lambda lab, _m: _attachments(lab),
-    lambda lab, _m: _config(lab), _references, _capacity,
+    lambda lab, m: _config(lab, m.allow), _references, _capacity,
 ]
 
 

@@ -88,6 +88,14 @@ def instance(lab: t.Lab, host: t.Host) -> InstanceSpec:
     return InstanceSpec(host.name, lab.image, ["default", KVM_PROFILE, *host.profiles], config, devices, spec)
 
 
+def profile_device(lab: t.Lab, device: dict[str, str]) -> dict[str, str]:
+    """A lab profile's device for LXD: a nic names a lab network by its name in the lab file, which is
+    the lab's bridge in LXD (anything else is refused by `labconfine` unless --allow-host-devices)."""
+    if device.get("type") == "nic" and lab.network(device.get("network", "")):
+        return {**device, "network": lab.bridge(device["network"])}
+    return dict(device)
+
+
 def desired(lab: t.Lab, pool: str, kvm_profile: dict) -> Desired:
     """Everything `up` makes for LAB: hosts' root disks on POOL, KVM_PROFILE as the kvm-host profile."""
     profiles = {
@@ -95,7 +103,7 @@ def desired(lab: t.Lab, pool: str, kvm_profile: dict) -> Desired:
                     "devices": {"root": {"type": "disk", "path": "/", "pool": pool}}},
         KVM_PROFILE: {**kvm_profile, "description": f"lxdkvm lab {lab.name}: {kvm_profile.get('description', '')}"},
         **{p.name: {"description": f"lxdkvm lab {lab.name}: {p.name}", "config": dict(p.config),
-                    "devices": {k: dict(v) for k, v in p.devices.items()}} for p in lab.profiles},
+                    "devices": {k: profile_device(lab, v) for k, v in p.devices.items()}} for p in lab.profiles},
     }
     return Desired(
         lab=lab.name, project=lab.project,
