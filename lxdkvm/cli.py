@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import doctor as doctor_mod
@@ -37,7 +38,7 @@ def _errors():
         err.print(exc.report(), highlight=False, markup=False)
         sys.exit(2)
     except LxdkvmError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("[bold red]interrupted:[/] run the same command again to finish, or `lxdkvm down` to "

@@ -7,3 +7,12 @@ class LxdkvmError(Exception):
 
 class LxdUnavailable(LxdkvmError):
     """The LXD daemon cannot be reached (not installed, not running, no permission)."""
+
+
+class LxdRefused(LxdkvmError):
+    """LXD refused a request or a background operation failed. The message says what lxdkvm was doing,
+    LXD's own words and, for failures lxdkvm knows, what to do; `lxd_message` is LXD's words alone."""
+
+    def __init__(self, message: str, lxd_message: str) -> None:
+        super().__init__(message)
+        self.lxd_message = lxd_message

@@ -65,7 +65,7 @@ class BuildResult:
     alias: str
     fingerprint: str
     key: str
-    action: str  # "up to date", "imported from cache", "built"
+    action: str  # "up to date", "alias added", "imported from cache", "built"
     properties: dict[str, str] = field(default_factory=dict)
 
 
@@ -196,6 +196,11 @@ def build(recipe: Recipe = Recipe(), alias: str = DEFAULT_ALIAS, force: bool = F
     existing = client.image_by_alias(alias)
     if existing and existing["properties"].get("lxdkvm.key") == key and not force:
         return BuildResult(alias, existing["fingerprint"], key, "up to date", existing["properties"])
+    same = None if force else client.image_with_property("lxdkvm.key", key)
+    if same:  # LXD has this image under another alias: LXD refuses a second copy, and needs none
+        report(f"LXD has this image as {', '.join(same['aliases']) or same['fingerprint'][:12]}: adding {alias}")
+        client.point_alias(alias, same["fingerprint"], same["properties"].get("description", ""))
+        return BuildResult(alias, same["fingerprint"], key, "alias added", same["properties"])
 
     cached = cache_root() / "images" / key
     need_build = force or not (cached / "complete").exists()
@@ -220,9 +225,10 @@ def build(recipe: Recipe = Recipe(), alias: str = DEFAULT_ALIAS, force: bool = F
             shutil.rmtree(work, ignore_errors=True)
     properties = json.loads((cached / "properties.json").read_text())
     report(f"importing into LXD as {alias}")
-    fingerprint = client.import_image(cached / "meta.tar.gz", cached / "rootfs.tar.gz", alias,
-                                      description=properties["description"])
-    return BuildResult(alias, fingerprint, key, "built" if need_build else "imported from cache", properties)
+    fingerprint, imported = client.import_image(cached / "meta.tar.gz", cached / "rootfs.tar.gz", alias,
+                                                description=properties["description"])
+    action = "alias added" if not imported else "built" if need_build else "imported from cache"
+    return BuildResult(alias, fingerprint, key, action, properties)
 
 
 def kvm_gid(alias: str) -> int:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from typing import BinaryIO
 import pylxd
 from pylxd import exceptions as pylxd_exc
 
-from .errors import LxdkvmError, LxdUnavailable
+from .errors import LxdkvmError, LxdRefused, LxdUnavailable
 
 SOCKETS = ("/var/snap/lxd/common/lxd/unix.socket", "/var/lib/lxd/unix.socket")
 # API extensions lxdkvm relies on (LXD 5.0 has them all).
@@ -68,17 +70,84 @@ class ExecResult:
     stderr: str
 
 
-def _api_error(exc: pylxd_exc.LXDAPIException) -> str:
-    """LXD's own error text (pylxd's str() of some errors is not even a string)."""
-    response = getattr(exc, "response", None)
+IMAGE_EXISTS = r"[Ii]mage with same fingerprint already exists"
+# What to do about the LXD refusals lxdkvm knows: (pattern in LXD's own message, hint). First match wins.
+HINTS = (
+    (r"modprobe|kernel module",
+     ("a module listed in linux.kernel_modules of the container's profiles cannot be loaded on this host "
+      "(LXD runs modprobe for each one without a /sys/module entry): run `lxdkvm doctor` to see which "
+      "modules this host can provide and drop the others from the profile (`lxdkvm profile apply` "
+      "renders one for this host)")),
+    (r"required device path doesn't exist|[Mm]issing source|unix-(char|block)",
+     ("a device in the container's profiles has a source this host lacks: give it `required: \"false\"` "
+      "or remove it; `lxdkvm doctor` lists the devices this host has")),
+    (IMAGE_EXISTS,
+     ("LXD already has this very image (under another alias): point the alias at it "
+      "(`lxdkvm image build --alias NAME` does so)")),
+    (r"[Nn]ot enough uid/gid",
+     ("no free isolated id range is left for this container: delete containers that hold one, or widen "
+      "root's ranges in /etc/subuid and /etc/subgid (`lxdkvm doctor` shows them)")),
+    (r"[Nn]o root device|[Ss]torage pool not found|[Ff]ailed (to find|getting) (the )?storage pool",
+     "LXD has no storage for the container: run `lxdkvm setup`"),
+    (r"[Ff]ailed (loading|getting) image|[Ii]mage not found",
+     "LXD has no such image: `lxc image alias list` shows the images; `lxdkvm image build` makes the base image"),
+)
+
+
+def lxd_message(body: object, status: int | None = None, text: str = "") -> str:
+    """LXD's own words for a failure, from a response body or an operation (plain data).
+
+    A failed background operation is answered with HTTP 200 and the failure inside the operation
+    (`metadata.err` of a /wait answer, `err` of the operation itself); a refused request carries
+    `error`. Only when LXD says nothing is the status shown, with whatever text came back."""
+    if isinstance(body, dict):
+        metadata = body.get("metadata")
+        operation_err = metadata.get("err") if isinstance(metadata, dict) else None
+        for said in (operation_err, body.get("err"), body.get("error")):
+            if said:
+                return str(said).strip()
+    detail = text.strip()[:300]
+    return f"LXD answered HTTP {status} without an error message" + (f": {detail}" if detail else "")
+
+
+def hint(message: str) -> str:
+    return next((advice for pattern, advice in HINTS if re.search(pattern, message)), "")
+
+
+def explain(what: str, message: str) -> str:
+    """WHAT failed, LXD's message, and what to do when the failure is a known one."""
+    advice = hint(message)
+    return f"{what}: {message}" + (f"\n  what to do: {advice}" if advice else "")
+
+
+def refusal(what: str, exc: pylxd_exc.LXDAPIException) -> LxdRefused:
+    """The LxdkvmError for a pylxd exception: LXD's message, not pylxd's rendering of the response."""
+    response = exc.response
     try:
-        message = response.json().get("error")
-    except Exception:  # noqa: BLE001 - not JSON, or no response at all
-        message = None
-    if message:
-        return message
-    status = getattr(response, "status_code", None)
-    return f"HTTP {status}" if status else type(exc).__name__
+        body = response.json()
+    except ValueError:
+        body = None
+    message = lxd_message(body, getattr(response, "status_code", None), getattr(response, "text", ""))
+    return LxdRefused(explain(what, message), message)
+
+
+def split_image_fingerprint(metadata: Path, rootfs: Path) -> str:
+    """The fingerprint LXD gives a split image: SHA-256 of the metadata tarball, then the rootfs."""
+    digest = hashlib.sha256()
+    for path in (metadata, rootfs):
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _refused(what: str):
+    """Inside: an LXD refusal becomes an LxdRefused that starts with WHAT."""
+    try:
+        yield
+    except pylxd_exc.LXDAPIException as exc:
+        raise refusal(what, exc) from None
 
 
 class Lxd:
@@ -93,18 +162,37 @@ class Lxd:
             self.client.host_info  # noqa: B018 - forces the first request
         except (pylxd_exc.ClientConnectionFailed, OSError) as exc:
             raise LxdUnavailable(f"LXD does not answer on {path}: {exc}") from None
+        except pylxd_exc.LXDAPIException as exc:
+            raise refusal(f"LXD refused a connection to project {project}", exc) from None
         self.project = project
+
+    def _call(self, what: str, action: Callable[[], object]) -> object:
+        """Run an API call; LXD's refusal becomes an LxdRefused that starts with WHAT."""
+        with _refused(what):
+            return action()
+
+    def _finish(self, what: str, response) -> dict:
+        """Wait for the background operation a request started and return its metadata. A failed
+        operation raises LxdRefused with the operation's own error (pylxd's fallback read of the
+        operation returns a failed one without raising)."""
+        with _refused(what):
+            operation = self.client.operations.wait_for_operation(response.json()["operation"])
+        if getattr(operation, "status", "") == "Failure" or getattr(operation, "err", ""):
+            message = lxd_message({"err": getattr(operation, "err", "")}, getattr(operation, "status_code", None))
+            raise LxdRefused(explain(what, message), message)
+        return getattr(operation, "metadata", None) or {}
 
     # ------------------------------------------------------------------ server
     def server_facts(self) -> ServerFacts:
-        info = self.client.host_info
+        with _refused("reading the server's facts"):
+            info = self.client.host_info
+            pools = [{"name": p.name, "driver": p.driver, "source": p.config.get("source", "")}
+                     for p in self.client.storage_pools.all()]
+            networks = [{"name": n.name, "type": n.type, "managed": n.managed,
+                         "ipv4": (n.config or {}).get("ipv4.address", "")}
+                        for n in self.client.networks.all()]
         env = info.get("environment", {})
         extensions = set(info.get("api_extensions", []))
-        pools = [{"name": p.name, "driver": p.driver, "source": p.config.get("source", "")}
-                 for p in self.client.storage_pools.all()]
-        networks = [{"name": n.name, "type": n.type, "managed": n.managed,
-                     "ipv4": (n.config or {}).get("ipv4.address", "")}
-                    for n in self.client.networks.all()]
         return ServerFacts(
             socket=socket_path(), reachable=True, version=env.get("server_version", ""),
             driver=env.get("driver", ""), firewall=env.get("firewall", ""),
@@ -115,43 +203,40 @@ class Lxd:
     # ------------------------------------------------------------------ storage and networks
     def ensure_storage_pool(self, name: str, driver: str, config: dict[str, str] | None = None) -> bool:
         """Create the pool unless it exists. Returns True when it was created."""
-        if self.client.storage_pools.exists(name):
-            return False
-        try:
+        with _refused(f"cannot create storage pool {name} ({driver})"):
+            if self.client.storage_pools.exists(name):
+                return False
             self.client.storage_pools.create({"name": name, "driver": driver, "config": config or {}})
-        except pylxd_exc.LXDAPIException as exc:
-            raise LxdkvmError(f"cannot create storage pool {name} ({driver}): {_api_error(exc)}") from None
         return True
 
     def ensure_network(self, name: str, config: dict[str, str], description: str = "") -> bool:
-        if self.client.networks.exists(name):
-            return False
-        try:
+        with _refused(f"cannot create network {name}"):
+            if self.client.networks.exists(name):
+                return False
             self.client.networks.create(name, description=description, type="bridge", config=config)
-        except pylxd_exc.LXDAPIException as exc:
-            raise LxdkvmError(f"cannot create network {name}: {_api_error(exc)}") from None
         return True
 
     def ensure_default_devices(self, pool: str, network: str) -> list[str]:
         """Give the default profile a root disk and a NIC if it has none (what `lxd init` does)."""
-        profile = self.client.profiles.get("default")
-        devices = dict(profile.devices or {})
-        added = []
-        if not any(d.get("type") == "disk" and d.get("path") == "/" for d in devices.values()):
-            devices["root"] = {"type": "disk", "path": "/", "pool": pool}
-            added.append("root")
-        if not any(d.get("type") == "nic" for d in devices.values()):
-            devices["eth0"] = {"type": "nic", "name": "eth0", "network": network}
-            added.append("eth0")
-        if added:
-            profile.devices = devices
-            profile.save(wait=True)
+        with _refused("cannot give the default profile a root disk and a NIC"):
+            profile = self.client.profiles.get("default")
+            devices = dict(profile.devices or {})
+            added = []
+            if not any(d.get("type") == "disk" and d.get("path") == "/" for d in devices.values()):
+                devices["root"] = {"type": "disk", "path": "/", "pool": pool}
+                added.append("root")
+            if not any(d.get("type") == "nic" for d in devices.values()):
+                devices["eth0"] = {"type": "nic", "name": "eth0", "network": network}
+                added.append("eth0")
+            if added:
+                profile.devices = devices
+                profile.save(wait=True)
         return added
 
     # ------------------------------------------------------------------ profiles
     def apply_profile(self, name: str, body: dict) -> str:
         """Create or replace profile NAME with body (description, config, devices)."""
-        try:
+        with _refused(f"LXD refused profile {name}"):
             if self.client.profiles.exists(name):
                 profile = self.client.profiles.get(name)
                 profile.description = body.get("description", "")
@@ -163,102 +248,129 @@ class Lxd:
                                         devices=body.get("devices", {}),
                                         description=body.get("description", ""))
             return "created"
-        except pylxd_exc.LXDAPIException as exc:
-            raise LxdkvmError(f"LXD refused profile {name}: {_api_error(exc)}") from None
 
     def delete_profile(self, name: str) -> bool:
-        if not self.client.profiles.exists(name):
-            return False
-        try:
+        with _refused(f"cannot delete profile {name}"):
+            if not self.client.profiles.exists(name):
+                return False
             self.client.profiles.get(name).delete()
-        except pylxd_exc.LXDAPIException as exc:
-            raise LxdkvmError(f"cannot delete profile {name}: {_api_error(exc)}") from None
         return True
 
     # ------------------------------------------------------------------ images
-    def image_by_alias(self, alias: str) -> dict | None:
-        try:
-            image = self.client.images.get_by_alias(alias)
-        except pylxd_exc.NotFound:
-            return None
+    @staticmethod
+    def _image(image) -> dict:
         return {"fingerprint": image.fingerprint, "properties": dict(image.properties or {}),
-                "size": image.size}
+                "size": image.size, "aliases": [a["name"] for a in image.aliases or []]}
 
-    def import_image(self, metadata: Path, rootfs: Path, alias: str, description: str = "") -> str:
-        """Import a split image and point ALIAS at it (see _replace_alias)."""
+    def image_by_alias(self, alias: str) -> dict | None:
+        with _refused(f"cannot read image {alias}"):
+            try:
+                return self._image(self.client.images.get_by_alias(alias))
+            except pylxd_exc.NotFound:
+                return None
+
+    def image_with_property(self, key: str, value: str) -> dict | None:
+        """An image whose property KEY is VALUE (whatever its aliases), or None."""
+        with _refused("cannot list images"):
+            images = self.client.images.all()
+        return next((self._image(i) for i in images if (i.properties or {}).get(key) == value), None)
+
+    def import_image(self, metadata: Path, rootfs: Path, alias: str, description: str = "") -> tuple[str, bool]:
+        """Import a split image and point ALIAS at it (see _replace_alias). When LXD already has the
+        very same image (under another alias) only the alias is set. Returns (fingerprint, imported)."""
+        imported = True
+
         def upload() -> str:
-            with open(metadata, "rb") as meta, open(rootfs, "rb") as root:
-                return self.client.images.create(root, metadata=meta).fingerprint
+            nonlocal imported
+            try:
+                with open(metadata, "rb") as meta, open(rootfs, "rb") as root:
+                    return self.client.images.create(root, metadata=meta).fingerprint
+            except pylxd_exc.LXDAPIException as exc:
+                if not re.search(IMAGE_EXISTS, refusal("", exc).lxd_message):
+                    raise
+                imported = False
+                return split_image_fingerprint(metadata, rootfs)
 
-        return self._replace_alias(alias, description, upload, f"importing image {alias}")
+        return self._replace_alias(alias, description, upload, f"importing image {alias}"), imported
+
+    def point_alias(self, alias: str, fingerprint: str, description: str = "") -> str:
+        """Point ALIAS at an image LXD already has (see _replace_alias)."""
+        return self._replace_alias(alias, description, lambda: fingerprint, f"pointing {alias} at {fingerprint[:12]}")
 
     def publish(self, name: str, alias: str, properties: dict[str, str], description: str = "") -> str:
         """Publish a stopped instance as an image and point ALIAS at it (see _replace_alias)."""
+        what = f"publishing {name} as {alias}"
+
         def publish_instance() -> str:
             response = self.client.api.images.post(json={
                 "source": {"type": "instance", "name": name}, "properties": properties, "public": False})
-            return self.client.operations.wait_for_operation(response.json()["operation"]).metadata["fingerprint"]
+            return self._finish(what, response)["fingerprint"]
 
-        return self._replace_alias(alias, description, publish_instance, f"publishing {name} as {alias}")
+        return self._replace_alias(alias, description, publish_instance, what)
 
     def _replace_alias(self, alias: str, description: str, create: Callable[[], str], what: str) -> str:
-        """Create an image, move ALIAS to it and delete the alias's previous image. On any failure
-        the new image is deleted again, so nothing half-made remains and the old alias still works."""
+        """Create (or find) an image, point ALIAS at it and delete the alias's previous image when no
+        other alias names it. The alias moves in one request, so it never points nowhere; on any
+        failure an image this call created is deleted again, so nothing half-made remains."""
         old = self.image_by_alias(alias)
+        with _refused(f"{what} failed"):
+            had = {i.fingerprint for i in self.client.images.all()}
         fingerprint = None
         try:
-            fingerprint = create()
-            if old and old["fingerprint"] == fingerprint:
-                return fingerprint
-            if old:
-                self.client.api.images.aliases[alias].delete()
-            self.client.images.get(fingerprint).add_alias(alias, description)
-        except (pylxd_exc.LXDAPIException, OSError) as exc:
-            if fingerprint and not (old and old["fingerprint"] == fingerprint):
+            with _refused(f"{what} failed"):
+                fingerprint = create()
+                if old and old["fingerprint"] == fingerprint:
+                    return fingerprint
+                if old:
+                    self.client.api.images.aliases[alias].put(
+                        json={"target": fingerprint, "description": description})
+                else:
+                    self.client.images.get(fingerprint).add_alias(alias, description)
+        except (LxdkvmError, OSError) as exc:
+            if fingerprint and fingerprint not in had:
                 self.delete_image(fingerprint)
-            message = _api_error(exc) if isinstance(exc, pylxd_exc.LXDAPIException) else str(exc)
-            raise LxdkvmError(f"{what} failed: {message}") from None
+            if isinstance(exc, OSError):
+                raise LxdkvmError(f"{what} failed: {exc}") from None
+            raise
         if old:
-            self.delete_image(old["fingerprint"])
+            self._delete_if_unaliased(old["fingerprint"])
         return fingerprint
+
+    def _delete_if_unaliased(self, fingerprint: str) -> None:
+        with _refused(f"cannot delete image {fingerprint[:12]}"):
+            try:
+                image = self.client.images.get(fingerprint)
+            except pylxd_exc.NotFound:
+                return
+            if not image.aliases:
+                image.delete(wait=True)
+
+    def delete_image(self, fingerprint: str) -> None:
+        with _refused(f"cannot delete image {fingerprint[:12]}"):
+            try:
+                self.client.images.get(fingerprint).delete(wait=True)
+            except pylxd_exc.NotFound:
+                pass
 
     def put_template(self, name: str, template: str, content: bytes) -> None:
         """Replace one of an instance's image templates (published with it)."""
-        try:
+        with _refused(f"{name}: cannot replace template {template}"):
             self.client.api.instances[name].metadata.templates.post(
                 params={"path": template}, data=content, headers={"Content-Type": "application/octet-stream"})
-        except pylxd_exc.LXDAPIException as exc:
-            raise LxdkvmError(f"{name}: cannot replace template {template}: {_api_error(exc)}") from None
-
-    def stop(self, name: str) -> None:
-        instance = self.client.instances.get(name)
-        if instance.status != "Stopped":
-            instance.stop(wait=True, timeout=60)
-
-    def delete_image(self, fingerprint: str) -> None:
-        try:
-            self.client.images.get(fingerprint).delete(wait=True)
-        except pylxd_exc.NotFound:
-            pass
 
     # ------------------------------------------------------------------ instances
     def instance_exists(self, name: str) -> bool:
-        return self.client.instances.exists(name)
+        with _refused(f"{name}: cannot read the container"):
+            return self.client.instances.exists(name)
 
     def instance_info(self, name: str) -> dict:
         """Status, config and expanded devices of an instance (plain data)."""
-        instance = self.client.instances.get(name)
+        with _refused(f"{name}: cannot read the container"):
+            instance = self.client.instances.get(name)
         return {"name": name, "status": instance.status, "config": dict(instance.config),
                 "expanded_config": dict(instance.expanded_config),
                 "expanded_devices": dict(instance.expanded_devices),
                 "profiles": list(instance.profiles)}
-
-    def _call(self, what: str, action: Callable[[], object]) -> object:
-        """Run an API call; LXD's refusal becomes an LxdkvmError that starts with WHAT."""
-        try:
-            return action()
-        except pylxd_exc.LXDAPIException as exc:
-            raise LxdkvmError(f"{what}: {_api_error(exc)}") from None
 
     def create_instance(self, name: str, image_alias: str, profiles: list[str],
                         config: dict[str, str] | None = None,
@@ -267,30 +379,42 @@ class Lxd:
         allocates the same or an invalid isolated id range to containers created at the same moment."""
         definition = {"name": name, "type": "container", "profiles": profiles, "config": config or {},
                       "devices": devices or {}, "source": {"type": "image", "alias": image_alias}}
-
-        def create() -> None:
-            with _creating():
-                self.client.instances.create(definition, wait=True)
-        self._call(f"{name}: LXD could not create the container", create)
+        with _refused(f"{name}: LXD could not create the container"), _creating():
+            self.client.instances.create(definition, wait=True)
 
     def start_instance(self, name: str) -> None:
-        self._call(f"{name}: LXD could not start the container",
-                   lambda: self.client.instances.get(name).start(wait=True))
+        with _refused(f"{name}: LXD could not start the container"):
+            self.client.instances.get(name).start(wait=True)
+
+    def stop(self, name: str) -> None:
+        with _refused(f"{name}: LXD could not stop the container"):
+            instance = self.client.instances.get(name)
+            if instance.status != "Stopped":
+                instance.stop(wait=True, timeout=60)
 
     def launch(self, name: str, image_alias: str, profiles: list[str],
                config: dict[str, str] | None = None, pool: str | None = None) -> None:
-        """Create and start an instance; with POOL, its root disk is there whatever the profiles say."""
+        """Create and start an instance; with POOL, its root disk is there whatever the profiles say.
+        A container LXD cannot start is deleted again: it is of no use, and nothing is left behind."""
         devices = {"root": {"type": "disk", "path": "/", "pool": pool}} if pool else {}
         self.create_instance(name, image_alias, profiles, config, devices)
-        self.start_instance(name)
+        try:
+            self.start_instance(name)
+        except LxdkvmError as exc:
+            try:
+                self.delete_instance(name)
+            except LxdkvmError as cleanup:
+                raise LxdkvmError(f"{exc}\n  and the container could not be deleted: {cleanup}") from None
+            raise
 
     def delete_instance(self, name: str) -> bool:
-        if not self.client.instances.exists(name):
-            return False
-        instance = self.client.instances.get(name)
-        if instance.status != "Stopped":
-            instance.stop(force=True, wait=True)
-        instance.delete(wait=True)
+        with _refused(f"{name}: cannot delete the container"):
+            if not self.client.instances.exists(name):
+                return False
+            instance = self.client.instances.get(name)
+            if instance.status != "Stopped":
+                instance.stop(force=True, wait=True)
+            instance.delete(wait=True)
         return True
 
     def execute(self, name: str, command: list[str], *, env: dict[str, str] | None = None,
@@ -303,10 +427,9 @@ class Lxd:
         body = {"command": command, "environment": env, "interactive": False,
                 "wait-for-websocket": False, "record-output": True}
         api = self.client.api.instances[name]
-        try:
-            response = api.exec.post(json=body)
-            operation = self.client.operations.wait_for_operation(response.json()["operation"])
-            metadata = operation.metadata or {}
+        what = f"{name}: exec {command[0]} failed"
+        with _refused(what):
+            metadata = self._finish(what, api.exec.post(json=body))
             streams = []
             for fd in ("1", "2"):
                 log = metadata.get("output", {}).get(fd, "").rsplit("/", 1)[-1]
@@ -314,15 +437,15 @@ class Lxd:
                 streams.append(api.logs[log].get(is_api=False).text if log else "")
                 if log:
                     api.logs[log].delete()
-        except pylxd_exc.LXDAPIException as exc:
-            raise LxdkvmError(f"{name}: exec {command[0]} failed: {_api_error(exc)}") from None
         return ExecResult(int(metadata.get("return", -1)), streams[0], streams[1])
 
     def push(self, name: str, path: str, data: bytes | BinaryIO, mode: str = "0644") -> None:
-        self.client.instances.get(name).files.put(path, data, mode=mode, uid=0, gid=0)
+        with _refused(f"{name}: cannot write {path}"):
+            self.client.instances.get(name).files.put(path, data, mode=mode, uid=0, gid=0)
 
     def pull(self, name: str, path: str) -> bytes:
-        return self.client.instances.get(name).files.get(path)
+        with _refused(f"{name}: cannot read {path}"):
+            return self.client.instances.get(name).files.get(path)
 
 
 class LabLxd(Lxd):
@@ -343,39 +466,48 @@ class LabLxd(Lxd):
 
     # ------------------------------------------------------------------ reading
     def project_config(self) -> dict[str, str] | None:
-        if not self.client.projects.exists(self.project):
-            return None
-        return dict(self.client.projects.get(self.project).config or {})
+        with _refused(f"cannot read LXD project {self.project}"):
+            if not self.client.projects.exists(self.project):
+                return None
+            return dict(self.client.projects.get(self.project).config or {})
 
     def networks(self) -> dict[str, dict[str, str]]:
-        return {n.name: dict(n.config or {}) for n in self.client.networks.all() if n.managed}
+        with _refused("cannot list networks"):
+            return {n.name: dict(n.config or {}) for n in self.client.networks.all() if n.managed}
 
     def profiles(self) -> dict[str, dict]:
-        return {p.name: {"description": p.description or "", "config": dict(p.config or {}),
-                         "devices": dict(p.devices or {})} for p in self.scoped.client.profiles.all()}
+        with _refused(f"cannot list the profiles of project {self.project}"):
+            return {p.name: {"description": p.description or "", "config": dict(p.config or {}),
+                             "devices": dict(p.devices or {})} for p in self.scoped.client.profiles.all()}
 
     def instances(self) -> dict[str, dict]:
-        response = self.scoped.client.api.instances.get(params={"recursion": "1"})
+        with _refused(f"cannot list the containers of project {self.project}"):
+            response = self.scoped.client.api.instances.get(params={"recursion": "1"})
         return {i["name"]: {"status": i["status"], "config": dict(i.get("config") or {}),
-                            "devices": dict(i.get("devices") or {}), "profiles": list(i.get("profiles") or [])}
+                            "devices": dict(i.get("devices") or {}),
+                            "profiles": list(i.get("profiles") or [])}
                 for i in response.json()["metadata"]}
 
     def isolated_elsewhere(self) -> int:
         """Containers of other projects that hold an isolated id map."""
-        response = self.client.api.instances.get(params={"recursion": "1", "all-projects": "true"})
+        with _refused("cannot list containers"):
+            response = self.client.api.instances.get(params={"recursion": "1", "all-projects": "true"})
         return sum(1 for i in response.json()["metadata"] if i.get("project") != self.project
                    and (i.get("expanded_config") or {}).get("security.idmap.isolated") == "true")
 
     def image_aliases(self) -> set[str]:
-        response = self.client.api.images.aliases.get(params={"recursion": "1"})
+        with _refused("cannot list image aliases"):
+            response = self.client.api.images.aliases.get(params={"recursion": "1"})
         return {alias["name"] for alias in response.json()["metadata"]}
 
     def pool_names(self) -> set[str]:
-        return {p.name for p in self.client.storage_pools.all()}
+        with _refused("cannot list storage pools"):
+            return {p.name for p in self.client.storage_pools.all()}
 
     def addresses(self, name: str) -> dict[str, list[str]]:
         """IPv4 addresses (with prefix) of each interface inside a running instance."""
-        state = self.scoped.client.api.instances[name].state.get().json()["metadata"]
+        with _refused(f"{name}: cannot read the container's state"):
+            state = self.scoped.client.api.instances[name].state.get().json()["metadata"]
         return {ifname: [f"{a['address']}/{a['netmask']}" for a in iface.get("addresses", [])
                          if a.get("family") == "inet"]
                 for ifname, iface in (state.get("network") or {}).items() if ifname != "lo"}
@@ -386,9 +518,9 @@ class LabLxd(Lxd):
             self.project, config=config, description=description))
 
     def delete_project(self) -> None:
-        if self.client.projects.exists(self.project):
-            self._call(f"cannot delete LXD project {self.project}",
-                       lambda: self.client.projects.get(self.project).delete())
+        with _refused(f"cannot delete LXD project {self.project}"):
+            if self.client.projects.exists(self.project):
+                self.client.projects.get(self.project).delete()
 
     def create_network(self, name: str, config: dict[str, str], description: str) -> None:
         self._call(f"cannot create network {name}", lambda: self.client.networks.create(
@@ -402,8 +534,9 @@ class LabLxd(Lxd):
         self._call(f"cannot update network {name}", update)
 
     def delete_network(self, name: str) -> None:
-        if self.client.networks.exists(name):
-            self._call(f"cannot delete network {name}", lambda: self.client.networks.get(name).delete())
+        with _refused(f"cannot delete network {name}"):
+            if self.client.networks.exists(name):
+                self.client.networks.get(name).delete()
 
     def apply_lab_profile(self, name: str, body: dict) -> str:
         return self.scoped.apply_profile(name, body)
@@ -432,20 +565,21 @@ class LabLxd(Lxd):
         self._call(f"{name}: LXD refused the change", update)
 
     def set_instance_key(self, name: str, key: str, value: str) -> None:
-        def patch() -> None:
+        what = f"{name}: cannot set {key}"
+        with _refused(what):
             response = self.scoped.client.api.instances[name].patch(json={"config": {key: value}})
-            if response.json().get("type") == "async":
-                self.client.operations.wait_for_operation(response.json()["operation"])
-        self._call(f"{name}: cannot set {key}", patch)
+        if response.json().get("type") == "async":
+            self._finish(what, response)
 
     def delete_lab_instance(self, name: str) -> bool:
-        return self._call(f"{name}: cannot delete the container", lambda: self.scoped.delete_instance(name))
+        return self.scoped.delete_instance(name)
 
 
 def exec_interactive(project: str, name: str, command: list[str]) -> None:
     """Replace this process with `lxc exec` (a terminal, signals and exit status come for free)."""
-    client = Lxd()
-    if not client.client.projects.exists(project):
+    with _refused(f"cannot read LXD project {project}"):
+        exists = Lxd().client.projects.exists(project)
+    if not exists:
         raise LxdkvmError(f"no lab project {project}: is the lab up? (`lxdkvm status`)")
     if not Lxd(project).instance_exists(name):
         raise LxdkvmError(f"lab project {project} has no host {name} (`lxdkvm status` lists them)")
