@@ -1,4 +1,8 @@
-"""The `lxdkvm` command: parse arguments, call one library function, print the result."""
+"""The `lxdkvm` command: parse arguments, call one library function, print the result.
+
+Each command imports the library it calls when it runs, so `lxdkvm --help` and the quick commands do not
+pay for pylxd, pydantic or Jinja (tests/unit/test_cli_imports.py keeps it so).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from . import doctor as doctor_mod
-from . import hostcaps, kvmprobe, lxdsetup
 from . import image as image_mod
+from . import kvmprobe
 from . import profile as profile_mod
 from .errors import LxdkvmError
 from .labcli import register as register_lab_commands
@@ -59,6 +61,10 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(as_json: bool) -> None:
     """Check that this host can run a KVM lab, with evidence and fixes. Exit 1 if it cannot."""
+    from rich.table import Table
+
+    from . import doctor as doctor_mod
+    from . import hostcaps
     from .lxd import probe_server
     from .storage import btrfs_support
 
@@ -115,6 +121,8 @@ def _profile_options(func):
 
 def _spec(for_host: bool, cpu: str, idmap: str, cloud_init_keys: str, kvm_gid: int,
           kvm_gid_from: str | None, install_packages: bool) -> profile_mod.ProfileSpec:
+    from . import hostcaps
+
     if kvm_gid_from:
         kvm_gid = image_mod.kvm_gid(kvm_gid_from)
     options = dict(kvm_gid=kvm_gid, idmap=idmap, cloud_init_keys=cloud_init_keys,
@@ -197,6 +205,8 @@ def image_bake(from_alias, alias, force) -> None:
 @main.command()
 def setup() -> None:
     """Install, start and initialise LXD (storage pool, NAT bridge) as needed."""
+    from . import lxdsetup
+
     with _errors():
         client = lxdsetup.ensure_lxd(_progress)
         facts = client.server_facts()
@@ -211,7 +221,7 @@ def setup() -> None:
 @click.option("--pool", help="Storage pool for the hosts [default: the copy-on-write pool lxdkvm chooses].")
 def launch(names, image_alias, profiles, pool) -> None:
     """Launch KVM host containers in parallel and wait until each is ready."""
-    from . import kvmhost
+    from . import kvmhost, lxdsetup
     from .lxd import Lxd
 
     with _errors():

@@ -15,13 +15,10 @@ import shutil
 import subprocess
 import tarfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import lxd
 from .errors import LxdkvmError
 from .templating import data_dir, render_template
 
@@ -88,11 +85,13 @@ def _preflight(recipe: Recipe, need_build: bool) -> None:
     if free < MIN_FREE_BYTES:
         raise LxdkvmError(f"not enough disk space in {root}: {free / 1024**3:.1f} GiB free, "
                           f"{MIN_FREE_BYTES / 1024**3:.0f} GiB needed")
+    import urllib.request  # here: only a build needs HTTP (and it is slow to import)
+
     url = f"{recipe.mirror.rstrip('/')}/dists/{recipe.release}/Release"
     try:
         with urllib.request.urlopen(url, timeout=20) as response:  # noqa: S310 - http(s) mirror URL
             response.read(1)
-    except (urllib.error.URLError, OSError) as exc:
+    except OSError as exc:  # urllib.error.URLError is an OSError
         raise LxdkvmError(f"the Debian archive is unreachable: {url}: {getattr(exc, 'reason', exc)}") from None
 
 
@@ -191,7 +190,9 @@ def _pack(rootfs: Path, out: Path, metadata_text: str, report: Report) -> None:
 
 def build(recipe: Recipe = Recipe(), alias: str = DEFAULT_ALIAS, force: bool = False,
           report: Report = lambda _msg: None) -> BuildResult:
-    client = lxd.Lxd()  # LXD down is reported before any work
+    from .lxd import Lxd
+
+    client = Lxd()  # LXD down is reported before any work
     key = recipe.key()
     existing = client.image_by_alias(alias)
     if existing and existing["properties"].get("lxdkvm.key") == key and not force:
@@ -233,7 +234,9 @@ def build(recipe: Recipe = Recipe(), alias: str = DEFAULT_ALIAS, force: bool = F
 
 def kvm_gid(alias: str) -> int:
     """The kvm group's GID inside an lxdkvm image (recorded when the image was built)."""
-    found = lxd.Lxd().image_by_alias(alias)
+    from .lxd import Lxd
+
+    found = Lxd().image_by_alias(alias)
     if not found:
         raise LxdkvmError(f"no image {alias} in LXD: run `lxdkvm image build`")
     value = found["properties"].get("lxdkvm.kvm_gid", "")

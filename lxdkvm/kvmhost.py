@@ -13,10 +13,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import kvmprobe
 from .errors import LxdkvmError
-from .lxd import Lxd
+
+if TYPE_CHECKING:
+    from .lxd import Lxd
 
 PROBE_PATH = "/usr/local/lib/lxdkvm/kvmprobe.py"
 QEMU_USER = "libvirt-qemu"
@@ -145,6 +148,8 @@ def launch_many(names: list[str], image: str, profiles: list[str], report: Repor
                 poll: float = 1.0) -> dict[str, dict[str, float]]:
     """Launch several hosts on a bounded pool (one LXD connection each); the first failure is raised
     after the others finish, so no host is left half-way without being reported."""
+    from .lxd import Lxd  # here: the lab commands import this module for its stage names only
+
     def one(name: str) -> dict[str, float]:
         return launch(Lxd(), name, image, profiles, report, pool=pool, stages=stages, poll=poll)
 

@@ -10,9 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from . import bake, hostcaps, image, labcheck, labfile, labobjects, lxdsetup, provision, storage
+from . import bake, hostcaps, image, labcheck, labobjects, lxdsetup, provision, storage
 from . import profile as profile_mod
 from . import topology as t
 from .errors import LxdkvmError
@@ -42,6 +40,8 @@ def machine_facts(lab_name: str, connect: bool = True) -> labcheck.Machine:
 
 def load(path: str | Path | None, connect: bool = True) -> t.Lab:
     """The lab from PATH (None: the embedded default lab), checked. Raises LabInvalid with every problem."""
+    from . import labfile  # pydantic: only the commands that read a lab file pay for it
+
     text, source = labfile.read(path)
     lab, problems, _ = labfile.parse(text, source)
     if lab is not None:
@@ -54,6 +54,10 @@ def load(path: str | Path | None, connect: bool = True) -> t.Lab:
 def lab_name(lab: str | Path | None) -> str:
     """A lab's name from its file, or LAB itself when it is not a file (a lab that is up)."""
     if lab is None or Path(lab).is_file():
+        import yaml
+
+        from . import labfile
+
         text, source = labfile.read(lab)
         try:
             data = yaml.safe_load(text)

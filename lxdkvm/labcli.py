@@ -1,4 +1,7 @@
-"""`lxdkvm up|plan|down|status|exec|shell`: the lab commands. Parse, call `lab`, print."""
+"""`lxdkvm up|plan|down|status|exec|shell`: the lab commands. Parse, call `lab`, print.
+
+Each command imports `lab` (pylxd, pydantic, Jinja behind it) when it runs, not when `lxdkvm` starts.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,17 @@ import json
 import sys
 import threading
 import time
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 import click
 from rich.live import Live
 from rich.table import Table
 
-from . import lab as lab_mod
 from . import topology as t
 from .kvmhost import WAITING
-from .lxd import exec_interactive
-from .plan import Plan
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 LAB_HELP = "A lab file, or the name of a lab that is up [default: the embedded default lab]."
 VERB_STYLE = {"create": "green", "update": "yellow", "recreate": "magenta", "delete": "red",
@@ -104,6 +107,8 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.argument("lab", required=False)
     def plan(lab) -> None:
         """Show what `up` would create, change or delete, and why. Changes nothing."""
+        from . import lab as lab_mod
+
         with errors():
             _, the_plan = lab_mod.plan(lab)
         print_plan(out, the_plan)
@@ -114,6 +119,8 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.option("--workers", default=10, show_default=True, help="Hosts created and checked at once.")
     def up(lab, workers) -> None:
         """Make the lab real: validate, plan, create in parallel, wait until every host is ready."""
+        from . import lab as lab_mod
+
         with errors(), Progress(err) as progress:
             result = lab_mod.up(lab, progress, workers)
         if result.plan.empty:
@@ -129,6 +136,8 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.argument("lab", required=False)
     def down(lab) -> None:
         """Delete the lab: its hosts, profiles, networks and project, and nothing else."""
+        from . import lab as lab_mod
+
         with errors(), Progress(err) as progress:
             the_plan, seconds = lab_mod.down(lab, progress)
         if not the_plan.actions:
@@ -143,6 +152,8 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
     def status(lab, as_json) -> None:
         """Hosts of the lab, their state, addresses per network and readiness."""
+        from . import lab as lab_mod
+
         with errors():
             result = lab_mod.status(lab)
         if as_json:
@@ -156,6 +167,9 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
     def exec_(lab, host, command) -> None:
         """Run COMMAND on a lab host: lxdkvm exec [--lab LAB] HOST -- CMD..."""
+        from . import lab as lab_mod
+        from .lxd import exec_interactive
+
         with errors():
             exec_interactive(t.project_name(lab_mod.lab_name(lab)), host, list(command))
 
@@ -164,5 +178,8 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.argument("host")
     def shell(lab, host) -> None:
         """Open a login shell on a lab host."""
+        from . import lab as lab_mod
+        from .lxd import exec_interactive
+
         with errors():
             exec_interactive(t.project_name(lab_mod.lab_name(lab)), host, ["su", "-l"])

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -29,6 +31,8 @@ def _quote(value: object) -> str:
 
 @cache
 def _environment(folder: str) -> jinja2.Environment:
+    import jinja2  # here, not at the top: `lxdkvm --help` and `status` render nothing
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(data_dir(folder)), undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
