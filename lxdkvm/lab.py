@@ -19,12 +19,17 @@ from .lxd import LabLxd
 from .plan import Observed, Plan, make_plan, teardown_plan
 
 Report = Callable[[str, str], None]  # (host or "lab", message)
+Allowances = labcheck.Allowances  # risks the user accepted on the command line (`--allow-*`)
+NO_ALLOWANCES = Allowances()
 
 
-def machine_facts(lab_name: str, connect: bool = True) -> labcheck.Machine:
-    """What the checks need to know about this machine; LXD facts only when LXD answers."""
+def machine_facts(lab_name: str, connect: bool = True,
+                  allow: Allowances = NO_ALLOWANCES) -> labcheck.Machine:
+    """What the checks need to know about this machine (and what the user allowed on the command line);
+    LXD facts only when LXD answers."""
     host = hostcaps.read_host()
-    facts = {"routes": tuple(hostcaps.routes()), "cpus": os.cpu_count()}
+    facts = {"routes": tuple(hostcaps.routes()), "cpus": os.cpu_count(), "memory": hostcaps.mem_total(),
+             "allow": allow}
     if lxdsetup.lxd_installed():  # LXD's package creates root's subordinate ids: unknown before it
         facts["isolated_capacity"] = min(hostcaps.isolated_capacity(host.subuid),
                                          hostcaps.isolated_capacity(host.subgid))
@@ -38,14 +43,15 @@ def machine_facts(lab_name: str, connect: bool = True) -> labcheck.Machine:
     return labcheck.Machine(**facts)
 
 
-def load(path: str | Path | None, connect: bool = True) -> t.Lab:
+def load(path: str | Path | None, connect: bool = True, allow: Allowances = NO_ALLOWANCES) -> t.Lab:
     """The lab from PATH (None: the embedded default lab), checked. Raises LabInvalid with every problem."""
     from . import labfile  # pydantic: only the commands that read a lab file pay for it
 
     text, source = labfile.read(path)
     lab, problems, _ = labfile.parse(text, source)
     if lab is not None:
-        problems += labcheck.check(lab, machine_facts(lab.name, connect))
+        connect = connect and bool(labcheck.LAB_NAME.match(lab.name))  # never ask LXD about a bad name
+        problems += labcheck.check(lab, machine_facts(lab.name, connect, allow))
     if problems:
         raise t.LabInvalid(source, problems)
     return lab
@@ -54,19 +60,14 @@ def load(path: str | Path | None, connect: bool = True) -> t.Lab:
 def lab_name(lab: str | Path | None) -> str:
     """A lab's name from its file, or LAB itself when it is not a file (a lab that is up)."""
     if lab is None or Path(lab).is_file():
-        import yaml
-
         from . import labfile
 
-        text, source = labfile.read(lab)
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError:
-            data = None
-        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-            raise t.LabInvalid(source, [t.Problem("name", "the lab file has no readable `name`",
-                                                  "give the lab's name instead of its file", 1)])
-        return data["name"]
+        text, source = labfile.read(lab)  # bounded like `load`: the file is untrusted
+        name, line = labfile.name_of(text, source)
+        if not labcheck.LAB_NAME.match(name):  # it becomes a project and a lock file's name
+            raise t.LabInvalid(source, [t.Problem("name", f"'{name}' is not a valid lab name",
+                                                  labcheck.LAB_NAME_RULE, line)])
+        return name
     name = str(lab)
     if name.endswith((".yaml", ".yml")) or "/" in name:
         raise LxdkvmError(f"no lab file {name}")
@@ -126,8 +127,8 @@ def observe(lxd: LabLxd) -> Observed:
     return Observed(project, lxd.networks(), lxd.profiles(), lxd.instances())
 
 
-def plan(path: str | Path | None) -> tuple[t.Lab, Plan]:
-    lab = load(path)
+def plan(path: str | Path | None, allow: Allowances = NO_ALLOWANCES) -> tuple[t.Lab, Plan]:
+    lab = load(path, allow=allow)
     lxd = LabLxd(lab.project)
     want = labobjects.desired(lab, **vars(_planned_prepared(lab, lxd)))
     return lab, make_plan(want, observe(lxd))
@@ -141,14 +142,15 @@ class UpResult:
     recovered: str  # a stale lock that was taken over, if any
 
 
-def up(path: str | Path | None, report: Report, workers: int = provision.DEFAULT_WORKERS) -> UpResult:
+def up(path: str | Path | None, report: Report, workers: int = provision.DEFAULT_WORKERS,
+       allow: Allowances = NO_ALLOWANCES) -> UpResult:
     say = lambda message: report("lab", message)
-    lab = load(path)  # nothing is touched before the file is known to be right
+    lab = load(path, allow=allow)  # nothing is touched before the file is known to be right
     with LabLock(lab.name, "up") as lock:
         if lock.recovered:
             say(lock.recovered)
         lxdsetup.ensure_lxd(say)  # installs, starts and initialises LXD on a fresh machine
-        lab = load(path)  # again, now that LXD surely answers (images, pools, other labs' ids)
+        lab = load(path, allow=allow)  # again, now that LXD surely answers (images, pools, other labs' ids)
         prepared = prepare(lab, say)
         lxd = LabLxd(lab.project)
         want = labobjects.desired(lab, prepared.pool, prepared.kvm_profile)

@@ -102,27 +102,50 @@ def print_status(console, status: dict) -> None:
                       f"(gateway {net['gateway']})", highlight=False)
 
 
+ALLOW_FLAGS = {  # flag → help; each lifts one class of refusal (docs/labs.md: what each one exposes)
+    "unconfined": "Allow config that undoes the hosts' confinement (security.privileged, raw.*, "
+                  "security.idmap.*, linux.kernel_modules, syscall interception, ...). Only for lab files you trust.",
+    "host-devices": "Allow lab profile devices that reach this machine (disk, unix-*, gpu, usb, pci, proxy, "
+                    "NICs off the lab's networks, ...). Only for lab files you trust.",
+    "cgnat": "Allow lab subnets in 100.64.0.0/10 (carrier-grade NAT, also used by Tailscale and other VPNs).",
+}
+
+
+def allow_options(command):
+    """The --allow-* flags of `plan` and `up`, as parameters allow_unconfined, allow_host_devices, ..."""
+    for flag, help_text in reversed(ALLOW_FLAGS.items()):
+        command = click.option(f"--allow-{flag}", f"allow_{flag.replace('-', '_')}", is_flag=True,
+                               help=help_text)(command)
+    return command
+
+
+def allowances(lab_mod, flags: dict[str, bool]):
+    return lab_mod.Allowances(**{name.removeprefix("allow_"): on for name, on in flags.items()})
+
+
 def register(main: click.Group, out, err, errors) -> None:
     @main.command()
     @click.argument("lab", required=False)
-    def plan(lab) -> None:
+    @allow_options
+    def plan(lab, **allow) -> None:
         """Show what `up` would create, change or delete, and why. Changes nothing."""
         from . import lab as lab_mod
 
         with errors():
-            _, the_plan = lab_mod.plan(lab)
+            _, the_plan = lab_mod.plan(lab, allowances(lab_mod, allow))
         print_plan(out, the_plan)
         sys.exit(1 if the_plan.conflicts else 0)
 
     @main.command()
     @click.argument("lab", required=False)
     @click.option("--workers", default=10, show_default=True, help="Hosts created and checked at once.")
-    def up(lab, workers) -> None:
+    @allow_options
+    def up(lab, workers, **allow) -> None:
         """Make the lab real: validate, plan, create in parallel, wait until every host is ready."""
         from . import lab as lab_mod
 
         with errors(), Progress(err) as progress:
-            result = lab_mod.up(lab, progress, workers)
+            result = lab_mod.up(lab, progress, workers, allowances(lab_mod, allow))
         if result.plan.empty:
             out.print(f"lab {result.lab.name}: nothing to do, {len(result.lab.hosts)} hosts are up and ready")
         else:
