@@ -130,7 +130,8 @@ def device_problems(device: dict[str, str], networks: list[str], allow: Allowanc
     elif allow.host_devices:
         return
     elif kind in HOST_DEVICES:
-        yield (f"a {kind} device is refused: {HOST_DEVICES[kind]}",
+        article = "an" if kind[0] in "aeio" else "a"
+        yield (f"{article} {kind} device is refused: {HOST_DEVICES[kind]}",
                (f"a lab profile may declare nic devices on lab networks and none; pass {DEVICES_FLAG} if you "
                "trust this lab file"))
     elif kind == "nic":

@@ -33,6 +33,8 @@ Loc = tuple[str | int, ...]
 YAML_TAG = "tag:yaml.org,2002:"
 PLAIN_TAGS = {YAML_TAG + kind for kind in ("null", "bool", "int", "float", "str", "timestamp", "seq", "map")}
 MERGE_TAG = YAML_TAG + "merge"
+SYNTAX_HINTS = [("'\\t'", "indent with spaces: YAML does not allow tabs there"),
+                ("another document", "a lab file is one YAML document: remove the `---` line and what follows")]
 SIZE_HINT = "a lab file is a few KiB of YAML; is this the right file?"
 
 
@@ -153,8 +155,8 @@ def _syntax_problem(exc: yaml.YAMLError, text: str) -> t.Problem:
                              text.count("\n", 0, exc.position) + 1)
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
-    hint = getattr(exc, "hint", "") or ("indent with spaces: YAML does not allow tabs there" if "\\t" in problem
-                                        else "check the indentation and quoting")
+    hint = getattr(exc, "hint", "") or next((h for text, h in SYNTAX_HINTS if text in problem),
+                                            "check the indentation and quoting")
     line = (mark.line + 1) if mark else 1
     return _file_problem(problem if isinstance(exc, _Bound) else f"not valid YAML: {problem}", hint, line)
 
