@@ -40,7 +40,8 @@ def _errors():
         err.print(exc.report(), highlight=False, markup=False)
         sys.exit(2)
     except LxdkvmError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        # soft_wrap: LXD's messages stay whole lines in logs, whatever the terminal's width
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("[bold red]interrupted:[/] run the same command again to finish, or `lxdkvm down` to "
