@@ -35,8 +35,8 @@ def _errors():
     try:
         yield
     except LabInvalid as exc:  # every problem, with file:line and key; exit 2 like a usage error
-        err.print(f"[bold red]error:[/] {escape(exc.source)}: {len(exc.problems)} problem(s), nothing was changed",
-                  highlight=False)
+        err.print(f"[bold red]error:[/] {escape(exc.source)}: {len(exc.problems)} problem(s), "
+                  "nothing was changed", highlight=False)
         err.print(exc.report(), highlight=False, markup=False)
         sys.exit(2)
     except LxdkvmError as exc:
