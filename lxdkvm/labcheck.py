@@ -43,7 +43,7 @@ class Machine:
     pools: frozenset[str] | None = None  # storage pools LXD has
     buildable_images: frozenset[str] = field(default_factory=lambda: frozenset({t.DEFAULT_IMAGE}))
     memory: int | None = None  # bytes of RAM (MemTotal)
-    allow: Allowances = field(default_factory=Allowances)  # not a fact: the risks the user accepted on the command line
+    allow: Allowances = field(default_factory=Allowances)  # not a fact: risks accepted on the command line
 
 
 def _suggest(word: str, choices: list[str]) -> str:

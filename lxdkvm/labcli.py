@@ -104,7 +104,8 @@ def print_status(console, status: dict) -> None:
 
 ALLOW_FLAGS = {  # flag → help; each lifts one class of refusal (docs/labs.md: what each one exposes)
     "unconfined": "Allow config that undoes the hosts' confinement (security.privileged, raw.*, "
-                  "security.idmap.*, linux.kernel_modules, syscall interception, ...). Only for lab files you trust.",
+                  "security.idmap.*, linux.kernel_modules, syscall interception, ...). "
+                  "Only for lab files you trust.",
     "host-devices": "Allow lab profile devices that reach this machine (disk, unix-*, gpu, usb, pci, proxy, "
                     "NICs off the lab's networks, ...). Only for lab files you trust.",
     "cgnat": "Allow lab subnets in 100.64.0.0/10 (carrier-grade NAT, also used by Tailscale and other VPNs).",

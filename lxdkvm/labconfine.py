@@ -114,18 +114,21 @@ def _nic(device: dict[str, str], networks: list[str]) -> Iterator[tuple[str, str
                    f"{DEVICES_FLAG} if you trust this lab file"))
     network = device.get("network")
     if network is None:
-        yield ("a nic needs `network:` naming a lab network", f"lab networks: {', '.join(networks) or 'none'}")
+        yield "a nic needs `network:` naming a lab network", f"lab networks: {', '.join(networks) or 'none'}"
     elif network not in networks:
         yield ((f"'{network}' is not a network of this lab: a lab host's NICs are on the lab's own bridges "
                "(another network is the machine's or another lab's)"),
-               f"lab networks: {', '.join(networks) or 'none'}; pass {DEVICES_FLAG} if you trust this lab file")
+               (f"lab networks: {', '.join(networks) or 'none'}; "
+               f"pass {DEVICES_FLAG} if you trust this lab file"))
 
 
-def device_problems(device: dict[str, str], networks: list[str], allow: Allowances) -> Iterator[tuple[str, str]]:
+def device_problems(device: dict[str, str], networks: list[str],
+                    allow: Allowances) -> Iterator[tuple[str, str]]:
     """(message, hint) for each way DEVICE (of a lab profile) would reach past the lab."""
     kind = device.get("type")
     if kind not in (*LAB_DEVICES, *HOST_DEVICES):
-        yield (f"unknown device type '{kind}'", (f"a lab profile may declare {' and '.join(LAB_DEVICES)} devices "
+        yield (f"unknown device type '{kind}'",
+               (f"a lab profile may declare {' and '.join(LAB_DEVICES)} devices "
                f"(and with {DEVICES_FLAG}: {', '.join(HOST_DEVICES)})"))
     elif allow.host_devices:
         return
@@ -168,7 +171,8 @@ def subnet_problem(subnet: ipaddress.IPv4Network, allow: Allowances) -> tuple[st
         return ((f"{subnet} is in the shared address space {CGNAT} (carrier-grade NAT; Tailscale and other "
                 "VPNs use it too)"), f"{PRIVATE_HINT}, or pass {CGNAT_FLAG} if nothing here uses it")
     if not any(subnet.subnet_of(p) for p in PRIVATE):
-        return f"{subnet} is not a private range", f"{PRIVATE_HINT} so the lab does not hide real destinations"
+        return f"{subnet} is not a private range", (f"{PRIVATE_HINT} so the lab does not hide real "
+                                                    "destinations")
     return None
 
 

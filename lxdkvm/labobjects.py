@@ -103,7 +103,8 @@ def desired(lab: t.Lab, pool: str, kvm_profile: dict) -> Desired:
                     "devices": {"root": {"type": "disk", "path": "/", "pool": pool}}},
         KVM_PROFILE: {**kvm_profile, "description": f"lxdkvm lab {lab.name}: {kvm_profile.get('description', '')}"},
         **{p.name: {"description": f"lxdkvm lab {lab.name}: {p.name}", "config": dict(p.config),
-                    "devices": {k: profile_device(lab, v) for k, v in p.devices.items()}} for p in lab.profiles},
+                    "devices": {k: profile_device(lab, v) for k, v in p.devices.items()}}
+           for p in lab.profiles},
     }
     return Desired(
         lab=lab.name, project=lab.project,

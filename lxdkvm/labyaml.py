@@ -34,7 +34,7 @@ YAML_TAG = "tag:yaml.org,2002:"
 PLAIN_TAGS = {YAML_TAG + kind for kind in ("null", "bool", "int", "float", "str", "timestamp", "seq", "map")}
 MERGE_TAG = YAML_TAG + "merge"
 SYNTAX_HINTS = [("'\\t'", "indent with spaces: YAML does not allow tabs there"),
-                ("another document", "a lab file is one YAML document: remove the `---` line and what follows")]
+                ("another document", "a lab file is one YAML document: remove the `---` line and after")]
 SIZE_HINT = "a lab file is a few KiB of YAML; is this the right file?"
 
 
@@ -107,8 +107,8 @@ def decode(data: bytes, source: str) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise t.LabInvalid(source, [_file_problem("is UTF-16 or UTF-32 text", "save it as UTF-8", 1)])
     if not data.strip():
-        raise t.LabInvalid(source, [_file_problem("the lab file is empty", "a lab file is a mapping with name, "
-                                                  "networks and hosts; see labs/default.yaml", 1)])
+        raise t.LabInvalid(source, [_file_problem("the lab file is empty", "a lab file is a mapping with "
+                                                  "name, networks and hosts; see labs/default.yaml", 1)])
     if (nul := data.find(b"\0")) >= 0:
         raise t.LabInvalid(source, [_file_problem("is binary, not text (it has NUL bytes)",
                                                   "give the path of a lab YAML file", line_at(nul))])
@@ -246,8 +246,9 @@ class _Builder:
                     self.problem(loc, f"key {key!r} is not a string", "quote the key", key_node)
                 continue
             if key in out:
+                first = self.positions[(*loc, key)]
                 self.problems.append(t.Problem(key_path((*loc, key)), "duplicate key",
-                                               f"it is already set on line {self.positions[(*loc, key)]}", line))
+                                               f"it is already set on line {first}", line))
                 continue
             self.positions[(*loc, key)] = line
             out[key] = self.build(value_node, (*loc, key), depth + 1)

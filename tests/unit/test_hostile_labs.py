@@ -101,10 +101,12 @@ def _text(name: str, text: str):
 GENERATED = {  # name → (make the file, what the one problem says)
     "50-megabytes": (_big, "(file): is 50000000 bytes, more than a lab file may be (1048576 bytes)"),
     "over-the-cap": (_over_cap, "(file): is 1048580 bytes, more than a lab file may be (1048576 bytes)"),
-    "dev-zero": (lambda tmp: Path("/dev/zero"), "(file): is more than 1048576 bytes, more than a lab file may be"),
+    "dev-zero": (lambda tmp: Path("/dev/zero"),
+                 "(file): is more than 1048576 bytes, more than a lab file may be"),
     "fifo-without-writer": (_fifo, "(file): the lab file is empty"),
     "directory": (_dir, "(file): is a directory, not a lab file"),
-    "missing": (lambda tmp: tmp / "missing.yaml", "(file): cannot read the lab file: No such file or directory"),
+    "missing": (lambda tmp: tmp / "missing.yaml",
+                "(file): cannot read the lab file: No such file or directory"),
     "100k-deep-brackets": (_text("deep.yaml", "[" * 100_000), "(file): nests deeper than 32 levels"),
     "100k-deep-mappings": (_text("deepmap.yaml", "{a: " * 100_000), "(file): nests deeper than 32 levels"),
     "dense-values-under-the-cap": (_text("dense.yaml", "[" + "x," * 500_000 + "]"),
@@ -139,7 +141,8 @@ def test_hostile_files_stay_within_the_memory_bound(tmp_path):
         "    except t.LabInvalid:\n"
         "        pass\n"
         "    worst[path] = time.perf_counter() - start\n"
-        "print(json.dumps({'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'seconds': worst}))\n"
+        "rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print(json.dumps({'rss_mb': rss_mb, 'seconds': worst}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script, *paths], check=False, capture_output=True,
                           text=True, timeout=120)
@@ -160,9 +163,10 @@ def test_a_byte_order_mark_and_crlf_line_ends_just_work(name):
     assert lab.hosts[0].name == "kvm-1" and lab.hosts[0].line == 5 and lab.networks[0].line == 3
 
 
-# ------------------------------------------------------------------------------- down/status read names safely
-@pytest.mark.parametrize("stem", ["40-billion-laughs", "41-recursive-alias", "49-deep-nesting", "37-python-object-tag",
-                                  "47-bidi-and-escape-in-names", "48-shell-metacharacters-in-names", "32-binary-with-nul"])
+# ---------------------------------------------------------------------------- down/status read names safely
+@pytest.mark.parametrize("stem", ["40-billion-laughs", "41-recursive-alias", "49-deep-nesting",
+                                  "37-python-object-tag", "47-bidi-and-escape-in-names",
+                                  "48-shell-metacharacters-in-names", "32-binary-with-nul"])
 def test_the_lab_name_of_a_hostile_file_is_a_clean_error(stem):
     with pytest.raises(t.LabInvalid) as raised:
         lab_mod.lab_name(HOSTILE / f"{stem}.yaml")
@@ -221,4 +225,5 @@ hosts: [{name: a, profiles: [extra]}]
 """, "nics.yaml")
     assert not problems and not labcheck.check(lab, MACHINE)
     want = labobjects.desired(lab, "default", {"config": {}, "devices": {}})
-    assert want.profiles["extra"]["devices"]["eth5"] == {"type": "nic", "network": "nics-data", "name": "eth5"}
+    eth5 = want.profiles["extra"]["devices"]["eth5"]
+    assert eth5 == {"type": "nic", "network": "nics-data", "name": "eth5"}
