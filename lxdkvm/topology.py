@@ -108,6 +108,29 @@ class ExtraProfile:
 
 
 @dataclass(frozen=True)
+class GuestAttachment:
+    network: str
+    ipv4: ipaddress.IPv4Address | None = None  # None: a DHCP lease from the network's dnsmasq
+    path: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Guest:
+    """A QEMU/KVM guest that runs inside one of the lab's hosts, on the host's in-host bridges."""
+    name: str
+    host: str
+    attachments: tuple[GuestAttachment, ...] = ()
+    vcpus: int = 1
+    memory_mib: int = 128
+    accel: str = "auto"  # "auto": kvm where the host has hardware virtualization, else tcg
+    disk: str = "tiny"  # the built-in tiny guest (kernel + initramfs)
+    disk_mib: int = 0  # a qcow2 data disk of this size (0: none)
+    path: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Lab:
     name: str
     source: str
@@ -116,6 +139,7 @@ class Lab:
     networks: tuple[Network, ...] = ()
     hosts: tuple[Host, ...] = ()
     profiles: tuple[ExtraProfile, ...] = ()
+    guests: tuple[Guest, ...] = ()
     lines: dict[str, int] = field(default_factory=dict, compare=False)  # key path → line in the file
 
     def line_of(self, path: str, fallback: int = 1) -> int:
@@ -130,6 +154,12 @@ class Lab:
 
     def bridge(self, network: str) -> str:
         return bridge_name(self.name, network)
+
+    def host(self, name: str) -> Host | None:
+        return next((h for h in self.hosts if h.name == name), None)
+
+    def guests_on(self, host: str) -> tuple[Guest, ...]:
+        return tuple(g for g in self.guests if g.host == host)
 
 
 def project_name(lab: str) -> str:
