@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm import guest, hostcaps, image, profile
+from lxdkvm import hostcaps, image, profile
 from lxdkvm.errors import LxdkvmError
+from lxdkvm.guests import initramfs as guest
 from lxdkvm.kvmhost import PROBE_PATH
 
 from .guest_artifacts import guest_files

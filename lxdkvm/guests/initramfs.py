@@ -10,7 +10,7 @@ import gzip
 import io
 from dataclasses import dataclass
 
-from .templating import render_template
+from ..templating import render_template
 
 
 @dataclass(frozen=True)
