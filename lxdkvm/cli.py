@@ -20,6 +20,7 @@ from . import kvmprobe
 from . import profile as profile_mod
 from .errors import LxdkvmError
 from .labcli import register as register_lab_commands
+from .outputcli import register as register_output_commands
 from .topology import LabInvalid
 
 # Wide enough for the doctor's evidence when the output is a file or a CI log.
@@ -246,6 +247,7 @@ def delete(names) -> None:
 
 
 register_lab_commands(main, out, err, _errors)
+register_output_commands(main, out, err, _errors)
 
 
 if __name__ == "__main__":
