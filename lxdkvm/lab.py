@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bake, hostcaps, image, labcheck, labobjects, lxdsetup, provision, storage
+from . import bake, hostcaps, image, labcheck, labobjects, labstate, lxdsetup, provision, sshkeys, storage
 from . import profile as profile_mod
 from . import topology as t
 from .errors import LxdkvmError
@@ -29,7 +29,7 @@ def machine_facts(lab_name: str, connect: bool = True,
     LXD facts only when LXD answers."""
     host = hostcaps.read_host()
     facts = {"routes": tuple(hostcaps.routes()), "cpus": os.cpu_count(), "memory": hostcaps.mem_total(),
-             "allow": allow}
+             "hardware_virt": hostcaps.hardware_virt(host) is not None, "allow": allow}
     if lxdsetup.lxd_installed():  # LXD's package creates root's subordinate ids: unknown before it
         facts["isolated_capacity"] = min(hostcaps.isolated_capacity(host.subuid),
                                          hostcaps.isolated_capacity(host.subgid))
@@ -83,11 +83,13 @@ class Prepared:
     kvm_profile: dict
 
 
-def _kvm_profile(image_properties: dict[str, str]) -> dict:
-    """The kvm-host profile for hosts of this image: baked images need no package installs."""
+def _kvm_profile(image_properties: dict[str, str], ssh_key: str = "") -> dict:
+    """The kvm-host profile for hosts of this image: baked images need no package installs. SSH_KEY: the
+    lab's public key, for its SSH user (see sshkeys)."""
     gid = image_properties.get("lxdkvm.kvm_gid", "0")
     spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=int(gid) if gid.isdigit() else 0,
                                 install_packages="lxdkvm.contains" not in image_properties)
+    spec.ssh_user, spec.ssh_key = sshkeys.LAB_USER, ssh_key
     return profile_mod.parse(profile_mod.render(spec))
 
 
@@ -100,13 +102,17 @@ def prepare(lab: t.Lab, say: Callable[[str], None]) -> Prepared:
     else:
         pool = lab.storage
     found = client.image_by_alias(lab.image)
-    if found is None and lab.image == t.DEFAULT_IMAGE:
-        say(f"image {lab.image} is missing: building the base image and baking it (a few minutes, once)")
+    if lab.image == t.DEFAULT_IMAGE:  # lxdkvm's own image: (re)built and (re)baked when its inputs change
+        if found is None:
+            say(f"image {lab.image} is missing: building the base image and baking it (a few minutes, once)")
         image.build(report=say)
-        found = client.image_by_alias(bake.bake(report=say).alias)
+        baked = bake.bake(report=say)
+        if baked.action != "up to date":
+            say(f"image {lab.image}: {baked.action} ({baked.fingerprint[:12]})")
+        found = client.image_by_alias(baked.alias)
     if found is None:
         raise LxdkvmError(f"LXD has no image {lab.image}")
-    return Prepared(pool, _kvm_profile(found["properties"]))
+    return Prepared(pool, _kvm_profile(found["properties"], sshkeys.public_key(lab.name)))
 
 
 def _planned_prepared(lab: t.Lab, lxd: LabLxd) -> Prepared:
@@ -116,7 +122,8 @@ def _planned_prepared(lab: t.Lab, lxd: LabLxd) -> Prepared:
     else:
         pool = lab.storage
     found = lxd.image_by_alias(lab.image)
-    return Prepared(pool, _kvm_profile(found["properties"] if found else {"lxdkvm.contains": "(to be baked)"}))
+    return Prepared(pool, _kvm_profile(found["properties"] if found else {"lxdkvm.contains": "(to be baked)"},
+                                       sshkeys.public_key(lab.name)))
 
 
 # ------------------------------------------------------------------------------------ plan, up, down
@@ -151,14 +158,32 @@ def up(path: str | Path | None, report: Report, workers: int = provision.DEFAULT
             say(lock.recovered)
         lxdsetup.ensure_lxd(say)  # installs, starts and initialises LXD on a fresh machine
         lab = load(path, allow=allow)  # again, now that LXD surely answers (images, pools, other labs' ids)
+        sshkeys.ensure_keypair(lab.name)  # before the profile: its user-data carries the public key
         prepared = prepare(lab, say)
         lxd = LabLxd(lab.project)
         want = labobjects.desired(lab, prepared.pool, prepared.kvm_profile)
         the_plan = make_plan(want, observe(lxd))
-        if the_plan.empty:
-            return UpResult(lab, the_plan, provision.Applied(), lock.recovered)
-        applied = provision.apply(lab, want, the_plan, report, workers)
+        applied = provision.Applied() if the_plan.empty else provision.apply(lab, want, the_plan, report, workers)
+        trust_host_keys(lab.name, say)
         return UpResult(lab, the_plan, applied, lock.recovered)
+
+
+def trust_host_keys(name: str, say: Callable[[str], None]) -> None:
+    """Write the lab's known_hosts from each running host's key, read over LXD exec (never trusted on first
+    use); again at every `up`, since a recreated host has a new key. Warn about hosts without the lab's key."""
+    from .inventory import management_address
+
+    lxd, lab_status = LabLxd(t.project_name(name)), status(name)
+    nat = {n["name"] for n in lab_status["networks"] if n["gateway"] != "none"}
+    running = {h["name"]: [a for a in [management_address(h, nat)] if a]
+               for h in lab_status["hosts"] if h["state"] == "Running"}
+    sshkeys.refresh_known_hosts(name, running, lambda host: lxd.scoped.execute(host, ["cat", sshkeys.HOST_KEY]).stdout)
+    key = sshkeys.public_key(name).rsplit(" ", 1)[0]
+    without = [host for host in running if key not in lxd.scoped.execute(
+        host, ["cat", f"/home/{sshkeys.LAB_USER}/.ssh/authorized_keys"]).stdout]
+    if without:
+        say(f"{', '.join(without)}: made before the lab had its SSH key, so Ansible cannot log in; "
+            "recreate them (`lxdkvm down`, then `up`) to use the lab from Ansible")
 
 
 def down(lab: str | Path | None, report: Report) -> tuple[Plan, float]:
@@ -168,7 +193,9 @@ def down(lab: str | Path | None, report: Report) -> tuple[Plan, float]:
             report("lab", lock.recovered)
         lxd = LabLxd(t.project_name(name))
         the_plan = teardown_plan(name, lxd.project, observe(lxd))
-        return the_plan, provision.teardown(the_plan, report)
+        seconds = provision.teardown(the_plan, report)
+        labstate.remove(name)  # its SSH keys and known_hosts (and anything else kept for it)
+        return the_plan, seconds
 
 
 # ------------------------------------------------------------------------------------ status
@@ -186,7 +213,9 @@ def status(lab: str | Path | None) -> dict:
         for device, nic in sorted(info["devices"].items()):
             if nic.get("type") == "nic":
                 network = networks.get(nic.get("network", ""), {}).get(labobjects.NETWORK, nic.get("network", ""))
-                per_network[network] = addresses.get(nic.get("name", device), [])
+                # the address is on the in-host bridge that carries the NIC (on the NIC for older hosts)
+                per_network[network] = (addresses.get(t.in_host_bridge(network))
+                                        or addresses.get(nic.get("name", device), []))
         hosts.append({"name": host, "state": info["status"],
                       "ready": info["status"] == "Running" and info["config"].get(labobjects.READY) == "true",
                       "addresses": per_network})

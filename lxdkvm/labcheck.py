@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from . import labconfine
+from . import guestcheck, labconfine
 from . import topology as t
 from .labconfine import Allowances
 
@@ -19,6 +19,11 @@ LAB_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")
 LAB_NAME_RULE = "use 1-32 lower-case letters, digits and hyphens, starting with a letter"
 NETWORK_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,13}[a-z0-9])?$")
 HOST_NAME = re.compile(r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")  # LXD's rule for instance names
+# Ansible group names (lxdkvm's inventory): lab_* and net_* are the inventory's own groups.
+GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+GROUP_NAME_RULE = "use up to 63 lower-case letters, digits and underscores, not starting with a digit"
+RESERVED_GROUPS = ("all", "ungrouped")
+RESERVED_GROUP_PREFIXES = ("lab_", "net_")
 RESERVED_PROFILES = ("default", "kvm-host")
 # LXD instance config namespaces a lab may set; lxdkvm sets the rest itself.
 CONFIG_NAMESPACES = ("boot.", "environment.", "limits.", "linux.", "raw.", "security.", "snapshots.",
@@ -43,6 +48,7 @@ class Machine:
     pools: frozenset[str] | None = None  # storage pools LXD has
     buildable_images: frozenset[str] = field(default_factory=lambda: frozenset({t.DEFAULT_IMAGE}))
     memory: int | None = None  # bytes of RAM (MemTotal)
+    hardware_virt: bool | None = None  # vmx/svm in /proc/cpuinfo
     allow: Allowances = field(default_factory=Allowances)  # not a fact: risks accepted on the command line
 
 
@@ -79,6 +85,27 @@ def _names(lab: t.Lab) -> Iterator[t.Problem]:
             yield t.Problem(f"{prof.path}.name", f"profile name '{prof.name}' is lxdkvm's own",
                             "choose another name", prof.line)
     yield from _unique_names(lab.profiles, "profile", None, "")
+
+
+def _groups(lab: t.Lab) -> Iterator[t.Problem]:
+    """Ansible group names: valid, not the inventory's own, not a host's name (Ansible would mix them up)."""
+    hosts = {h.name for h in lab.hosts}
+    said: set[tuple[str, str]] = set()
+    for host in lab.hosts:
+        where = f"{host.path}.groups" if f"{host.path}.groups" in lab.lines else "defaults.groups"
+        line = lab.line_of(where, host.line)
+        for group in host.groups:
+            if (where, group) in said:  # a range of hosts, or defaults: say it once
+                continue
+            said.add((where, group))
+            if not GROUP_NAME.match(group):
+                yield t.Problem(where, f"'{group}' is not a valid group name", GROUP_NAME_RULE, line)
+            elif group in RESERVED_GROUPS or group.startswith(RESERVED_GROUP_PREFIXES):
+                yield t.Problem(where, f"group '{group}' is the inventory's own",
+                                "lab_<lab> and net_<network> are made for you; choose another name", line)
+            elif group in hosts:
+                yield t.Problem(where, f"group '{group}' is also the name of a host",
+                                "Ansible keeps hosts and groups in one namespace; rename one", line)
 
 
 def _subnets(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
@@ -244,8 +271,9 @@ def _capacity(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
 
 
 CHECKS: list[Callable[[t.Lab, Machine], Iterator[t.Problem]]] = [
-    lambda lab, _m: _names(lab), _subnets, lambda lab, _m: _attachments(lab),
+    lambda lab, _m: _names(lab), lambda lab, _m: _groups(lab), _subnets, lambda lab, _m: _attachments(lab),
     lambda lab, m: _config(lab, m.allow), _references, _capacity,
+    lambda lab, m: guestcheck.check(lab, m.cpus, m.memory, m.hardware_virt),
 ]
 
 

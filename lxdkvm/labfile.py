@@ -60,6 +60,7 @@ class HostSettingsIn(_Model):
     idmap: Literal["isolated", "shared"] | None = None
     config: dict[str, Scalar] | None = None
     profiles: list[str] | None = None
+    groups: list[str] | None = None  # Ansible groups, added to `defaults:`' ones
 
 
 class HostIn(HostSettingsIn):
@@ -72,6 +73,25 @@ class ProfileIn(_Model):
     devices: dict[str, dict[str, Scalar]] = {}
 
 
+class GuestDiskIn(_Model):
+    image: Literal["tiny"] = "tiny"
+    size: str | None = Field(None, pattern=MEMORY)  # a qcow2 data disk (virtio) of this size
+
+
+def _short_disk(value: object) -> object:
+    return {"image": value} if isinstance(value, str) else value
+
+
+class GuestIn(_Model):
+    name: str
+    host: str
+    networks: list[Annotated[AttachmentIn, BeforeValidator(_short_attachment)]] = []
+    vcpus: int = Field(1, ge=1, le=64)
+    memory: str = Field("128MiB", pattern=MEMORY)
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    disk: Annotated[GuestDiskIn, BeforeValidator(_short_disk)] = GuestDiskIn()
+
+
 class LabIn(_Model):
     name: str
     image: str = t.DEFAULT_IMAGE
@@ -80,6 +100,7 @@ class LabIn(_Model):
     profiles: list[ProfileIn] = []
     defaults: HostSettingsIn = HostSettingsIn()
     hosts: list[HostIn] = Field(min_length=1)
+    guests: list[GuestIn] = []
 
 
 # ---------------------------------------------------------------------------------------- YAML
@@ -171,6 +192,16 @@ def _network(i: int, spec: NetworkIn, positions: _Positions, problems: list[t.Pr
                      positions.line(("networks", i)))
 
 
+def range_group(pattern: str) -> list[str]:
+    """The Ansible group of a range of hosts: `compute-[1-4]` → compute (none when that is no valid name)."""
+    from .labcheck import GROUP_NAME
+
+    if not RANGE.search(pattern):
+        return []
+    name = RANGE.sub("", pattern).strip("-_.").replace("-", "_").lower()
+    return [name] if GROUP_NAME.match(name) else []
+
+
 def _attachments(items: list[AttachmentIn], base: Loc, offset: int, positions: _Positions,
                  problems: list[t.Problem]) -> tuple[t.Attachment, ...]:
     out = []
@@ -206,6 +237,7 @@ def _hosts(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> list
         limits = spec.limits or defaults.limits or LimitsIn()
         config_from = {**{k: key_path(("defaults", "config", k)) for k in defaults.config or {}},
                        **{k: key_path(("hosts", i, "config", k)) for k in spec.config or {}}}
+        groups = tuple(dict.fromkeys([*range_group(spec.name), *(defaults.groups or []), *(spec.groups or [])]))
         for offset, name in enumerate(names):
             attachments = _attachments(attach_items, attach_base, offset, positions,
                                        problems if offset == 0 else [])
@@ -216,8 +248,42 @@ def _hosts(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> list
                 config={k: _text(v) for k, v in {**(defaults.config or {}), **(spec.config or {})}.items()},
                 profiles=tuple(spec.profiles if spec.profiles is not None else (defaults.profiles or [])),
                 path=key_path(("hosts", i)), line=positions.line(("hosts", i)), config_from=config_from,
+                groups=groups,
             ))
     return hosts
+
+
+def _guests(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> list[t.Guest]:
+    guests = []
+    for i, spec in enumerate(lab.guests):
+        names = expand_name(spec.name)
+        if isinstance(names, str):
+            problems.append(t.Problem(key_path(("guests", i, "name")), names,
+                                      "write a range as [first-last], e.g. vm-[1-4]",
+                                      positions.line(("guests", i, "name"))))
+            continue
+        memory = t.mebibytes(spec.memory)
+        if memory is None:
+            problems.append(t.Problem(key_path(("guests", i, "memory")), f"{spec.memory!r} is not a guest "
+                                      "memory size", "use a size such as 128MiB or 1GiB",
+                                      positions.line(("guests", i, "memory"))))
+            continue
+        disk_mib = t.mebibytes(spec.disk.size) if spec.disk.size else 0
+        if disk_mib is None:
+            problems.append(t.Problem(key_path(("guests", i, "disk", "size")), f"{spec.disk.size!r} is "
+                                      "not a disk size", "use a size such as 64MiB or 1GiB",
+                                      positions.line(("guests", i, "disk", "size"))))
+            continue
+        for offset, name in enumerate(names):
+            attachments = _attachments(spec.networks, ("guests", i, "networks"), offset, positions,
+                                       problems if offset == 0 else [])
+            guests.append(t.Guest(
+                name=name, host=spec.host,
+                attachments=tuple(t.GuestAttachment(a.network, a.ipv4, a.path, a.line) for a in attachments),
+                vcpus=spec.vcpus, memory_mib=memory, accel=spec.accel, disk=spec.disk.image,
+                disk_mib=disk_mib, path=key_path(("guests", i)), line=positions.line(("guests", i)),
+            ))
+    return guests
 
 
 def parse(text: str, source: str) -> tuple[t.Lab | None, list[t.Problem], _Positions]:
@@ -240,6 +306,7 @@ def parse(text: str, source: str) -> tuple[t.Lab | None, list[t.Problem], _Posit
                                       {d: {k: _text(v) for k, v in dev.items()} for d, dev in p.devices.items()},
                                       key_path(("profiles", i)), positions.line(("profiles", i)))
                        for i, p in enumerate(spec.profiles)),
+        guests=tuple(_guests(spec, positions, problems)),
         lines={key_path(loc): line for loc, line in positions.items()},
     )
     return lab, problems, positions

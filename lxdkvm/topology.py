@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -25,6 +26,16 @@ def printable(text: str, limit: int = SHOWN_MAX) -> str:
     out = "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c
                   for c in text[:limit + 1])
     return out[:limit] + "…" if len(text) > limit else out
+
+
+def mebibytes(size: str) -> int | None:
+    """'128MiB' → 128, '1GiB' → 1024, '512MB' → 488; None for a share ('50%') or less than 1 MiB."""
+    match = re.match(r"^(\d+(?:\.\d+)?)\s*(B|kB|KiB|MB|MiB|GB|GiB|TB|TiB)$", size)
+    if not match:
+        return None
+    factor = {"B": 1, "kB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30,
+              "TB": 10**12, "TiB": 2**40}[match.group(2)]
+    return int(float(match.group(1)) * factor) // 2**20 or None
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,11 @@ class Attachment:
     path: str = ""
     line: int = 0
 
+    @property
+    def bridge(self) -> str:
+        """The in-host bridge that holds this NIC and the host's address on the network."""
+        return in_host_bridge(self.network)
+
 
 @dataclass(frozen=True)
 class Host:
@@ -96,6 +112,7 @@ class Host:
     path: str = ""
     line: int = 0
     config_from: dict[str, str] = field(default_factory=dict)  # config key → key path that set it
+    groups: tuple[str, ...] = ()  # Ansible groups: the range's (compute-[1-4] → compute), then `groups:`
 
 
 @dataclass(frozen=True)
@@ -164,6 +181,16 @@ class Lab:
 
 def project_name(lab: str) -> str:
     return PROJECT_PREFIX + lab
+
+
+def in_host_bridge(network: str) -> str:
+    """The Linux bridge inside each lab host that carries a lab network's NIC (and its address), so the
+    host's guests share the network's layer 2: `br-<network>`, or a short hash when that is too long."""
+    plain = f"br-{network}"
+    if len(plain) <= IFNAME_MAX:
+        return plain
+    digest = hashlib.sha256(network.encode()).hexdigest()[:4]
+    return f"br-{network[:IFNAME_MAX - 8]}-{digest}"
 
 
 def bridge_name(lab: str, network: str) -> str:

@@ -1,0 +1,150 @@
+"""What a lab's `guests:` mean, checked before anything is created: names, hosts, networks, addresses,
+memory and CPUs, acceleration. Pure, like `labcheck` (which calls `check`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Iterator
+
+from . import topology as t
+
+GUEST_NAME = re.compile(r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
+MAX_NICS = 8
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else (f"known: {', '.join(choices)}" if choices else "")
+
+
+def _names(lab: t.Lab) -> Iterator[t.Problem]:
+    hosts = {h.name for h in lab.hosts}
+    first: dict[str, t.Guest] = {}
+    for guest in lab.guests:
+        where = f"{guest.path}.name"
+        if not GUEST_NAME.match(guest.name):
+            yield t.Problem(where, f"'{guest.name}' is not a valid guest name", "use up to 63 letters, digits "
+                            "and hyphens, starting with a letter and not ending with a hyphen", guest.line)
+        elif guest.name in hosts:
+            yield t.Problem(where, f"guest '{guest.name}' has the name of a host",
+                            "give guests and hosts different names (commands take either)", guest.line)
+        if guest.name in first:
+            yield t.Problem(where, f"guest '{guest.name}' is declared twice",
+                            f"the first one is on line {first[guest.name].line}; rename one", guest.line)
+        first.setdefault(guest.name, guest)
+
+
+def _placement(lab: t.Lab, guest: t.Guest, said: set[str]) -> Iterator[t.Problem]:
+    host = lab.host(guest.host)
+    if host is None:
+        if guest.path not in said:
+            said.add(guest.path)
+            yield t.Problem(f"{guest.path}.host", f"no host '{guest.host}' in this lab",
+                            _suggest(guest.host, [h.name for h in lab.hosts]), guest.line)
+        return
+    if len(guest.attachments) > MAX_NICS:
+        yield t.Problem(f"{guest.path}.networks", f"{len(guest.attachments)} networks (at most {MAX_NICS})",
+                        "attach a guest to fewer networks", guest.line)
+    on_host = {a.network for a in host.attachments}
+    seen: set[str] = set()
+    for att in guest.attachments:
+        where = f"{att.path}.network"
+        if lab.network(att.network) is None:
+            if att.path not in said:
+                said.add(att.path)
+                yield t.Problem(where, f"no network '{att.network}' in this lab",
+                                _suggest(att.network, [n.name for n in lab.networks]), att.line)
+        elif att.network not in on_host:
+            if att.path not in said:
+                said.add(att.path)
+                yield t.Problem(where, f"host '{host.name}' is not on network '{att.network}'",
+                                f"a guest reaches a lab network through its host's bridge: add '{att.network}' "
+                                f"to host {host.name}'s networks, or use one of: {', '.join(sorted(on_host))}",
+                                att.line)
+        elif att.network in seen:
+            yield t.Problem(where, f"guest '{guest.name}' is on '{att.network}' twice",
+                            "list each network once per guest", att.line)
+        seen.add(att.network)
+
+
+def _address(lab: t.Lab, guest: t.Guest, att: t.GuestAttachment,
+             taken: dict[ipaddress.IPv4Address, str]) -> Iterator[t.Problem]:
+    net = lab.network(att.network)
+    if net is None:
+        return
+    where = f"{att.path}.ipv4"
+    if att.ipv4 is None:
+        if not net.dhcp:
+            yield t.Problem(where, f"guest '{guest.name}' has no address on '{net.name}', which has no DHCP",
+                            f"give it a static `ipv4:` in {net.subnet}", att.line)
+        return
+    ip, label = att.ipv4, f"{att.ipv4} (guest {guest.name})"
+    if ip not in net.subnet:
+        yield t.Problem(where, f"{label} is outside network '{net.name}' ({net.subnet})",
+                        f"use an address in {net.subnet}", att.line)
+    elif ip in (net.subnet.network_address, net.subnet.broadcast_address) or ip == net.gateway:
+        yield t.Problem(where, f"{label} is the network, broadcast or gateway address of '{net.name}'",
+                        "use a host address", att.line)
+    elif net.dhcp_range and net.dhcp_range[0] <= ip <= net.dhcp_range[1]:
+        low, high = net.dhcp_range
+        yield t.Problem(where, f"{label} is inside the DHCP range of '{net.name}' ({low}-{high})",
+                        f"use an address below {low}", att.line)
+    elif ip in taken:
+        yield t.Problem(where, f"{label} is also given to {taken[ip]}", "give every host and guest its own "
+                        "address (a range of guests counts up from the address given)", att.line)
+    else:
+        taken[ip] = f"guest {guest.name}"
+
+
+def _addresses(lab: t.Lab) -> Iterator[t.Problem]:
+    taken = {att.ipv4: f"host {host.name}" for host in lab.hosts for att in host.attachments if att.ipv4}
+    for guest in lab.guests:
+        if lab.host(guest.host) is None:
+            continue
+        for att in guest.attachments:
+            yield from _address(lab, guest, att, taken)
+
+
+def _resources(lab: t.Lab, cpus: int | None, memory: int | None, hardware_virt: bool | None
+               ) -> Iterator[t.Problem]:
+    said: set[str] = set()
+    per_host: dict[str, list[t.Guest]] = {}
+    for guest in lab.guests:
+        per_host.setdefault(guest.host, []).append(guest)
+        if guest.path in said:
+            continue
+        if cpus and guest.vcpus > cpus:
+            said.add(guest.path)
+            yield t.Problem(f"{guest.path}.vcpus", f"{guest.vcpus} vCPUs, but this machine has {cpus}",
+                            f"use at most {cpus}", guest.line)
+        if guest.accel == "kvm" and hardware_virt is False:
+            said.add(guest.path)
+            yield t.Problem(f"{guest.path}.accel", "this machine's CPU has no hardware virtualization "
+                            "(no vmx/svm in /proc/cpuinfo)", "use `accel: auto` (TCG here) or `tcg`", guest.line)
+    for host_name, guests in per_host.items():
+        host = lab.host(host_name)
+        if host is None:
+            continue
+        limit = t.mebibytes(host.memory) if host.memory else None
+        if limit is None and memory:
+            limit = memory // 2**20
+        total = sum(g.memory_mib for g in guests)
+        if limit is not None and total > limit:
+            whose = f"host {host_name}'s memory limit" if host.memory else "this machine's memory"
+            yield t.Problem(f"{guests[-1].path}.memory", f"guests on {host_name} need {total} MiB, more than "
+                            f"{whose} ({limit} MiB)", f"give {host_name} more memory under `limits:` or its "
+                            "guests less", guests[-1].line)
+
+
+def check(lab: t.Lab, cpus: int | None = None, memory: int | None = None,
+          hardware_virt: bool | None = None) -> list[t.Problem]:
+    said: set[str] = set()
+    problems = list(_names(lab))
+    for guest in lab.guests:
+        problems += _placement(lab, guest, said)
+    problems += _addresses(lab)
+    problems += _resources(lab, cpus, memory, hardware_virt)
+    return problems
