@@ -16,6 +16,7 @@ MARK = "user.lxdkvm.lab"  # on the project, its networks and instances: the lab'
 SPEC = "user.lxdkvm.spec"  # on instances: what cannot change without recreating (JSON)
 READY = "user.lxdkvm.ready"  # on instances: set once every readiness stage passed
 NETWORK = "user.lxdkvm.network"  # on networks: the network's name in the lab file
+GROUPS = "user.lxdkvm.groups"  # on instances: the host's Ansible groups, comma-separated (see inventory)
 KVM_PROFILE = "kvm-host"
 
 
@@ -59,6 +60,7 @@ def host_network_config(lab: t.Lab, host: t.Host) -> str:
             default_route = att.device
         nics.append({
             "device": att.device,
+            "bridge": att.bridge,
             "dhcp": net.dhcp and att.ipv4 is None,
             "address": f"{att.ipv4}/{net.subnet.prefixlen}" if att.ipv4 else "",
             "gateway": str(net.gateway) if net.gateway else "",
@@ -81,6 +83,8 @@ def instance(lab: t.Lab, host: t.Host) -> InstanceSpec:
         MARK: lab.name,
         SPEC: json.dumps(spec, sort_keys=True, separators=(",", ":")),
     }
+    if host.groups:
+        config[GROUPS] = ",".join(host.groups)
     if host.cpu:
         config["limits.cpu"] = str(host.cpu)
     if host.memory:

@@ -17,7 +17,7 @@ from .templating import render_template
 
 # Packages the cloud-init user-data installs; no recommends (qemu-system-x86 would pull a GUI).
 PACKAGES = ["libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils",
-            "dnsmasq-base", "iptables"]
+            "dnsmasq-base", "iptables", "bridge-utils"]  # bridge-utils: ifupdown's in-host lab bridges
 PORTABLE_MODULES = {
     "intel": ["kvm", "kvm_intel", "vhost", "vhost_net", "vhost_vsock", "vhost_scsi", "tun", "tap"],
     "amd": ["kvm", "kvm_amd", "vhost", "vhost_net", "vhost_vsock", "vhost_scsi", "tun", "tap"],
@@ -44,6 +44,8 @@ class ProfileSpec:
     idmap: str = "isolated"
     cloud_init_keys: str = "modern"
     install_packages: bool = True  # False for a baked image that has libvirt/QEMU already
+    ssh_user: str = ""  # a lab's user for SSH (Ansible), with passwordless sudo and ...
+    ssh_key: str = ""  # ... the lab's public key (see sshkeys); none in the portable profiles
 
     @property
     def kvm_group_devices(self) -> list[str]:
@@ -102,7 +104,8 @@ def portable(cpu: str, *, kvm_gid: int = 0, idmap: str = "isolated",
 
 def user_data(spec: ProfileSpec) -> str:
     return render_template("cloud-init", "kvm-host.user-data.j2", packages=PACKAGES,
-                           kvm_group_devices=spec.kvm_group_devices, install_packages=spec.install_packages)
+                           kvm_group_devices=spec.kvm_group_devices, install_packages=spec.install_packages,
+                           ssh_user=spec.ssh_user if spec.ssh_key else "", ssh_key=spec.ssh_key)
 
 
 def render(spec: ProfileSpec, header: str = "") -> str:

@@ -38,7 +38,7 @@ class Applied:
 def address_stage(lab: t.Lab, host: t.Host) -> kvmhost.Stage:
     """The last readiness stage: each NIC has the address the lab file declares (a static one, or a
     DHCP lease inside the network's subnet)."""
-    wanted = [(a.device, lab.network(a.network), a.ipv4) for a in host.attachments]
+    wanted = [(a.bridge, lab.network(a.network), a.ipv4) for a in host.attachments]
 
     def check(output: str) -> str:
         have: dict[str, list[ipaddress.IPv4Interface]] = {}

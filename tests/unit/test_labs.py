@@ -124,8 +124,18 @@ hosts: [{name: a, networks: [mgmt, {network: data, ipv4: 10.9.1.5}]}]
 """)
     import yaml
     config = yaml.safe_load(labobjects.host_network_config(parsed, parsed.hosts[0]))
-    assert config["ethernets"]["eth0"]["dhcp4"] is True
-    assert config["ethernets"]["eth1"] == {"match": {"name": "eth1"}, "dhcp4": False, "addresses": ["10.9.1.5/24"]}
+    # each NIC is the only port of its in-host bridge, which holds the address (guests join the bridge)
+    assert config["ethernets"] == {"eth0": {"match": {"name": "eth0"}, "dhcp4": False},
+                                   "eth1": {"match": {"name": "eth1"}, "dhcp4": False}}
+    assert config["bridges"]["br-mgmt"]["interfaces"] == ["eth0"] and config["bridges"]["br-mgmt"]["dhcp4"]
+    assert config["bridges"]["br-data"] == {"interfaces": ["eth1"], "parameters": {"stp": False,
+                                            "forward-delay": 0}, "dhcp4": False, "addresses": ["10.9.1.5/24"]}
+
+
+def test_in_host_bridge_names_fit_an_interface_name_and_stay_unique():
+    assert t.in_host_bridge("data") == "br-data"
+    long_a, long_b = t.in_host_bridge("provider-net-1"), t.in_host_bridge("provider-net-2")
+    assert len(long_a) <= 15 and len(long_b) <= 15 and long_a != long_b
 
 
 # ------------------------------------------------------------------------------------ plans
