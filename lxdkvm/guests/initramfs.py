@@ -1,4 +1,4 @@
-"""Nested guests: libvirt domain XML, and a tiny initramfs that proves a guest booted.
+"""A smoke-test guest (libvirt domain XML, an initramfs that proves a guest booted) and the cpio writer.
 
 Pure functions: the domain comes from libvirt/direct-kernel.xml.j2, the initramfs is written in the
 kernel's "newc" cpio format around a static busybox.
@@ -50,11 +50,17 @@ def busybox_initramfs(busybox: bytes, marker: str) -> bytes:
         f"echo '{marker}' > /dev/ttyS0\n"
         "/bin/busybox poweroff -f\n"
     ).encode()
-    out = io.BytesIO()
     entries = [("dev", 0o040755, b""), ("proc", 0o040755, b""), ("bin", 0o040755, b""),
                ("bin/busybox", 0o100755, busybox), ("bin/sh", 0o120777, b"busybox"),
                ("init", 0o100755, init)]
+    return gzip.compress(newc_archive(entries))
+
+
+def newc_archive(entries: list[tuple[str, int, bytes]]) -> bytes:
+    """A "newc" cpio archive of (path, mode, data) entries, in order: directories before what they hold;
+    a symlink (mode 0o120777) holds its target as data."""
+    out = io.BytesIO()
     for ino, (name, mode, data) in enumerate(entries, start=1):
         _cpio_entry(out, ino, name, mode, data)
     _cpio_entry(out, 0, "TRAILER!!!", 0)
-    return gzip.compress(out.getvalue())
+    return out.getvalue()
