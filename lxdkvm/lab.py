@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,18 +128,36 @@ def _planned_prepared(lab: t.Lab, lxd: LabLxd) -> Prepared:
 
 
 # ------------------------------------------------------------------------------------ plan, up, down
-def observe(lxd: LabLxd) -> Observed:
+def observe(lxd: LabLxd, guests: bool = False) -> Observed:
+    """What LXD has for the lab; with GUESTS, also the libvirt domains inside its running hosts."""
     project = lxd.project_config()
     if project is None:
         return Observed(None, lxd.networks(), {}, {})
-    return Observed(project, lxd.networks(), lxd.profiles(), lxd.instances())
+    have = Observed(project, lxd.networks(), lxd.profiles(), lxd.instances())
+    if guests:
+        from .guests import runtime
+
+        have.guests = {host: runtime.observe(lxd.scoped, host)
+                       for host, info in have.instances.items() if info["status"] == "Running"}
+    return have
+
+
+def _with_guests(lab: t.Lab, want: labobjects.Desired, say: Callable[[str], None]) -> labobjects.Desired:
+    """The lab's guests as libvirt domains (the tiny guest is built, once, when there are any)."""
+    if not lab.guests:
+        return want
+    from .guests import spec, tiny
+
+    key = tiny.build(report=say).key
+    hardware_virt = hostcaps.hardware_virt(hostcaps.read_host()) is not None
+    return dataclasses.replace(want, guests=spec.desired(lab, key, hardware_virt))
 
 
 def plan(path: str | Path | None, allow: Allowances = NO_ALLOWANCES) -> tuple[t.Lab, Plan]:
     lab = load(path, allow=allow)
     lxd = LabLxd(lab.project)
-    want = labobjects.desired(lab, **vars(_planned_prepared(lab, lxd)))
-    return lab, make_plan(want, observe(lxd))
+    want = _with_guests(lab, labobjects.desired(lab, **vars(_planned_prepared(lab, lxd))), lambda _m: None)
+    return lab, make_plan(want, observe(lxd, guests=True))
 
 
 @dataclass
@@ -147,6 +166,7 @@ class UpResult:
     plan: Plan
     applied: provision.Applied
     recovered: str  # a stale lock that was taken over, if any
+    guests: object = None  # guests.provision.GuestsApplied
 
 
 def up(path: str | Path | None, report: Report, workers: int = provision.DEFAULT_WORKERS,
@@ -161,11 +181,15 @@ def up(path: str | Path | None, report: Report, workers: int = provision.DEFAULT
         sshkeys.ensure_keypair(lab.name)  # before the profile: its user-data carries the public key
         prepared = prepare(lab, say)
         lxd = LabLxd(lab.project)
-        want = labobjects.desired(lab, prepared.pool, prepared.kvm_profile)
-        the_plan = make_plan(want, observe(lxd))
+        want = _with_guests(lab, labobjects.desired(lab, prepared.pool, prepared.kvm_profile), say)
+        have = observe(lxd, guests=True)
+        the_plan = make_plan(want, have)
         applied = provision.Applied() if the_plan.empty else provision.apply(lab, want, the_plan, report, workers)
         trust_host_keys(lab.name, say)
-        return UpResult(lab, the_plan, applied, lock.recovered)
+        from .guests import provision as guest_provision  # after the hosts: guests live inside them
+
+        guests = guest_provision.apply(lab, want, the_plan, have, report)
+        return UpResult(lab, the_plan, applied, lock.recovered, guests)
 
 
 def trust_host_keys(name: str, say: Callable[[str], None]) -> None:

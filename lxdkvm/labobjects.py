@@ -38,6 +38,7 @@ class Desired:
     networks: dict[str, dict[str, str]]  # bridge name → config
     profiles: dict[str, dict]  # name → {description, config, devices}
     instances: dict[str, InstanceSpec] = field(default_factory=dict)
+    guests: dict[str, object] = field(default_factory=dict)  # name → guests.spec.GuestSpec
 
 
 def network_config(lab: t.Lab, net: t.Network) -> dict[str, str]:

@@ -23,12 +23,13 @@ class Observed:
     networks: dict[str, dict[str, str]] = field(default_factory=dict)  # every network: name → config
     profiles: dict[str, dict] = field(default_factory=dict)  # in the project
     instances: dict[str, dict] = field(default_factory=dict)  # in the project: status, config, devices, profiles
+    guests: dict[str, dict[str, dict]] = field(default_factory=dict)  # running host → domain → {state, spec}
 
 
 @dataclass(frozen=True)
 class Action:
     verb: str  # create | update | recreate | delete | start | verify
-    kind: str  # project | network | profile | host
+    kind: str  # project | network | profile | host | guest
     name: str
     reason: str
 
@@ -152,6 +153,51 @@ def _profiles(want: Desired, have: Observed) -> list[Action]:
     return actions
 
 
+def _guest_changes(want: dict, have: dict) -> list[str]:
+    out = []
+    for key in sorted(set(want) | set(have)):
+        if want.get(key) != have.get(key):
+            old, new = have.get(key), want.get(key)
+            out.append(f"{key} {old} → {new}" if isinstance(new, (str, int)) and isinstance(old, (str, int))
+                       else f"{key} changed")
+    return out
+
+
+def _guests(want: Desired, have: Observed, host_actions: list[Action]) -> list[Action]:
+    """Guests live inside hosts: a new or recreated host gets all its guests anew; otherwise each guest is
+    compared with the spec recorded in its domain. Domains lxdkvm did not make are never touched."""
+    renewed = {a.name for a in host_actions if a.verb in ("create", "recreate")}
+    gone = {a.name for a in host_actions if a.verb == "delete"}
+    actions, where = [], {}
+    for host, domains in have.guests.items():
+        for name, info in domains.items():
+            if info.get("spec") and info["spec"].get("lab") == want.lab:
+                where[name] = (host, info)
+    for name, spec in sorted(want.guests.items()):
+        if spec.host in renewed:
+            actions.append(Action("create", "guest", name, f"new guest on {spec.host} (a new container)"))
+            continue
+        found = where.get(name)
+        if found is None:
+            actions.append(Action("create", "guest", name, f"new guest on {spec.host}"))
+            continue
+        host, info = found
+        if host != spec.host:
+            actions.append(Action("recreate", "guest", name, f"moves from {host} to {spec.host}"))
+            continue
+        changes = _guest_changes(spec.spec, info["spec"])
+        if changes:
+            actions.append(Action("recreate", "guest", name, "; ".join(changes)))
+        elif info["state"] != "running":
+            actions.append(Action("start", "guest", name, f"it is {info['state'] or 'not running'}"))
+    for name, (host, _info) in sorted(where.items()):
+        if host in gone or host in renewed:
+            continue
+        if name not in want.guests:
+            actions.append(Action("delete", "guest", name, f"not in the lab file (on {host})"))
+    return actions
+
+
 def make_plan(want: Desired, have: Observed) -> Plan:
     plan = Plan(want.lab, want.project)
     if have.project is None:
@@ -163,6 +209,7 @@ def make_plan(want: Desired, have: Observed) -> Plan:
     plan.actions += _networks(want, have, plan.conflicts)
     plan.actions += _profiles(want, have)
     plan.actions += _hosts(want, have)
+    plan.actions += _guests(want, have, plan.select("host"))
     return plan
 
 

@@ -1,0 +1,71 @@
+"""Execute a plan's guest actions, after the hosts are ready: prepare each host that has guests work,
+then bring guests up in parallel (each through its stages), remove the ones the lab no longer has."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .. import provision
+from .. import topology as t
+from ..labobjects import Desired
+from ..lxd import LabLxd
+from ..plan import Observed, Plan
+from . import runtime, tiny
+
+Report = Callable[[str, str], None]
+DEFAULT_WORKERS = 4  # TCG boots are CPU-bound
+
+
+@dataclass
+class GuestsApplied:
+    markers: dict[str, dict] = field(default_factory=dict)  # guest → its boot marker
+    took: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, report: Report,
+          workers: int = DEFAULT_WORKERS) -> GuestsApplied:
+    actions = plan.select("guest")
+    if not actions:
+        return GuestsApplied()
+    start = time.monotonic()
+    conn = LabLxd(want.project).scoped
+    located = {name: host for host, domains in have.guests.items() for name in domains}
+    for action in plan.select("guest", "delete"):
+        report(action.name, "deleting (not in the lab file)")
+        runtime.remove(conn, located[action.name], action.name)
+    for action in plan.select("guest", "recreate"):
+        old_host = located.get(action.name)
+        if old_host and old_host != want.guests[action.name].host:
+            report(action.name, f"removing from {old_host}")
+            runtime.remove(conn, old_host, action.name)
+
+    verbs: dict[str, set[str]] = {}
+    for action in plan.select("guest", "create", "recreate", "start"):
+        verbs.setdefault(action.name, set()).add(action.verb)
+    hosts = sorted({want.guests[name].host for name in verbs})
+    artifacts = tiny.build(report=lambda message: report("lab", message)) if verbs else None
+    for host in hosts:
+        report(host, "preparing for guests (tiny guest files, agent, migration listener)")
+        runtime.prepare_host(conn, lab, lab.host(host), artifacts)
+    for spec in [want.guests[n] for n in sorted(verbs) if want.guests[n].accel_note]:
+        report(spec.name, spec.accel_note)
+
+    applied = GuestsApplied()
+
+    def one(name: str, _cancel: threading.Event) -> dict:
+        return runtime.bring_up(LabLxd(want.project).scoped, lab, want.guests[name], verbs[name], report)
+
+    results, errors = provision._run_pool({n: (lambda c, n=n: one(n, c)) for n in sorted(verbs)}, workers,
+                                          threading.Event())
+    if errors:
+        raise provision.UpFailed("\n".join(str(e) for e in errors.values()) +
+                                 "\nrun `lxdkvm up` again to repair, or `lxdkvm down` to remove the lab")
+    for name, result in results.items():
+        applied.markers[name] = result["marker"]
+        applied.took[name] = result["took"]
+    applied.seconds = round(time.monotonic() - start, 1)
+    return applied

@@ -1,0 +1,194 @@
+"""Guests inside lab hosts, through LXD exec: what runs where, preparing a host for guests, bringing a
+guest up stage by stage (defined → started → boot marker → addresses), and removing one.
+
+Every step is safe to repeat: a guest that is half made is found by `observe` and completed or remade.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import shlex
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+
+from .. import topology as t
+from ..errors import LxdkvmError
+from ..lxd import Lxd
+from . import agent, domain, tiny
+from .spec import GuestSpec
+
+Report = Callable[[str, str], None]
+BOOT_TIMEOUT = 180.0
+LISTENER_DROPIN = "/etc/systemd/system/libvirtd-tcp.socket.d/lxdkvm.conf"
+MIGRATION_PORT = 16509
+
+# One line per libvirt domain: name, state, lxdkvm's metadata (empty for domains lxdkvm did not make).
+_LIST = ("for d in $(virsh -q list --all --name); do "
+         "printf '%s\\t%s\\t' \"$d\" \"$(virsh -q domstate \"$d\" | head -n1)\"; "
+         f"virsh -q metadata \"$d\" {domain.METADATA_NS} 2>/dev/null | tr -d '\\n'; echo; done")
+
+
+class GuestFailed(LxdkvmError):
+    def __init__(self, guest: str, stage: str, detail: str) -> None:
+        super().__init__(f"guest {guest}: stage '{stage}' failed: {detail}")
+        self.guest, self.stage = guest, stage
+
+
+def _run(client: Lxd, host: str, script: str, timeout: float = 120) -> str:
+    result = client.execute(host, ["sh", "-c", script], timeout=timeout)
+    if result.exit_code != 0:
+        raise LxdkvmError(f"{host}: `{script[:80]}` failed ({result.exit_code}): "
+                          f"{(result.stderr or result.stdout).strip()[-600:]}")
+    return result.stdout
+
+
+def _spec_of(metadata_xml: str) -> dict | None:
+    if not metadata_xml.strip():
+        return None
+    try:
+        return json.loads(ET.fromstring(metadata_xml).text or "")
+    except (ET.ParseError, ValueError):
+        return None
+
+
+def observe(client: Lxd, host: str) -> dict[str, dict]:
+    """The libvirt domains of HOST: name → {state, spec (None: not lxdkvm's)}."""
+    found = {}
+    for line in _run(client, host, _LIST, timeout=60).splitlines():
+        name, _, rest = line.partition("\t")
+        state, _, metadata = rest.partition("\t")
+        if name:
+            found[name] = {"state": state.strip(), "spec": _spec_of(metadata)}
+    return found
+
+
+# ------------------------------------------------------------------------------------ the host
+def _push_tiny(client: Lxd, host: str, artifacts: tiny.TinyArtifacts) -> None:
+    where = domain.tiny_paths(artifacts.key)
+    have = client.execute(host, ["test", "-s", where.kernel, "-a", "-s", where.initrd])
+    if have.exit_code == 0:
+        return
+    _run(client, host, f"mkdir -p {shlex.quote(where.directory)}")
+    for source, target in ((artifacts.kernel, where.kernel), (artifacts.initrd, where.initrd)):
+        client.push(host, target + ".part", source.read_bytes())
+        _run(client, host, f"mv {shlex.quote(target + '.part')} {shlex.quote(target)}")
+
+
+def migration_addresses(lab: t.Lab, host: t.Host) -> list[str]:
+    """Where a host's libvirt listens for migrations: its static addresses on isolated lab networks only.
+    A NAT network is routed to this machine and to other labs' NAT networks; an isolated one reaches
+    nothing but the lab's own hosts, so an unauthenticated libvirt there stays inside the lab."""
+    return [str(a.ipv4) for a in host.attachments
+            if a.ipv4 is not None and lab.network(a.network).mode == "isolated"]
+
+
+def _listener(client: Lxd, host: str, addresses: list[str]) -> None:
+    """libvirtd-tcp.socket bound to ADDRESSES only (none: the socket stays off)."""
+    if not addresses:
+        return
+    dropin = "[Socket]\nListenStream=\n" + "".join(f"ListenStream={a}:{MIGRATION_PORT}\n" for a in addresses) \
+        + "FreeBind=yes\n"
+    digest = hashlib.sha256(dropin.encode()).hexdigest()
+    current = client.execute(host, ["sh", "-c", f"sha256sum < {LISTENER_DROPIN} 2>/dev/null"]).stdout.split()
+    active = client.execute(host, ["systemctl", "is-active", "libvirtd-tcp.socket"]).stdout.strip()
+    if current[:1] == [digest] and active == "active":
+        return
+    _run(client, host, f"mkdir -p {shlex.quote(LISTENER_DROPIN.rsplit('/', 1)[0])}")
+    client.push(host, LISTENER_DROPIN, dropin.encode())
+    # Debian's libvirtd takes its sockets from systemd when it starts: restart it after the new one
+    # (running guests keep running; QEMU does not depend on libvirtd staying up).
+    _run(client, host, "systemctl daemon-reload && systemctl stop libvirtd.service && "
+                       "systemctl enable --now libvirtd-tcp.socket && systemctl restart libvirtd-tcp.socket && "
+                       "systemctl start libvirtd.service")
+
+
+def prepare_host(client: Lxd, lab: t.Lab, host: t.Host, artifacts: tiny.TinyArtifacts | None) -> None:
+    """What a host needs before its guests: the tiny guest's files, lxdkvm's agent, the migration listener."""
+    if artifacts is not None:
+        _push_tiny(client, host.name, artifacts)
+    agent.push_agent(client, host.name)
+    _listener(client, host.name, migration_addresses(lab, host))
+
+
+# ------------------------------------------------------------------------------------ one guest
+def remove(client: Lxd, host: str, name: str) -> None:
+    paths = domain.paths(name)
+    _run(client, host, f"virsh -q destroy {name} >/dev/null 2>&1; virsh -q undefine {name} >/dev/null 2>&1; "
+                       f"rm -rf {shlex.quote(paths.directory)} {shlex.quote(paths.agent_socket)}; true")
+
+
+def _check_addresses(lab: t.Lab, spec: GuestSpec, marker: dict) -> str:
+    have = [ipaddress.IPv4Interface(a) for a in (marker.get("addrs") or {}).values()]
+    missing = []
+    for network, address in spec.expect:
+        subnet = lab.network(network).subnet
+        if address is not None and ipaddress.IPv4Interface(address) not in have:
+            missing.append(f"no {address} on {network}")
+        elif address is None and not any(a.ip in subnet for a in have):
+            missing.append(f"no DHCP lease in {subnet} on {network}")
+    return "; ".join(missing)
+
+
+def bring_up(client: Lxd, lab: t.Lab, spec: GuestSpec, verbs: set[str], report: Report) -> dict[str, object]:
+    """Define (when new or changed), start and wait for SPEC's guest; returns its boot marker and timings."""
+    name, host, paths = spec.name, spec.host, spec.paths
+    took: dict[str, float] = {}
+
+    def stage(what: str, action: Callable[[], object]) -> object:
+        report(name, f"… {what}")
+        start = time.monotonic()
+        try:
+            result = action()
+        except LxdkvmError as exc:
+            raise GuestFailed(name, what, str(exc)) from None
+        took[what] = round(time.monotonic() - start, 1)
+        report(name, f"{what}: ok ({took[what]}s)")
+        return result
+
+    if "recreate" in verbs:
+        report(name, "removing the old domain")
+        remove(client, host, name)
+
+    def define() -> None:
+        disk = ""
+        if spec.disk_mib:
+            disk = (f"[ -e {shlex.quote(paths.disk)} ] || "
+                    f"qemu-img create -q -f qcow2 {shlex.quote(paths.disk)} {spec.disk_mib}M && ")
+        _run(client, host, f"mkdir -p {shlex.quote(paths.directory)} && {disk}true")
+        client.push(host, paths.xml, domain.domain_xml(spec.domain).encode())
+        _run(client, host, f"virsh -q define {shlex.quote(paths.xml)} >/dev/null")
+
+    if verbs & {"create", "recreate"}:
+        stage("defined", define)
+    offset = int(_run(client, host, f"stat -c %s {shlex.quote(paths.serial_log)} 2>/dev/null || echo 0").strip()
+                 or 0)
+    running = client.execute(host, ["virsh", "-q", "domstate", name]).stdout.strip() == "running"
+    if not running:
+        stage("started", lambda: _run(client, host, f"virsh -q start {name} >/dev/null"))
+        after = offset
+    else:  # already running (an earlier run stopped after starting it): its last boot marker counts
+        last = _run(client, host, f"grep -a -b -o '{tiny.MARKER}' {shlex.quote(paths.serial_log)} 2>/dev/null"
+                                  " | tail -n1 | cut -d: -f1").strip()
+        after = int(last) if last.isdigit() else 0
+
+    def marker() -> dict:
+        command = ["python3", agent.AGENT_PATH, "wait-boot", paths.serial_log, "--after-bytes", str(after),
+                   "--timeout", str(int(BOOT_TIMEOUT))]
+        result = client.execute(host, command, timeout=BOOT_TIMEOUT + 30)
+        if result.exit_code != 0:
+            raise LxdkvmError(result.stderr.strip()[-1500:] or f"no boot marker within {BOOT_TIMEOUT:.0f}s")
+        return json.loads(result.stdout)
+
+    found = stage("boot marker", marker)
+
+    def addresses() -> None:
+        problem = _check_addresses(lab, spec, found)
+        if problem:
+            raise LxdkvmError(f"{problem} (the guest reported {found.get('addrs')})")
+
+    stage("addresses", addresses)
+    report(name, "ready")
+    return {"marker": found, "took": took}

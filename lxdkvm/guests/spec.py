@@ -1,0 +1,68 @@
+"""The guests a lab wants, as plain data: one libvirt domain per guest, on the host the lab file names.
+
+Pure: a `topology.Lab`, the tiny guest's build key and whether this machine has hardware
+virtualization in, `GuestSpec`s out. What may not change without recreating a guest is its `spec`,
+kept in the domain's metadata (see `plan`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .. import topology as t
+from . import domain as d
+
+SPEC_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    name: str
+    host: str
+    domain: d.GuestDomain
+    paths: d.GuestPaths
+    spec: dict  # what needs a new domain when it changes
+    disk_mib: int
+    expect: tuple[tuple[str, str | None], ...]  # (network, "ADDR/PFX" or None: a lease in the subnet)
+    accel_note: str = ""  # why the accelerator is what it is, when the lab file said `auto`
+
+    @property
+    def metadata(self) -> str:
+        return json.dumps(self.spec, sort_keys=True, separators=(",", ":"))
+
+
+def accel(guest: t.Guest, hardware_virt: bool) -> tuple[str, str]:
+    """The accelerator a guest gets, and why when the lab file left it to lxdkvm."""
+    if guest.accel != "auto":
+        return guest.accel, ""
+    if hardware_virt:
+        return "kvm", ""
+    return "tcg", "tcg: this machine's CPU has no hardware virtualization (no vmx/svm)"
+
+
+def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, hardware_virt: bool) -> GuestSpec:
+    paths = d.paths(guest.name, tiny_key)
+    nics, expect = [], []
+    for index, att in enumerate(guest.attachments):
+        net = lab.network(att.network)
+        address = f"{att.ipv4}/{net.subnet.prefixlen}" if att.ipv4 else None
+        gateway = str(net.gateway) if net.gateway and index == 0 else None  # one default route
+        nics.append(d.GuestNic(t.in_host_bridge(att.network), d.mac_for(lab.name, guest.name, index),
+                               address, gateway))
+        expect.append((att.network, address))
+    chosen, note = accel(guest, hardware_virt)
+    spec = {"v": SPEC_VERSION, "lab": lab.name, "host": guest.host, "tiny": tiny_key, "accel": chosen,
+            "vcpus": guest.vcpus, "memory_mib": guest.memory_mib, "disk_mib": guest.disk_mib,
+            "nics": [[n.bridge, n.mac, n.address or "dhcp", n.gateway or ""] for n in nics]}
+    domain = d.GuestDomain(
+        name=guest.name, kernel=paths.kernel, initrd=paths.initrd, memory_mib=guest.memory_mib,
+        vcpus=guest.vcpus, accel=chosen, nics=tuple(nics), disk=paths.disk if guest.disk_mib else None,
+        serial_log=paths.serial_log, agent_socket=paths.agent_socket,
+        metadata=json.dumps(spec, sort_keys=True, separators=(",", ":")),
+    )
+    return GuestSpec(guest.name, guest.host, domain, paths, spec, guest.disk_mib, tuple(expect), note)
+
+
+def desired(lab: t.Lab, tiny_key: str, hardware_virt: bool) -> dict[str, GuestSpec]:
+    return {g.name: guest_spec(lab, g, tiny_key, hardware_virt) for g in lab.guests}
