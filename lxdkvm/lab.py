@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -223,6 +224,13 @@ def down(lab: str | Path | None, report: Report) -> tuple[Plan, float]:
 
 
 # ------------------------------------------------------------------------------------ status
+def _in(address: str, subnet: str) -> bool:
+    try:
+        return ipaddress.IPv4Interface(address).ip in ipaddress.IPv4Network(subnet)
+    except ValueError:
+        return False
+
+
 def status(lab: str | Path | None) -> dict:
     """The lab as LXD has it: hosts, state, addresses per network, readiness (JSON-ready)."""
     name = lab_name(lab)
@@ -240,9 +248,19 @@ def status(lab: str | Path | None) -> dict:
                 # the address is on the in-host bridge that carries the NIC (on the NIC for older hosts)
                 per_network[network] = (addresses.get(t.in_host_bridge(network))
                                         or addresses.get(nic.get("name", device), []))
+        guests = []
+        if info["status"] == "Running":
+            from .guests import runtime
+
+            guests = runtime.guest_status(lxd.scoped, host, name)
+            subnets = {c.get(labobjects.NETWORK, b): c.get("user.lxdkvm.subnet", "") for b, c in networks.items()}
+            for guest in guests:  # per network, like hosts: the network whose subnet holds the address
+                guest["addresses"] = {net: [a for a in guest["addresses"].values() if _in(a, subnet)]
+                                      for net, subnet in subnets.items()}
+                guest["addresses"] = {net: found for net, found in guest["addresses"].items() if found}
         hosts.append({"name": host, "state": info["status"],
                       "ready": info["status"] == "Running" and info["config"].get(labobjects.READY) == "true",
-                      "addresses": per_network})
+                      "addresses": per_network, "guests": guests})
     return {
         "lab": name, "project": lxd.project, "exists": have.project is not None,
         "networks": [{"name": c.get(labobjects.NETWORK, b), "bridge": b, "subnet": c.get("user.lxdkvm.subnet", ""),

@@ -9,6 +9,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Self
 
 import click
@@ -84,10 +85,14 @@ def print_plan(console, plan: Plan) -> None:
         console.print(f"[bold red]conflict:[/] {conflict}", highlight=False)
 
 
-def print_status(console, status: dict) -> None:
+def status_view(status: dict):
+    """The status of a lab as a rich renderable: a table of hosts (and their guests, when the status lists
+    them) with state, readiness and addresses per network, then one line per network."""
+    from rich.console import Group
+    from rich.text import Text
+
     if not status["exists"]:
-        console.print(f"lab {status['lab']} is not up (no LXD project {status['project']})")
-        return
+        return Text(f"lab {status['lab']} is not up (no LXD project {status['project']})")
     networks = [n["name"] for n in status["networks"]]
     table = Table(header_style="bold", title=f"lab {status['lab']} (project {status['project']})")
     for column in ("host", "state", "ready", *networks):
@@ -96,10 +101,52 @@ def print_status(console, status: dict) -> None:
         ready = "[green]yes[/]" if host["ready"] else "[yellow]no[/]"
         table.add_row(host["name"], host["state"], ready,
                       *[", ".join(host["addresses"].get(n, [])) or "-" for n in networks])
-    console.print(table)
-    for net in status["networks"]:
-        console.print(f"  network {net['name']}: {net['subnet']} on bridge {net['bridge']} "
-                      f"(gateway {net['gateway']})", highlight=False)
+        for guest in host.get("guests", []):  # guests run inside their host: one row each, under it
+            booted = "[green]booted[/]" if guest.get("booted") else "[yellow]no[/]"
+            table.add_row(f"  └ {guest['name']}", guest.get("state", "?"), booted,
+                          *[", ".join(guest.get("addresses", {}).get(n, [])) for n in networks])
+    lines = [Text(f"  network {net['name']}: {net['subnet']} on bridge {net['bridge']} "
+                  f"(gateway {net['gateway']})") for net in status["networks"]]
+    return Group(table, *lines)
+
+
+def print_status(console, status: dict) -> None:
+    console.print(status_view(status), highlight=False)
+
+
+def watch_status(console, read: Callable[[], dict], interval: float) -> None:
+    """READ the status every INTERVAL seconds until Ctrl-C: a live view on a terminal; otherwise a new
+    view, with the time, only when something changed. LXD failing for a moment is shown, not fatal."""
+    from rich.console import Group
+    from rich.text import Text
+
+    from .errors import LxdkvmError
+
+    last = None
+    live = Live(console=console, auto_refresh=False, transient=False) if console.is_terminal else None
+    try:
+        if live:
+            live.start()
+        while True:
+            try:
+                status, problem = read(), ""
+            except LxdkvmError as exc:
+                status, problem = None, str(exc)
+            key = json.dumps([status, problem], sort_keys=True)
+            view = status_view(status) if status else Text(f"error: {problem}", style="red")
+            stamp = time.strftime("%H:%M:%S")
+            if live:
+                footer = Text(f"{stamp} · every {interval:g}s · Ctrl-C to stop", style="dim")
+                live.update(Group(view, footer), refresh=True)
+            elif key != last:
+                console.print(Text(f"· {stamp}", style="dim"), view, highlight=False)
+            last = key
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if live:
+            live.stop()
 
 
 ALLOW_FLAGS = {  # flag → help; each lifts one class of refusal (docs/labs.md: what each one exposes)
@@ -140,21 +187,27 @@ def register(main: click.Group, out, err, errors) -> None:
     @main.command()
     @click.argument("lab", required=False)
     @click.option("--workers", default=10, show_default=True, help="Hosts created and checked at once.")
+    @click.option("--provision", is_flag=True, help="Then run playbooks/site.yml against the lab with "
+                  "Ansible (docs/ansible.md).")
     @allow_options
-    def up(lab, workers, **allow) -> None:
+    def up(lab, workers, provision, **allow) -> None:
         """Make the lab real: validate, plan, create in parallel, wait until every host is ready."""
         from . import lab as lab_mod
 
         with errors(), Progress(err) as progress:
             result = lab_mod.up(lab, progress, workers, allowances(lab_mod, allow))
+        guests = f" and {len(result.lab.guests)} guests" if result.lab.guests else ""
         if result.plan.empty:
-            out.print(f"lab {result.lab.name}: nothing to do, {len(result.lab.hosts)} hosts are up and ready")
+            out.print(f"lab {result.lab.name}: nothing to do, {len(result.lab.hosts)} hosts{guests} are up "
+                      "and ready")
         else:
             print_plan(out, result.plan)
-            out.print(f"lab {result.lab.name} is up: {len(result.lab.hosts)} hosts ready "
-                      f"in {result.applied.seconds}s")
+            seconds = result.applied.seconds + (result.guests.seconds if result.guests else 0)
+            out.print(f"lab {result.lab.name} is up: {len(result.lab.hosts)} hosts{guests} ready in {seconds:.1f}s")
         with errors():
             print_status(out, lab_mod.status(result.lab.name))
+        if provision:
+            run_playbook(result.lab.name, "site.yml")
 
     @main.command()
     @click.argument("lab", required=False)
@@ -174,10 +227,19 @@ def register(main: click.Group, out, err, errors) -> None:
     @main.command()
     @click.argument("lab", required=False)
     @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-    def status(lab, as_json) -> None:
+    @click.option("--watch", is_flag=True, help="Keep showing the status, refreshed, until Ctrl-C (not a "
+                  "terminal: a new table only when something changed).")
+    @click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2),
+                  help="Seconds between refreshes with --watch.")
+    def status(lab, as_json, watch, interval) -> None:
         """Hosts of the lab, their state, addresses per network and readiness."""
         from . import lab as lab_mod
 
+        if watch:
+            with errors():
+                lab_mod.lab_name(lab)  # a bad file or name is an error now, not a view that repeats it
+            watch_status(out, lambda: lab_mod.status(lab), interval)
+            return
         with errors():
             result = lab_mod.status(lab)
         if as_json:
@@ -207,3 +269,30 @@ def register(main: click.Group, out, err, errors) -> None:
 
         with errors():
             exec_interactive(t.project_name(lab_mod.lab_name(lab)), host, ["su", "-l"])
+
+    def run_playbook(lab, playbook: str) -> None:
+        from . import ansiblerun
+
+        with errors():
+            run = ansiblerun.run_playbook(lab, playbook, on_line=click.echo)
+        changed = sum(r["changed"] for r in run.recap.values())
+        out.print(f"{run.playbook.name}: {len(run.recap)} hosts, {changed} changes in {run.seconds}s")
+
+    @main.command()
+    @click.argument("lab", required=False)
+    @click.option("--format", "fmt", type=click.Choice(["yaml", "ini", "json"]), default="yaml",
+                  show_default=True, help="Ansible's YAML or INI inventory, or an inventory script's JSON.")
+    def inventory(lab, fmt) -> None:
+        """Print an Ansible inventory of a lab that is up (docs/ansible.md)."""
+        from . import inventory as inventory_mod
+
+        with errors():
+            click.echo(inventory_mod.render(inventory_mod.live(lab), fmt), nl=False)
+
+    @main.command()
+    @click.argument("lab", required=False)
+    @click.option("--playbook", default="site.yml", show_default=True,
+                  help="One of playbooks/ (site, kvm-host, guests, verify .yml) or a playbook file.")
+    def provision(lab, playbook) -> None:
+        """Run a playbook against a lab that is up, with Ansible (docs/ansible.md)."""
+        run_playbook(lab, playbook)

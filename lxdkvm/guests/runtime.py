@@ -65,6 +65,28 @@ def observe(client: Lxd, host: str) -> dict[str, dict]:
     return found
 
 
+_STATUS = ("for d in $(virsh -q list --all --name); do "
+           "printf '%s\t%s\t' \"$d\" \"$(virsh -q domstate \"$d\" | head -n1)\"; "
+           f"virsh -q metadata \"$d\" {domain.METADATA_NS} 2>/dev/null | tr -d '\\n'; printf '\\t'; "
+           f"grep -a -o '{tiny.MARKER} .*' \"{domain.SERIAL_LOG_DIR}/$d-serial.log\" 2>/dev/null | tail -n1 "
+           "| tr -d '\\r'; echo; done")
+
+
+def guest_status(client: Lxd, host: str, lab: str) -> list[dict]:
+    """The lab's guests in HOST as status rows: name, state, booted (a boot marker in its serial log
+    while it runs), boot id and addresses from that marker."""
+    rows = []
+    for line in _run(client, host, _STATUS, timeout=60).splitlines():
+        name, state, metadata, marker_line = (line.split("\t") + ["", "", "", ""])[:4]
+        spec = _spec_of(metadata)
+        if not name or not spec or spec.get("lab") != lab:
+            continue
+        marker = agent.parse_marker(marker_line) if state.strip() == "running" else None
+        rows.append({"name": name, "host": host, "state": state.strip(), "booted": marker is not None,
+                     "boot_id": (marker or {}).get("boot_id", ""), "addresses": (marker or {}).get("addrs", {})})
+    return rows
+
+
 # ------------------------------------------------------------------------------------ the host
 def _push_tiny(client: Lxd, host: str, artifacts: tiny.TinyArtifacts) -> None:
     where = domain.tiny_paths(artifacts.key)
