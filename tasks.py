@@ -52,6 +52,13 @@ def lab_plan(c, lab=None):
     c.run(f"lxdkvm plan{_lab(lab)}", pty=False)
 
 
+@task(help={"lab": "A lab file or the name of a lab that is up [default: the default lab].",
+            "playbook": "One of playbooks/ (site.yml, kvm-host.yml, guests.yml, verify.yml) or a playbook file."})
+def lab_provision(c, lab=None, playbook="site.yml"):
+    """Run a playbook against a lab that is up, with Ansible (docs/ansible.md)."""
+    c.run(f"lxdkvm provision{_lab(lab)} --playbook {playbook}", pty=False)
+
+
 @task
 def bench(c, hosts=3):
     """Time N hosts to ready: seed method vs baked image on dir vs on copy-on-write (docs/benchmarks.md)."""
