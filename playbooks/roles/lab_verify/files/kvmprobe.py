@@ -1,0 +1,1 @@
+../../../../lxdkvm/kvmprobe.py
