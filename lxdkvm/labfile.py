@@ -198,7 +198,7 @@ def range_group(pattern: str) -> list[str]:
 
     if not RANGE.search(pattern):
         return []
-    name = RANGE.sub("", pattern).strip("-_.").replace("-", "_").lower()
+    name = re.sub(r"[-_.]+", "_", RANGE.sub("", pattern)).strip("_").lower()
     return [name] if GROUP_NAME.match(name) else []
 
 
