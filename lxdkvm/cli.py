@@ -19,6 +19,7 @@ from . import image as image_mod
 from . import kvmprobe
 from . import profile as profile_mod
 from .errors import LxdkvmError
+from .guestcli import register as register_guest_commands
 from .labcli import register as register_lab_commands
 from .outputcli import register as register_output_commands
 from .topology import LabInvalid
@@ -247,6 +248,7 @@ def delete(names) -> None:
 
 
 register_lab_commands(main, out, err, _errors)
+register_guest_commands(main, out, err, _errors)
 register_output_commands(main, out, err, _errors)
 
 

@@ -190,7 +190,77 @@ def up(path: str | Path | None, report: Report, workers: int = provision.DEFAULT
         from .guests import provision as guest_provision  # after the hosts: guests live inside them
 
         guests = guest_provision.apply(lab, want, the_plan, have, report)
+        _remember(lab, path)
         return UpResult(lab, the_plan, applied, lock.recovered, guests)
+
+
+LAB_COPY = "lab.yaml"  # in the lab's state directory: the file the last successful `up` used
+
+
+def _remember(lab: t.Lab, path: str | Path | None) -> None:
+    from . import labfile
+
+    copy = labstate.state_dir(lab.name) / LAB_COPY
+    copy.write_text(labfile.read(path)[0])
+
+
+def remembered(lab: str | Path | None) -> t.Lab:
+    """The lab from its file, or, for the name of a lab that is up, from the file its last `up` used."""
+    if lab is None or Path(lab).is_file():
+        return load(lab, connect=False)
+    name = lab_name(lab)
+    copy = labstate.path(name) / LAB_COPY
+    if not copy.is_file():
+        raise LxdkvmError(f"no lab file remembered for lab {name}: give the lab file instead of its name")
+    return load(copy, connect=False)
+
+
+# ------------------------------------------------------------------------------------ guests
+def verify(lab: str | Path | None, say: Callable[[str], None] = lambda _m: None) -> tuple[t.Lab, list]:
+    from . import verify as verify_mod
+
+    the_lab = remembered(lab)
+    the_status = status(the_lab.name)
+    if not the_status["exists"]:
+        raise LxdkvmError(f"lab {the_lab.name} is not up (`lxdkvm up` first)")
+    return the_lab, verify_mod.verify(the_lab, the_status, say)
+
+
+def guest_exec(lab: str | Path | None, guest: str, command: list[str], timeout: float = 60) -> tuple[str, str, int]:
+    """(stdout, stderr, exit code) of COMMAND run in GUEST (the tiny guest's agent)."""
+    from .guests import ops
+
+    name = lab_name(lab)
+    client = LabLxd(t.project_name(name)).scoped
+    where = ops.locate(client, _running_hosts_of(name), name, guest)
+    return ops.guest_exec(client, where, command, timeout)
+
+
+def _running_hosts_of(name: str) -> list[str]:
+    instances = LabLxd(t.project_name(name)).instances()
+    return sorted(h for h, info in instances.items() if info["status"] == "Running")
+
+
+def console_host(lab: str | Path | None, guest: str) -> tuple[str, str]:
+    """(project, host) where GUEST's console is (`virsh console GUEST` there)."""
+    from .guests import ops
+
+    name = lab_name(lab)
+    client = LabLxd(t.project_name(name)).scoped
+    return t.project_name(name), ops.locate(client, _running_hosts_of(name), name, guest).host
+
+
+def migrate(lab: str | Path | None, guest: str, to: str, live: bool = True,
+            say: Callable[[str], None] = lambda _m: None) -> dict:
+    from .guests import ops
+
+    name = lab_name(lab)
+    hosts = _running_hosts_of(name)
+    if to not in hosts:
+        raise LxdkvmError(f"lab {name} has no running host {to} (running: {', '.join(hosts) or 'none'})")
+    client = LabLxd(t.project_name(name)).scoped
+    with LabLock(name, "migrate"):
+        return ops.migrate(client, ops.locate(client, hosts, name, guest), to, live, say)
 
 
 def trust_host_keys(name: str, say: Callable[[str], None]) -> None:

@@ -182,10 +182,12 @@ def _guests(want: Desired, have: Observed, host_actions: list[Action]) -> list[A
             actions.append(Action("create", "guest", name, f"new guest on {spec.host}"))
             continue
         host, info = found
-        if host != spec.host:
+        if host != spec.host and info["spec"].get("host") != host:
             actions.append(Action("recreate", "guest", name, f"moves from {host} to {spec.host}"))
             continue
-        changes = _guest_changes(spec.spec, info["spec"])
+        # a guest `lxdkvm migrate` moved stays where it was moved (its metadata says so); `up` leaves it
+        changes = _guest_changes({k: v for k, v in spec.spec.items() if k != "host"},
+                                 {k: v for k, v in info["spec"].items() if k != "host"})
         if changes:
             actions.append(Action("recreate", "guest", name, "; ".join(changes)))
         elif info["state"] != "running":

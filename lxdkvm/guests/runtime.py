@@ -88,7 +88,7 @@ def guest_status(client: Lxd, host: str, lab: str) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------ the host
-def _push_tiny(client: Lxd, host: str, artifacts: tiny.TinyArtifacts) -> None:
+def push_tiny(client: Lxd, host: str, artifacts: tiny.TinyArtifacts) -> None:
     where = domain.tiny_paths(artifacts.key)
     have = client.execute(host, ["test", "-s", where.kernel, "-a", "-s", where.initrd])
     if have.exit_code == 0:
@@ -130,7 +130,7 @@ def _listener(client: Lxd, host: str, addresses: list[str]) -> None:
 def prepare_host(client: Lxd, lab: t.Lab, host: t.Host, artifacts: tiny.TinyArtifacts | None) -> None:
     """What a host needs before its guests: the tiny guest's files, lxdkvm's agent, the migration listener."""
     if artifacts is not None:
-        _push_tiny(client, host.name, artifacts)
+        push_tiny(client, host.name, artifacts)
     agent.push_agent(client, host.name)
     _listener(client, host.name, migration_addresses(lab, host))
 

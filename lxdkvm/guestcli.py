@@ -1,0 +1,104 @@
+"""`lxdkvm verify|console|guest-exec|migrate`: a lab's guests, and proof of the whole lab. Parse, call
+`lab`, print."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+LAB_ARG_HELP = "A lab file, or the name of a lab that is up."
+RESULT_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
+
+
+def register(main: click.Group, out, err, errors) -> None:
+    @main.command(epilog="Example: lxdkvm verify labs/default.yaml --json")
+    @click.argument("lab", required=False)
+    @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+    def verify(lab, as_json) -> None:
+        """Prove the running lab: one row per check (PASS/WARN/FAIL) with its evidence; exit 1 on any FAIL.
+        Hosts (unprivileged, /dev/kvm, KVM probe allowed and refused, libvirtd, virt-host-validate),
+        networks (reachability matrix, isolation) and guests (booted, addresses, reachable, guest to guest
+        across hosts)."""
+        from rich.table import Table
+
+        from . import lab as lab_mod
+        from .verify import summary
+
+        with errors():
+            the_lab, checks = lab_mod.verify(lab, lambda message: err.print(f"[dim]· {message}[/]"))
+        counts = summary(checks)
+        if as_json:
+            click.echo(json.dumps({"lab": the_lab.name, "summary": counts,
+                                   "checks": [c.as_dict() for c in checks]}, indent=2))
+        else:
+            table = Table(header_style="bold", title=f"verify lab {the_lab.name}")
+            for column in ("scope", "check", "result", "evidence"):
+                table.add_column(column, overflow="fold")
+            for check in checks:
+                style = RESULT_STYLE[check.result]
+                table.add_row(check.scope, check.name, f"[{style}]{check.result}[/]", check.evidence)
+            out.print(table)
+            out.print(f"{counts['PASS']} passed, {counts['WARN']} warned, {counts['FAIL']} failed")
+        sys.exit(1 if counts["FAIL"] else 0)
+
+    @main.command(epilog="Example: lxdkvm console default vm-1   (leave with Ctrl-])")
+    @click.argument("lab")
+    @click.argument("guest")
+    def console(lab, guest) -> None:
+        """Attach to a guest's serial console (virsh console in its host; Ctrl-] leaves). Everything the
+        console shows is also kept in the host's /var/log/libvirt/qemu/GUEST-serial.log."""
+        from . import lab as lab_mod
+        from .lxd import exec_interactive
+
+        with errors():
+            project, host = lab_mod.console_host(lab, guest)
+            exec_interactive(project, host, ["virsh", "console", "--force", guest])
+
+    @main.command(name="guest-exec", context_settings={"ignore_unknown_options": True},
+                  epilog="Example: lxdkvm guest-exec default vm-1 -- ip -4 addr")
+    @click.argument("lab")
+    @click.argument("guest")
+    @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+    @click.option("--timeout", default=60.0, show_default=True, help="Seconds the command may take.")
+    def guest_exec(lab, guest, command, timeout) -> None:
+        """Run COMMAND in a guest (through the tiny guest's agent on its second serial port) and print its
+        output; the exit status is the command's."""
+        from . import lab as lab_mod
+
+        command = list(command[1:] if command[:1] == ("--",) else command)
+        with errors():
+            stdout, stderr, code = lab_mod.guest_exec(lab, guest, command, timeout)
+        sys.stdout.write(stdout)
+        sys.stderr.write(stderr)
+        sys.exit(code)
+
+    @main.command(epilog="Example: lxdkvm migrate default vm-1 --to kvm-2")
+    @click.argument("lab")
+    @click.argument("guest")
+    @click.option("--to", "to", required=True, help="The lab host to move the guest to.")
+    @click.option("--live/--offline", default=True, show_default=True,
+                  help="Keep the guest running while it moves (pre-copy), or pause it for the move.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+    def migrate(lab, guest, to, live, as_json) -> None:
+        """Move a running guest to another host of the lab with libvirt over an isolated lab network (its
+        disk copied when it has one), then check it kept running: same boot id, same address answering.
+        Reports the migration time and downtime (libvirt's job statistics) and the pings lost at 5/s."""
+        from . import lab as lab_mod
+
+        with errors():
+            result = lab_mod.migrate(lab, guest, to, live, lambda message: err.print(f"[dim]· {message}[/]"))
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+        else:
+            kept = "kept its boot id" if result["same_boot"] else "[bold red]did NOT keep its boot id[/]"
+            answers = "answers" if result["address_answers"] else "[bold red]does not answer[/]"
+            out.print(f"{guest} moved {result['from']} → {result['to']} over {result['over']} in "
+                      f"{result['seconds']}s (libvirt {result['libvirt_ms']} ms, downtime {result['downtime_ms']} ms,"
+                      f" {result['memory_mib'] or 0:.0f} MiB memory"
+                      + (f", {result['disk_mib'] or 0:.0f} MiB disk" if result["disk_copied"] else "") + "); "
+                      f"{kept}; {result['address']} {answers}; {result['pings_lost']} of {result['pings_sent']} "
+                      "pings lost", highlight=False)
+        if not (result["same_boot"] and (result["address_answers"] or not result["address"])):
+            sys.exit(1)

@@ -1,0 +1,198 @@
+"""What a person does to a running guest: find it, run a command in it, and move it to another host.
+
+Live migration is plain libvirt between two lab hosts over an isolated lab network (the only kind a host's
+libvirt TCP listener binds to, see `runtime.migration_addresses`): pre-copy (post-copy needs
+userfaultfd, which a user namespace does not get), memory and device state by QEMU's migration stream,
+disks (when the guest has one) by QEMU's own NBD server with `--copy-storage-all` into an image made
+beforehand on the destination. No kernel nbd, no shared storage, no new device in the hosts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import shlex
+import time
+from dataclasses import dataclass
+
+from ..errors import LxdkvmError
+from ..lxd import Lxd
+from . import agent, domain, runtime, tiny
+
+PING_INTERVAL = 0.2  # 5 pings a second while a guest moves
+
+
+@dataclass(frozen=True)
+class Located:
+    name: str
+    host: str
+    spec: dict  # lxdkvm's metadata in the domain
+
+
+def locate(client: Lxd, hosts: list[str], lab: str, name: str) -> Located:
+    """The host whose libvirt has lab LAB's guest NAME."""
+    for host in hosts:
+        found = runtime.observe(client, host).get(name)
+        if found and found["spec"] and found["spec"].get("lab") == lab:
+            return Located(name, host, found["spec"])
+    raise LxdkvmError(f"lab {lab} has no guest {name} in a running host (`lxdkvm status {lab}` lists them)")
+
+
+def guest_exec(client: Lxd, where: Located, command: list[str], timeout: float = 60) -> tuple[str, str, int]:
+    """(stdout, stderr, exit code) of COMMAND run in the guest through its agent socket."""
+    socket = domain.paths(where.name).agent_socket
+    result = client.execute(where.host, ["python3", agent.AGENT_PATH, "exec", socket, "--timeout",
+                                         str(int(timeout)), "--", *command], timeout=timeout + 30)
+    return result.stdout, result.stderr, result.exit_code
+
+
+def _run(client: Lxd, host: str, script: str, timeout: float = 300) -> str:
+    result = client.execute(host, ["sh", "-c", script], timeout=timeout)
+    if result.exit_code != 0:
+        raise LxdkvmError(f"{host}: {(result.stderr or result.stdout).strip()[-1500:]}")
+    return result.stdout
+
+
+def _host_addresses(client: Lxd, host: str) -> list[ipaddress.IPv4Interface]:
+    out = _run(client, host, "ip -4 -o addr show")
+    return [ipaddress.IPv4Interface(f.split()[3]) for f in out.splitlines() if len(f.split()) > 3]
+
+
+def _listen_addresses(client: Lxd, host: str) -> list[ipaddress.IPv4Address]:
+    text = client.execute(host, ["cat", runtime.LISTENER_DROPIN]).stdout
+    return [ipaddress.IPv4Address(a) for a in re.findall(r"^ListenStream=([\d.]+):\d+$", text, re.M)]
+
+
+def migration_address(client: Lxd, source: str, target: str) -> ipaddress.IPv4Address:
+    """Where SOURCE reaches TARGET's libvirt: a listener address of TARGET in a subnet SOURCE is on."""
+    mine = _host_addresses(client, source)
+    for address in _listen_addresses(client, target):
+        if any(address in own.network for own in mine):
+            return address
+    raise LxdkvmError(f"{source} and {target} share no isolated lab network with static addresses, so "
+                      f"{target}'s libvirt listens nowhere {source} can reach; put both on an isolated "
+                      "network with `ipv4:` addresses (libvirt's TCP listener is never on a NAT network)")
+
+
+def _check_target(client: Lxd, where: Located, target: str) -> None:
+    bridges = sorted({nic[0] for nic in where.spec.get("nics", [])})
+    have = _run(client, target, "ls /sys/class/net").split()
+    missing = [b for b in bridges if b not in have]
+    if missing:
+        raise LxdkvmError(f"{target} is not on the network(s) of guest {where.name} (no {', '.join(missing)} "
+                          f"in {target}); migrate it to a host on the same lab networks")
+    need = int(where.spec.get("memory_mib", 0))
+    free = int(_run(client, target, "awk '/^MemAvailable:/ {print int($2/1024)}' /proc/meminfo").strip() or 0)
+    limit = _run(client, target, "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || "
+                                 "cat /sys/fs/cgroup/memory.max 2>/dev/null || echo max").strip()
+    used = _run(client, target, "cat /sys/fs/cgroup/memory/memory.usage_in_bytes 2>/dev/null || "
+                                "cat /sys/fs/cgroup/memory.current 2>/dev/null || echo 0").strip()
+    room = free
+    if limit.isdigit() and int(limit) < 2**60:
+        room = min(room, (int(limit) - int(used or 0)) // 2**20)
+    if need > room:
+        raise LxdkvmError(f"{target} has {room} MiB of memory left, guest {where.name} needs {need} MiB; "
+                          f"give {target} more memory (`limits: {{memory: ...}}`) or move a guest off it")
+
+
+def _jobinfo(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        number = re.match(r"\s*([\d.]+)\s*(\w+)?", value)
+        if number:
+            amount, unit = float(number.group(1)), (number.group(2) or "")
+            factor = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}.get(unit, 1)
+            out[key.strip()] = amount * factor
+    return out
+
+
+def migrate(client: Lxd, where: Located, target: str, live: bool = True,
+            say=lambda _m: None) -> dict:
+    """Move guest WHERE to host TARGET with libvirt; return what was measured and checked."""
+    if target == where.host:
+        raise LxdkvmError(f"guest {where.name} already runs on {target}")
+    _check_target(client, where, target)
+    address = migration_address(client, where.host, target)
+    paths = domain.paths(where.name)
+    guest_ip = next((nic[2].split("/")[0] for nic in where.spec.get("nics", []) if nic[2] != "dhcp"), None)
+
+    before, _err, code = guest_exec(client, where, ["cat", "/proc/sys/kernel/random/boot_id"])
+    if code != 0:
+        raise LxdkvmError(f"guest {where.name} does not answer on its agent socket: {_err.strip()}")
+    say(f"preparing {target} (tiny guest files, agent, disk image)")
+    _prepare_target(client, where, target)
+
+    pinger = f"/tmp/lxdkvm-migrate-{where.name}.ping"
+    if guest_ip:  # from the source host, which stays on the lab network the whole time
+        _run(client, where.host, f"ping -n -i {PING_INTERVAL} {guest_ip} > {pinger} 2>&1 & echo $! > {pinger}.pid")
+    flags = "--live " if live else ""
+    disk = "--copy-storage-all " if where.spec.get("disk_mib") else ""
+    command = (f"virsh migrate {flags}{disk}--persistent --undefinesource --verbose {where.name} "
+               f"qemu+tcp://{address}/system --migrateuri tcp://{address} --listen-address {address}")
+    say(f"{where.host} → {target} over {address}: {command}")
+    start = time.monotonic()
+    try:
+        _run(client, where.host, command, timeout=600)
+    finally:
+        seconds = round(time.monotonic() - start, 2)
+        lost = sent = 0
+        if guest_ip:
+            time.sleep(1.0)  # a ping in flight at the end gets its chance
+            summary = _run(client, where.host, f"kill -INT $(cat {pinger}.pid); sleep 0.3; cat {pinger}; "
+                                               f"rm -f {pinger} {pinger}.pid")
+            found = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", summary)
+            if found:
+                sent, received = int(found.group(1)), int(found.group(2))
+                lost = sent - received
+    job = _jobinfo(_run(client, target, f"virsh domjobinfo {where.name} --completed"))
+    moved = Located(where.name, target, {**where.spec, "host": target})
+    _run(client, target, f"virsh -q metadata {where.name} {domain.METADATA_NS} --key lxdkvm --live --config "
+                         f"--set {shlex.quote(_metadata_xml(moved.spec))}")
+    after, _err, code = guest_exec(client, moved, ["cat", "/proc/sys/kernel/random/boot_id"])
+    answers = bool(guest_ip) and client.execute(target, ["ping", "-c", "1", "-W", "2", guest_ip]).exit_code == 0
+    return {
+        "guest": where.name, "from": where.host, "to": target, "over": str(address), "live": live,
+        "disk_copied": bool(disk), "seconds": seconds,
+        "libvirt_ms": job.get("Time elapsed"), "downtime_ms": job.get("Total downtime"),
+        "memory_mib": job.get("Memory processed"),
+        "disk_mib": _allocated_mib(client, target, domain.paths(where.name).disk) if disk else 0.0, "job": job,
+        "boot_id_before": before.strip(), "boot_id_after": after.strip(),
+        "same_boot": bool(before.strip()) and before.strip() == after.strip() and code == 0,
+        "address": guest_ip, "address_answers": answers, "pings_sent": sent, "pings_lost": lost,
+    }
+
+
+def _allocated_mib(client: Lxd, host: str, image: str) -> float:
+    """What the disk copy wrote: the destination image's allocated size (libvirt's migration job counts
+    memory only; the disk goes through a separate NBD mirror)."""
+    info = client.execute(host, ["qemu-img", "info", "-U", "--output=json", image])
+    try:
+        return round(json.loads(info.stdout)["actual-size"] / 2**20, 1)
+    except (ValueError, KeyError):
+        return 0.0
+
+
+def _metadata_xml(spec: dict) -> str:
+    from xml.sax.saxutils import escape
+
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return f"<spec>{escape(text)}</spec>"  # libvirt puts it in the namespace, with --key as its prefix
+
+
+def _prepare_target(client: Lxd, where: Located, target: str) -> None:
+    """The destination needs the guest's kernel and initrd at the same paths, and (for a disk copy) an
+    image of the same size where the source has it."""
+    artifacts = tiny.build()
+    if artifacts.key != where.spec.get("tiny"):
+        raise LxdkvmError(f"guest {where.name} runs tiny guest build {where.spec.get('tiny')}, this machine now "
+                          f"builds {artifacts.key}: recreate the guest (`lxdkvm up`) before moving it")
+    runtime.push_tiny(client, target, artifacts)
+    agent.push_agent(client, target)
+    paths = domain.paths(where.name)
+    script = f"mkdir -p {shlex.quote(paths.directory)}"
+    if where.spec.get("disk_mib"):
+        script += (f" && rm -f {shlex.quote(paths.disk)} && qemu-img create -q -f qcow2 "
+                   f"{shlex.quote(paths.disk)} {int(where.spec['disk_mib'])}M")
+    _run(client, target, script)

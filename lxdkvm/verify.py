@@ -1,0 +1,185 @@
+"""`lxdkvm verify`: prove a running lab is what it claims, one check per row with its evidence.
+
+Per host: unprivileged (uid_map), /dev/kvm owner and mode, the KVM probe passes as libvirt's qemu user and
+is refused for another user, libvirtd answers, virt-host-validate's summary. Per network: every host
+reaches every other host on it, and no host outside an isolated network reaches it. Per guest: booted
+(boot marker), its addresses, reachable from its host, and reaching a guest on another host over each
+network it shares with one. Everything is observed from inside the hosts, over LXD exec.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from . import kvmhost
+from . import topology as t
+from .guests import ops
+from .lxd import LabLxd, Lxd
+
+PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    scope: str  # "host kvm-1", "network data", "guest vm-1"
+    name: str
+    result: str  # PASS | WARN | FAIL
+    evidence: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sh(client: Lxd, host: str, script: str, timeout: float = 120) -> tuple[int, str]:
+    result = client.execute(host, ["sh", "-c", script], timeout=timeout)
+    return result.exit_code, (result.stdout + result.stderr).strip()
+
+
+def host_checks(client: Lxd, host: str) -> list[Check]:
+    scope, out = f"host {host}", []
+    _, uid_map = _sh(client, host, "cat /proc/self/uid_map")
+    fields = uid_map.split()
+    unprivileged = len(fields) >= 3 and fields[0] == "0" and fields[1] != "0"
+    out.append(Check(scope, "unprivileged", PASS if unprivileged else FAIL, f"uid_map: {' '.join(fields[:3])}"))
+    _, kvm = _sh(client, host, "stat -c '%U:%G %a' /dev/kvm")
+    out.append(Check(scope, "/dev/kvm root:kvm 0660", PASS if kvm == "root:kvm 660" else FAIL, kvm))
+    kvmhost.push_probe(client, host)
+    code, probe = _sh(client, host, f"runuser -u {kvmhost.QEMU_USER} -- python3 {kvmhost.PROBE_PATH}")
+    out.append(Check(scope, f"KVM probe as {kvmhost.QEMU_USER}", PASS if code == 0 else FAIL, probe))
+    code, refused = _sh(client, host, f"runuser -u nobody -- python3 {kvmhost.PROBE_PATH}")
+    ok = code != 0 and "EACCES" in refused
+    out.append(Check(scope, "KVM refused for nobody", PASS if ok else FAIL, refused.splitlines()[-1:][0]
+                     if refused else f"exit {code}"))
+    code, version = _sh(client, host, "systemctl is-active libvirtd.service && virsh -q version --daemon "
+                                      "| grep -i 'running hypervisor'")
+    out.append(Check(scope, "libvirtd active", PASS if code == 0 else FAIL, " ".join(version.split())))
+    _, validate = _sh(client, host, "virt-host-validate qemu 2>&1")
+    found = [(m.group(1).strip(), m.group(2)) for m in
+             re.finditer(r"^\s*QEMU: Checking (.*?)\s+: (PASS|WARN|FAIL)", validate, re.M)]
+    counts = {word: sum(1 for _what, r in found if r == word) for word in (PASS, WARN, FAIL)}
+    failing = [what for what, r in found if r == FAIL]
+    # no hardware virtualization is this machine kind's normal case (guests use TCG): a warning, not a failure
+    result = FAIL if not found or any("hardware virtualization" not in f for f in failing) else \
+        (WARN if failing else PASS)
+    evidence = f"{counts[PASS]} PASS, {counts[WARN]} WARN, {counts[FAIL]} FAIL" + \
+        (f"; FAIL: {'; '.join(failing)}" + (" (guests use TCG)" if result == WARN else "") if failing else "")
+    out.append(Check(scope, "virt-host-validate qemu", result, evidence))
+    return out
+
+
+def _pings(client: Lxd, host: str, targets: list[str]) -> dict[str, bool]:
+    """Ping every target from HOST at once (one exec); target → answered."""
+    if not targets:
+        return {}
+    script = "; ".join(f"(ping -c 2 -W 1 -i 0.2 {shlex.quote(a)} >/dev/null 2>&1 && echo {a} ok || echo {a} no) &"
+                       for a in targets) + " wait"
+    _, output = _sh(client, host, script)
+    answered = {line.split()[0]: line.split()[1] == "ok" for line in output.splitlines() if len(line.split()) == 2}
+    return {a: answered.get(a, False) for a in targets}
+
+
+def network_checks(client: Lxd, lab: t.Lab, addresses: dict[str, dict[str, list[str]]],
+                   running: set[str]) -> list[Check]:
+    """ADDRESSES: host → network → ["ADDR/PFX"] as `lab.status` reports them."""
+    jobs: dict[str, list[str]] = {}
+    plan: list[tuple[str, str, str, str, bool]] = []  # (network, from, to, address, should reach)
+    for net in lab.networks:
+        on = [h.name for h in lab.hosts if h.name in running and any(a.network == net.name for a in h.attachments)]
+        for src in on:
+            for dst in on:
+                for address in addresses.get(dst, {}).get(net.name, []) if src != dst else []:
+                    plan.append((net.name, src, dst, address.split("/")[0], True))
+        if net.mode == "isolated":
+            for src in (h.name for h in lab.hosts if h.name in running and h.name not in on):
+                for dst in on:
+                    for address in addresses.get(dst, {}).get(net.name, []):
+                        plan.append((net.name, src, dst, address.split("/")[0], False))
+    for _net, src, _dst, address, _should in plan:
+        jobs.setdefault(src, []).append(address)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = dict(zip(jobs, pool.map(lambda h: _pings(client, h, sorted(set(jobs[h]))), jobs)))
+    out = []
+    for net in lab.networks:
+        rows = [p for p in plan if p[0] == net.name]
+        reach = [f"{s}→{d}" for _n, s, d, a, should in rows if should and answers[s][a]]
+        missing = [f"{s}→{d} ({a})" for _n, s, d, a, should in rows if should and not answers[s][a]]
+        leaks = [f"{s}→{d} ({a})" for _n, s, d, a, should in rows if not should and answers[s][a]]
+        if any(should for *_x, should in rows):
+            out.append(Check(f"network {net.name}", "hosts reach each other", FAIL if missing else PASS,
+                             f"missing: {', '.join(missing)}" if missing else f"{len(reach)} pairs: "
+                             f"{', '.join(reach)}"))
+        if any(not should for *_x, should in rows):
+            out.append(Check(f"network {net.name}", "isolated from hosts not on it", FAIL if leaks else PASS,
+                             f"reached: {', '.join(leaks)}" if leaks else
+                             f"{sum(1 for *_x, s in rows if not s)} probes from outside, none answered"))
+    return out
+
+
+def guest_checks(client: Lxd, lab: t.Lab, guests: list[dict]) -> list[Check]:
+    """GUESTS: the rows of `lab.status` (name, host, state, booted, boot_id, addresses per network)."""
+    out: list[Check] = []
+    declared = {g.name: g for g in lab.guests}
+    for row in guests:
+        scope = f"guest {row['name']}"
+        out.append(Check(scope, "booted", PASS if row["booted"] else FAIL,
+                         f"boot id {row['boot_id']} on {row['host']}" if row["booted"] else f"state {row['state']}"))
+        guest = declared.get(row["name"])
+        wanted = {a.network: a.ipv4 for a in guest.attachments} if guest else {}
+        have = row["addresses"]
+        wrong = [f"{net}: {have.get(net) or 'none'} (lab file: {ip or 'DHCP'})" for net, ip in wanted.items()
+                 if not have.get(net) or (ip and not any(a.split("/")[0] == str(ip) for a in have[net]))]
+        out.append(Check(scope, "addresses", FAIL if wrong else PASS,
+                         "; ".join(wrong) if wrong else ", ".join(f"{n} {', '.join(a)}" for n, a in have.items())))
+        first = next((a.split("/")[0] for found in have.values() for a in found), None)
+        if first:
+            answered = _pings(client, row["host"], [first])[first]
+            out.append(Check(scope, f"reachable from {row['host']}", PASS if answered else FAIL, f"ping {first}"))
+    out += _across_hosts(client, lab, guests)
+    return out
+
+
+def _across_hosts(client: Lxd, lab: t.Lab, guests: list[dict]) -> list[Check]:
+    """Each booted guest pings a guest on another host over each network they share (from inside)."""
+    out, booted = [], [g for g in guests if g["booted"]]
+    for source in booted:
+        for net, found in source["addresses"].items():
+            peer = next((g for g in booted if g["host"] != source["host"] and g["addresses"].get(net)), None)
+            if peer is None:
+                continue
+            address = peer["addresses"][net][0].split("/")[0]
+            where = ops.Located(source["name"], source["host"], {})
+            output, _err, code = ops.guest_exec(client, where, ["ping", "-c", "2", "-W", "2", address], timeout=30)
+            summary = next((line for line in output.splitlines() if "packets transmitted" in line), output[-120:])
+            out.append(Check(f"guest {source['name']}", f"reaches {peer['name']} on {peer['host']} over {net}",
+                             PASS if code == 0 else FAIL, summary.strip()))
+    return out
+
+
+def verify(lab: t.Lab, status: dict, report: Callable[[str], None] = lambda _m: None) -> list[Check]:
+    client = LabLxd(lab.project).scoped
+    hosts = [h for h in status["hosts"] if h["state"] == "Running"]
+    checks: list[Check] = []
+    missing = sorted({h.name for h in lab.hosts} - {h["name"] for h in hosts})
+    for name in missing:
+        checks.append(Check(f"host {name}", "running", FAIL, "not running (or not created): `lxdkvm up`"))
+    report(f"checking {len(hosts)} hosts")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for found in pool.map(lambda h: host_checks(client, h["name"]), hosts):
+            checks += found
+    report("checking networks")
+    checks += network_checks(client, lab, {h["name"]: h["addresses"] for h in hosts}, {h["name"] for h in hosts})
+    guests = [g for h in hosts for g in h.get("guests", [])]
+    for name in sorted({g.name for g in lab.guests} - {g["name"] for g in guests}):
+        checks.append(Check(f"guest {name}", "defined", FAIL, "not found in any running host: `lxdkvm up`"))
+    if guests:
+        report(f"checking {len(guests)} guests")
+        checks += guest_checks(client, lab, guests)
+    return checks
+
+
+def summary(checks: list[Check]) -> dict[str, int]:
+    return {word: sum(1 for c in checks if c.result == word) for word in (PASS, WARN, FAIL)}
