@@ -43,7 +43,8 @@ def _placement(lab: t.Lab, guest: t.Guest, said: set[str]) -> Iterator[t.Problem
         if guest.path not in said:
             said.add(guest.path)
             yield t.Problem(f"{guest.path}.host", f"no host '{guest.host}' in this lab",
-                            _suggest(guest.host, [h.name for h in lab.hosts]), guest.line)
+                            _suggest(guest.host, [h.name for h in lab.hosts]),
+                            lab.line_of(f"{guest.path}.host", guest.line))
         return
     if len(guest.attachments) > MAX_NICS:
         yield t.Problem(f"{guest.path}.networks", f"{len(guest.attachments)} networks (at most {MAX_NICS})",
@@ -119,11 +120,12 @@ def _resources(lab: t.Lab, cpus: int | None, memory: int | None, hardware_virt: 
         if cpus and guest.vcpus > cpus:
             said.add(guest.path)
             yield t.Problem(f"{guest.path}.vcpus", f"{guest.vcpus} vCPUs, but this machine has {cpus}",
-                            f"use at most {cpus}", guest.line)
+                            f"use at most {cpus}", lab.line_of(f"{guest.path}.vcpus", guest.line))
         if guest.accel == "kvm" and hardware_virt is False:
             said.add(guest.path)
             yield t.Problem(f"{guest.path}.accel", "this machine's CPU has no hardware virtualization "
-                            "(no vmx/svm in /proc/cpuinfo)", "use `accel: auto` (TCG here) or `tcg`", guest.line)
+                            "(no vmx/svm in /proc/cpuinfo)", "use `accel: auto` (TCG here) or `tcg`",
+                            lab.line_of(f"{guest.path}.accel", guest.line))
     for host_name, guests in per_host.items():
         host = lab.host(host_name)
         if host is None:
@@ -136,7 +138,7 @@ def _resources(lab: t.Lab, cpus: int | None, memory: int | None, hardware_virt: 
             whose = f"host {host_name}'s memory limit" if host.memory else "this machine's memory"
             yield t.Problem(f"{guests[-1].path}.memory", f"guests on {host_name} need {total} MiB, more than "
                             f"{whose} ({limit} MiB)", f"give {host_name} more memory under `limits:` or its "
-                            "guests less", guests[-1].line)
+                            "guests less", lab.line_of(f"{guests[-1].path}.memory", guests[-1].line))
 
 
 def check(lab: t.Lab, cpus: int | None = None, memory: int | None = None,

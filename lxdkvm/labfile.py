@@ -23,6 +23,7 @@ from .templating import data_dir
 Loc = tuple[str | int, ...]
 Scalar = str | int | float | bool
 MEMORY = r"^\d+(\.\d+)?\s*(B|kB|KiB|MB|MiB|GB|GiB|TB|TiB)$|^\d+%$"
+SIZE = r"^\d+(\.\d+)?\s*(B|kB|KiB|MB|MiB|GB|GiB|TB|TiB)$"
 RANGE = re.compile(r"\[(\d+)-(\d+)\]")
 MAX_RANGE = 256
 
@@ -75,7 +76,7 @@ class ProfileIn(_Model):
 
 class GuestDiskIn(_Model):
     image: Literal["tiny"] = "tiny"
-    size: str | None = Field(None, pattern=MEMORY)  # a qcow2 data disk (virtio) of this size
+    size: str | None = Field(None, pattern=SIZE)  # a qcow2 data disk (virtio) of this size
 
 
 def _short_disk(value: object) -> object:
@@ -87,7 +88,7 @@ class GuestIn(_Model):
     host: str
     networks: list[Annotated[AttachmentIn, BeforeValidator(_short_attachment)]] = []
     vcpus: int = Field(1, ge=1, le=64)
-    memory: str = Field("128MiB", pattern=MEMORY)
+    memory: str = Field("128MiB", pattern=SIZE)
     accel: Literal["auto", "kvm", "tcg"] = "auto"
     disk: Annotated[GuestDiskIn, BeforeValidator(_short_disk)] = GuestDiskIn()
 
@@ -142,6 +143,11 @@ def _schema_problem(error: dict, positions: _Positions) -> t.Problem:
         return t.Problem(key_path(loc), "is required", f"add `{loc[-1]}:`", line)
     got = error.get("input")
     message = error["msg"][0].lower() + error["msg"][1:]
+    if kind == "string_pattern_mismatch" and loc[0] == "guests" and loc[-1] in ("memory", "size"):
+        return t.Problem(key_path(loc), f"{got!r} is not a size", "use a size such as 128MiB or 1GiB", line)
+    if kind == "literal_error" and loc[0] == "guests" and loc[-1] == "image":
+        return t.Problem(key_path(loc), f"no guest image {got!r}", "the built-in `tiny` guest (a Debian kernel "
+                         "and a busybox initramfs) is the image lxdkvm provides", line)
     if kind == "string_pattern_mismatch" and loc[-1] == "memory":
         return t.Problem(key_path(loc), f"{got!r} is not a memory size", "use a size such as 512MiB or 2GiB, "
                          "or a share such as 50%", line)

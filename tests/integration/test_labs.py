@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from lxdkvm import hostcaps
 from lxdkvm import lab as lab_mod
 from lxdkvm.lock import LabLock
 from lxdkvm.topology import LabInvalid
@@ -243,6 +244,8 @@ profiles:
 def test_invalid_lab_files_are_rejected_and_create_nothing(lxd):
     before = lxd_snapshot()
     paths = sorted((LABS / "invalid").glob("*.yaml"))
+    if hostcaps.hardware_virt(hostcaps.read_host()):  # `accel: kvm` is fine where the CPU has vmx/svm
+        paths = [p for p in paths if p.stem != "51-guest-kvm-without-hardware-virtualization"]
     for path in paths:  # first make sure none of them is valid on this machine (it would be created)
         with pytest.raises(LabInvalid):
             lab_mod.load(path)
