@@ -174,7 +174,9 @@ def test_a_host_whose_key_changed_behind_lxdkvms_back_is_refused_until_up_reads_
     out = refused.stdout + refused.stderr
     assert "ans-2 | UNREACHABLE" in out and "Host key verification failed" in out
     assert "ans-1 | SUCCESS" in out
-    lxdkvm("up", str(LAB_FILE))  # reads each host's key again over LXD exec
+    # `up` reads each host's key again over LXD exec; --provision then runs site.yml
+    again = lxdkvm("up", str(LAB_FILE), "--provision", what="lxdkvm up --provision (nothing to do + site.yml)")
+    assert "site.yml: 2 hosts, 0 changes" in again.stdout
     run(str(BIN / "ansible"), "-i", str(lab["static"]), "all", "-m", "ansible.builtin.ping", env=fresh)
 
 
