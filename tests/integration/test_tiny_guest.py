@@ -86,7 +86,10 @@ def guests(lxd, host):
         waits = " ".join(
             f"(python3 {agent.AGENT_PATH} wait-boot {gd.paths(g).serial_log} --timeout 180 > /tmp/{g}.marker;"
             f" echo $? $(date +%s%N) > /tmp/{g}.end) &" for g in GUESTS)
-        starts = " ".join(f"date +%s%N > /tmp/{g}.start; virsh -q start {g} > /dev/null || exit 1;" for g in GUESTS)
+        # retried: libvirt 9.0 in an unprivileged host sometimes fails a start with "Failed to create v1
+        # controller cpuset for group" (a cgroup slice being created or removed by another domain)
+        starts = " ".join(f"n=0; until date +%s%N > /tmp/{g}.start; virsh -q start {g} > /dev/null; do"
+                          " n=$((n + 1)); [ $n -lt 5 ] || exit 1; sleep 0.3; done;" for g in GUESTS)
         sh(lxd, name, f"{starts} {waits} wait", timeout=240)
         booted = {}
         for g in GUESTS:
