@@ -13,6 +13,9 @@ from . import topology as t
 
 GUEST_NAME = re.compile(r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 MAX_NICS = 8
+# What a guest costs its host beyond its own memory: QEMU itself and TCG's translation cache (a 128 MiB
+# tiny guest's QEMU is ~220 MiB resident here, docs/guests-benchmarks.md).
+QEMU_OVERHEAD_MIB = 96
 
 
 def _suggest(word: str, choices: list[str]) -> str:
@@ -133,10 +136,11 @@ def _resources(lab: t.Lab, cpus: int | None, memory: int | None, hardware_virt: 
         limit = t.mebibytes(host.memory) if host.memory else None
         if limit is None and memory:
             limit = memory // 2**20
-        total = sum(g.memory_mib for g in guests)
+        total = sum(g.memory_mib + QEMU_OVERHEAD_MIB for g in guests)
         if limit is not None and total > limit:
             whose = f"host {host_name}'s memory limit" if host.memory else "this machine's memory"
-            yield t.Problem(f"{guests[-1].path}.memory", f"guests on {host_name} need {total} MiB, more than "
+            yield t.Problem(f"{guests[-1].path}.memory", f"guests on {host_name} need {total} MiB with QEMU's "
+                            f"overhead ({QEMU_OVERHEAD_MIB} MiB each), more than "
                             f"{whose} ({limit} MiB)", f"give {host_name} more memory under `limits:` or its "
                             "guests less", lab.line_of(f"{guests[-1].path}.memory", guests[-1].line))
 

@@ -142,6 +142,21 @@ def remove(client: Lxd, host: str, name: str) -> None:
                        f"rm -rf {shlex.quote(paths.directory)} {shlex.quote(paths.agent_socket)}; true")
 
 
+# libvirt 9.0 in an unprivileged container sometimes loses a race creating its cgroup v1 cpuset for a
+# domain when domains start at the same moment (or just after the last one stopped); a retry succeeds.
+CPUSET_RACE = "Failed to create v1 controller cpuset"
+
+
+def _start(client: Lxd, host: str, name: str, attempts: int = 6) -> None:
+    for attempt in range(attempts):
+        result = client.execute(host, ["virsh", "-q", "start", name])
+        if result.exit_code == 0:
+            return
+        if CPUSET_RACE not in result.stderr or attempt == attempts - 1:
+            raise LxdkvmError(f"{host}: virsh start {name}: {result.stderr.strip()[-600:]}")
+        time.sleep(0.3 * (attempt + 1))
+
+
 def _check_addresses(lab: t.Lab, spec: GuestSpec, marker: dict) -> str:
     have = [ipaddress.IPv4Interface(a) for a in (marker.get("addrs") or {}).values()]
     missing = []
@@ -189,7 +204,7 @@ def bring_up(client: Lxd, lab: t.Lab, spec: GuestSpec, verbs: set[str], report: 
                  or 0)
     running = client.execute(host, ["virsh", "-q", "domstate", name]).stdout.strip() == "running"
     if not running:
-        stage("started", lambda: _run(client, host, f"virsh -q start {name} >/dev/null"))
+        stage("started", lambda: _start(client, host, name))
         after = offset
     else:  # already running (an earlier run stopped after starting it): its last boot marker counts
         last = _run(client, host, f"grep -a -b -o '{tiny.MARKER}' {shlex.quote(paths.serial_log)} 2>/dev/null"
