@@ -46,14 +46,15 @@ class GuestNode:
     state: str | None = None  # None: not live (from the lab file only)
     booted: bool | None = None
     declared: bool = True  # in the lab file (False: only LXD/libvirt knows it)
+    notes: tuple[str, ...] = ()  # e.g. "moved from kvm-1" (live migration)
 
     @property
     def facts(self) -> list[str]:
         size = [f"{self.vcpus} vCPU · {self.memory_mib} MiB"] if self.vcpus else []
         if self.state is None:
-            return size
+            return size + list(self.notes)
         return size + [f"{self.state.lower()}{' · booted' if self.booted else ''}"
-                       + ("" if self.declared else " · not in lab file")]
+                       + ("" if self.declared else " · not in lab file"), *self.notes]
 
 
 @dataclass(frozen=True)
@@ -115,16 +116,32 @@ def _live_hosts(status: dict | None) -> dict[str, dict]:
     return {h["name"]: h for h in status.get("hosts", [])}
 
 
-def _guests(lab: t.Lab, host: str, live: dict | None) -> tuple[GuestNode, ...]:
-    seen = {g["name"]: g for g in (live or {}).get("guests", [])}
-    out = [GuestNode(g.name, g.vcpus, g.memory_mib,
-                     state=(seen[g.name]["state"] if g.name in seen else "missing") if live else None,
-                     booted=bool(seen.get(g.name, {}).get("booted")) if live else None)
-           for g in lab.guests_on(host)]
-    declared = {g.name for g in out}
-    out += [GuestNode(name, state=g.get("state", "?"), booted=bool(g.get("booted")), declared=False)
-            for name, g in sorted(seen.items()) if name not in declared]
-    return tuple(out)
+def _guest_nodes(lab: t.Lab, live_hosts: dict[str, dict], live: bool,
+                 edges: list[Edge]) -> dict[str, list[GuestNode]]:
+    """Guests per host: where LXD says each runs when live (a migrated guest is drawn in its new host,
+    marked), else where the lab file puts it; guests only the live status knows are drawn too. Adds each
+    guest's edges, with the addresses it reported when it has booted."""
+    running = {g["name"]: (host, g) for host, h in live_hosts.items() for g in h.get("guests", [])}
+    placed: dict[str, list[GuestNode]] = {}
+    for g in lab.guests:
+        host, seen = running.get(g.name, (g.host, None))
+        state = (seen["state"] if seen else "missing") if live else None
+        moved = [f"moved from {g.host}"] if host != g.host else []
+        node = GuestNode(g.name, g.vcpus, g.memory_mib, state, bool(seen and seen.get("booted")) if live else None,
+                         notes=tuple(moved))
+        placed.setdefault(host, []).append(node)
+        for i, a in enumerate(g.attachments):
+            got = seen.get("addresses", {}).get(a.network, []) if seen else None
+            edges.append(Edge(f"{host}/{g.name}", a.network, f"nic{i} {_address(a, lab.network(a.network), got)}",
+                              guest=True))
+    declared = {g.name for g in lab.guests}
+    for name, (host, seen) in sorted(running.items()):
+        if name not in declared:
+            placed.setdefault(host, []).append(GuestNode(name, state=seen.get("state", "?"),
+                                                         booted=bool(seen.get("booted")), declared=False))
+            edges += [Edge(f"{host}/{name}", net, ", ".join(_bare(a) for a in got) or "no address", guest=True)
+                      for net, got in sorted(seen.get("addresses", {}).items()) if lab.network(net)]
+    return placed
 
 
 def _address(want: t.Attachment | t.GuestAttachment, network: t.Network | None,
@@ -148,25 +165,23 @@ def build(lab: t.Lab, status: dict | None = None) -> Graph:
     networks = tuple(NetNode(n.name, str(n.subnet), n.mode, str(n.gateway) if n.gateway else "", n.dhcp, n.mtu,
                              lab.bridge(n.name)) for n in lab.networks)
     hosts, edges = [], []
+    guests = _guest_nodes(lab, live_hosts, live, edges)
     for host in lab.hosts:
         seen = live_hosts.get(host.name)
         state = (seen["state"] if seen else "missing") if live else None
         hosts.append(HostNode(host.name, state, bool(seen and seen.get("ready")) if live else None,
-                              guests=_guests(lab, host.name, seen if live else None)))
+                              guests=tuple(guests.get(host.name, ()))))
         for a in host.attachments:
-            got = (seen or {}).get("addresses", {}).get(a.network, []) if seen else None
+            got = seen.get("addresses", {}).get(a.network, []) if seen else None
             edges.append(Edge(host.name, a.network, f"{a.device} {_address(a, lab.network(a.network), got)}"))
-    for guest in lab.guests:
-        for i, a in enumerate(guest.attachments):
-            edges.append(Edge(f"{guest.host}/{guest.name}", a.network,
-                              f"nic{i} {_address(a, lab.network(a.network), None)}", guest=True))
     declared = {h.name for h in lab.hosts}
     for name, seen in sorted(live_hosts.items()):
         if name not in declared:
             hosts.append(HostNode(name, seen["state"], bool(seen.get("ready")), declared=False,
-                                  guests=_guests(lab, name, seen)))
+                                  guests=tuple(guests.get(name, ()))))
             edges += [Edge(name, net, ", ".join(_bare(a) for a in got) or "no address")
                       for net, got in sorted(seen.get("addresses", {}).items()) if lab.network(net)]
+    edges.sort(key=lambda e: (e.guest, e.node, e.network))
     note = "live state from LXD" if live else "from the lab file (the lab is not up)"
     return Graph(lab.name, live, networks, tuple(hosts), tuple(edges), note)
 
@@ -183,6 +198,9 @@ def from_status(status: dict) -> Graph:
     for h in status.get("hosts", []):
         guests = tuple(GuestNode(g["name"], state=g.get("state", "?"), booted=bool(g.get("booted")))
                        for g in h.get("guests", []))
+        edges += [Edge(f"{h['name']}/{g['name']}", net, ", ".join(_bare(a) for a in got), guest=True)
+                  for g in h.get("guests", []) for net, got in sorted(g.get("addresses", {}).items())
+                  if net in known and got]
         hosts.append(HostNode(h["name"], h["state"], bool(h.get("ready")), guests=guests))
         for net, got in sorted(h.get("addresses", {}).items()):
             if net in known:
@@ -223,6 +241,7 @@ def _slug(kind: str, name: str) -> str:
 # ---------------------------------------------------------------------------------------- mermaid
 def _mm(text: str) -> str:
     """Text inside a quoted mermaid label: mermaid's own entity codes for what would end or mark up it."""
+    text = t.printable(text)  # a line break or a control character would end the statement
     for char in "#&\"<>|":  # '#' first: the codes themselves start with it
         text = text.replace(char, f"#{ord(char)};")
     return text
@@ -314,11 +333,11 @@ def _mm_legend(graph: Graph) -> list[str]:
 # ---------------------------------------------------------------------------------------- dot
 def _q(text: str) -> str:
     """A quoted dot string."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + t.printable(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _h(text: str) -> str:
-    return html.escape(text, quote=True)
+    return html.escape(t.printable(text), quote=True)
 
 
 def _dot_label(name: str, facts: list[str], size: int = 9) -> str:
@@ -367,7 +386,8 @@ def dot(graph: Graph, legend: bool = True) -> str:
             style = "filled" + ("" if g.declared else ",dashed")
             lines.append(f'    {_slug("g", h.name + "/" + g.name)} [shape=ellipse, style="{style}", '
                          f'fillcolor="{_guest_fill(g)}", label={_dot_label(g.name, g.facts)}];')
-        lines.append("  }")
+        beside = " ".join(_slug("g", h.name + "/" + g.name) + ";" for g in h.guests)
+        lines += [f"    {{ rank=same; {_slug('h', h.name)}; {beside} }}", "  }"]  # guests beside their host
     for n in nat:
         lines.append(f'  {_slug("m", "machine")} -- {_slug("n", n.name)} [label={_q(_gateway_label(n))}, '
                      'penwidth=2, color="#1f5fbf"];')
