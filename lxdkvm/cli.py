@@ -55,12 +55,13 @@ def _progress(message: str) -> None:
     err.print(f"[dim]·[/] {message}", highlight=False)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Example: lxdkvm doctor && lxdkvm up && lxdkvm status --watch")
 def main() -> None:
     """Multi-host QEMU/KVM labs in unprivileged LXD containers."""
 
 
-@main.command()
+@main.command(epilog="Example: lxdkvm doctor --json")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 def doctor(as_json: bool) -> None:
     """Check that this host can run a KVM lab, with evidence and fixes. Exit 1 if it cannot."""
@@ -86,7 +87,7 @@ def doctor(as_json: bool) -> None:
     sys.exit(0 if ok else 1)
 
 
-@main.command("probe-kvm")
+@main.command("probe-kvm", epilog="Example: lxdkvm probe-kvm --json")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--device", default=kvmprobe.DEVICE, show_default=True)
 def probe_kvm(as_json: bool, device: str) -> None:
@@ -94,7 +95,7 @@ def probe_kvm(as_json: bool, device: str) -> None:
     sys.exit(kvmprobe.main([f"--device={device}", *(["--json"] if as_json else [])]))
 
 
-@main.group()
+@main.group(epilog="Example: lxdkvm profile render --portable --cpu amd")
 def profile() -> None:
     """Render or apply the LXD profile of a KVM host container."""
 
@@ -135,7 +136,7 @@ def _spec(for_host: bool, cpu: str, idmap: str, cloud_init_keys: str, kvm_gid: i
     return profile_mod.portable(cpu, **options)
 
 
-@profile.command("render")
+@profile.command("render", epilog="Example: lxdkvm profile render --portable --cpu intel -o kvm-host.yaml")
 @_profile_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
 def profile_render(output, **options) -> None:
@@ -148,7 +149,7 @@ def profile_render(output, **options) -> None:
         click.echo(text, nl=False)
 
 
-@profile.command("apply")
+@profile.command("apply", epilog="Example: lxdkvm profile apply kvm-host --idmap shared")
 @click.argument("name", default=DEFAULT_PROFILE)
 @_profile_options
 def profile_apply(name, **options) -> None:
@@ -161,7 +162,7 @@ def profile_apply(name, **options) -> None:
     out.print(f"profile {name} {action}")
 
 
-@profile.command("delete")
+@profile.command("delete", epilog="Example: lxdkvm profile delete kvm-host")
 @click.argument("name", default=DEFAULT_PROFILE)
 def profile_delete(name) -> None:
     """Delete profile NAME (LXD refuses while containers use it)."""
@@ -172,12 +173,12 @@ def profile_delete(name) -> None:
     out.print(f"profile {name} {'deleted' if deleted else 'does not exist'}")
 
 
-@main.group()
+@main.group(epilog="Example: lxdkvm image build && lxdkvm image bake")
 def image() -> None:
     """Build container images offline."""
 
 
-@image.command("build")
+@image.command("build", epilog="Example: lxdkvm image build --release bookworm --force")
 @click.option("--release", default=image_mod.DEFAULT_RELEASE, show_default=True)
 @click.option("--alias", default=image_mod.DEFAULT_ALIAS, show_default=True)
 @click.option("--mirror", default=image_mod.DEFAULT_MIRROR, show_default=True)
@@ -190,7 +191,7 @@ def image_build(release, alias, mirror, force) -> None:
               f"key {result.key}, kvm gid {result.properties.get('lxdkvm.kvm_gid', '?')})")
 
 
-@image.command("bake")
+@image.command("bake", epilog="Example: lxdkvm image bake --from lxdkvm/base --alias lxdkvm/kvm-host")
 @click.option("--from", "from_alias", default=image_mod.DEFAULT_ALIAS, show_default=True,
               help="The base image (built by `lxdkvm image build`).")
 @click.option("--alias", default="lxdkvm/kvm-host", show_default=True)
@@ -205,7 +206,7 @@ def image_bake(from_alias, alias, force) -> None:
               f"{result.properties.get('lxdkvm.contains', '')})")
 
 
-@main.command()
+@main.command(epilog="Example: lxdkvm setup")
 def setup() -> None:
     """Install, start and initialise LXD (storage pool, NAT bridge) as needed."""
     from . import lxdsetup
@@ -217,7 +218,7 @@ def setup() -> None:
               f"networks {', '.join(n['name'] for n in facts.networks if n['managed'])}")
 
 
-@main.command()
+@main.command(epilog="Example: lxdkvm launch kvm-a kvm-b --image lxdkvm/kvm-host")
 @click.argument("names", nargs=-1, required=True)
 @click.option("--image", "image_alias", default=image_mod.DEFAULT_ALIAS, show_default=True)
 @click.option("--profile", "profiles", multiple=True, default=["default", DEFAULT_PROFILE], show_default=True)
@@ -235,7 +236,7 @@ def launch(names, image_alias, profiles, pool) -> None:
         out.print(f"{name} ready: " + ", ".join(f"{stage} {secs}s" for stage, secs in took.items()))
 
 
-@main.command()
+@main.command(epilog="Example: lxdkvm delete kvm-a kvm-b")
 @click.argument("names", nargs=-1, required=True)
 def delete(names) -> None:
     """Delete containers (stopping them first)."""

@@ -172,7 +172,7 @@ def allowances(lab_mod, flags: dict[str, bool]):
 
 
 def register(main: click.Group, out, err, errors) -> None:
-    @main.command()
+    @main.command(epilog="Example: lxdkvm plan labs/default.yaml")
     @click.argument("lab", required=False)
     @allow_options
     def plan(lab, **allow) -> None:
@@ -184,7 +184,7 @@ def register(main: click.Group, out, err, errors) -> None:
         print_plan(out, the_plan)
         sys.exit(1 if the_plan.conflicts else 0)
 
-    @main.command()
+    @main.command(epilog="Example: lxdkvm up labs/default.yaml --workers 4")
     @click.argument("lab", required=False)
     @click.option("--workers", default=10, show_default=True, help="Hosts created and checked at once.")
     @click.option("--provision", is_flag=True, help="Then run playbooks/site.yml against the lab with "
@@ -209,7 +209,7 @@ def register(main: click.Group, out, err, errors) -> None:
         if provision:
             run_playbook(result.lab.name, "site.yml")
 
-    @main.command()
+    @main.command(epilog="Example: lxdkvm down default   (or: lxdkvm down labs/default.yaml)")
     @click.argument("lab", required=False)
     def down(lab) -> None:
         """Delete the lab: its hosts, profiles, networks and project, and nothing else."""
@@ -224,7 +224,7 @@ def register(main: click.Group, out, err, errors) -> None:
             out.print(f"lab {the_plan.lab} is down: deleted {hosts} hosts, "
                       f"{len(the_plan.select('network'))} networks and project {the_plan.project} in {seconds}s")
 
-    @main.command()
+    @main.command(epilog="Example: lxdkvm status default --watch --interval 1")
     @click.argument("lab", required=False)
     @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
     @click.option("--watch", is_flag=True, help="Keep showing the status, refreshed, until Ctrl-C (not a "
@@ -247,7 +247,8 @@ def register(main: click.Group, out, err, errors) -> None:
         else:
             print_status(out, result)
 
-    @main.command(name="exec", context_settings={"ignore_unknown_options": True})
+    @main.command(name="exec", context_settings={"ignore_unknown_options": True},
+                  epilog="Example: lxdkvm exec --lab default kvm-1 -- virsh list --all")
     @click.option("--lab", "lab", help=LAB_HELP)
     @click.argument("host")
     @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -259,7 +260,7 @@ def register(main: click.Group, out, err, errors) -> None:
         with errors():
             exec_interactive(t.project_name(lab_mod.lab_name(lab)), host, list(command))
 
-    @main.command()
+    @main.command(epilog="Example: lxdkvm shell --lab default kvm-2")
     @click.option("--lab", "lab", help=LAB_HELP)
     @click.argument("host")
     def shell(lab, host) -> None:
@@ -278,7 +279,7 @@ def register(main: click.Group, out, err, errors) -> None:
         changed = sum(r["changed"] for r in run.recap.values())
         out.print(f"{run.playbook.name}: {len(run.recap)} hosts, {changed} changes in {run.seconds}s")
 
-    @main.command()
+    @main.command(epilog="Example: lxdkvm inventory default --format ini > hosts.ini")
     @click.argument("lab", required=False)
     @click.option("--format", "fmt", type=click.Choice(["yaml", "ini", "json"]), default="yaml",
                   show_default=True, help="Ansible's YAML or INI inventory, or an inventory script's JSON.")
@@ -289,7 +290,7 @@ def register(main: click.Group, out, err, errors) -> None:
         with errors():
             click.echo(inventory_mod.render(inventory_mod.live(lab), fmt), nl=False)
 
-    @main.command()
+    @main.command(epilog="Example: lxdkvm provision default --playbook verify.yml")
     @click.argument("lab", required=False)
     @click.option("--playbook", default="site.yml", show_default=True,
                   help="One of playbooks/ (site, kvm-host, guests, verify .yml) or a playbook file.")
