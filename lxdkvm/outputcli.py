@@ -172,7 +172,26 @@ def _format(fmt: str | None, output: Path | None) -> str:
     return "mermaid"
 
 
+COMPLETERS = {"lab": complete_lab, "host": complete_host, "guest": complete_guest, "to": complete_host}
+
+
+def attach_completion(group: click.Group) -> None:
+    """Give every LAB, HOST and GUEST parameter of every command (and `migrate --to`) its completion, for
+    commands registered before this runs that did not choose their own. Click keeps a parameter's
+    completion function in `_custom_shell_complete` (set from `shell_complete=`)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            attach_completion(command)
+            continue
+        for param in command.params:
+            if param.name in COMPLETERS and getattr(param, "_custom_shell_complete", None) is None:
+                param._custom_shell_complete = COMPLETERS[param.name]
+
+
 def register(main: click.Group, out, err, errors) -> None:
+    """`graph`, and completion for the commands already registered (call it last)."""
+    attach_completion(main)
+
     @main.command(epilog=example("lxdkvm graph labs/default.yaml --format png -o lab.png",
                                  "lxdkvm graph my-lab > my-lab.mmd"))
     @click.argument("lab", required=False, shell_complete=complete_lab)
