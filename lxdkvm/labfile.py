@@ -34,11 +34,18 @@ class _Model(BaseModel):
 
 
 class NetworkIn(_Model):
-    name: str
-    subnet: str
-    mode: Literal["nat", "isolated"] = "nat"
-    dhcp: bool | None = None  # default: on for nat, off for isolated
-    mtu: int = Field(1500, ge=576, le=9000)
+    """A lab network: an LXD bridge on this machine that the lab's hosts (and their guests) share."""
+    name: str = Field(description="1-15 of a-z 0-9 -, starting with a letter; the bridge is `<lab>-<name>`.")
+    subnet: str = Field(
+        description="IPv4 subnet in CIDR form, inside 10/8, 172.16/12 or 192.168/16, /8 to /29, overlapping "
+                    "no other lab network (and, for nat, no route of this machine).")
+    mode: Literal["nat", "isolated"] = Field(
+        "nat", description="nat: this machine is the gateway (.1) and NATs outwards; isolated: layer 2 "
+                           "only, no address on this machine.")
+    dhcp: bool | None = Field(
+        None, description="Leases from the upper half of the subnet. Default: true for nat, false for "
+                          "isolated (which cannot have DHCP).")
+    mtu: int = Field(1500, ge=576, le=9000, description="MTU of the bridge and of the hosts' NICs on it.")
 
 
 def _short_attachment(value: object) -> object:
@@ -46,37 +53,57 @@ def _short_attachment(value: object) -> object:
 
 
 class AttachmentIn(_Model):
-    network: str
-    ipv4: str | None = None
+    """A NIC on a lab network; written as the network's name alone when it takes a DHCP lease."""
+    network: str = Field(description="The name of one of the lab's networks.")
+    ipv4: str | None = Field(
+        None, description="A static IPv4 address (no prefix) in the network's subnet, below the DHCP range. "
+                          "A range of hosts counts up from it.")
 
 
 class LimitsIn(_Model):
-    cpu: int | None = Field(None, ge=1)
-    memory: str | None = Field(None, pattern=MEMORY)
+    """CPU and memory limits of a host (LXD's limits.cpu and limits.memory)."""
+    cpu: int | None = Field(None, ge=1, description="CPUs, at most this machine's.")
+    memory: str | None = Field(None, pattern=MEMORY, description="A size such as 2GiB, or a share of this "
+                                                                  "machine's memory such as 50%.")
 
 
 class HostSettingsIn(_Model):
-    networks: list[Annotated[AttachmentIn, BeforeValidator(_short_attachment)]] | None = None
-    limits: LimitsIn | None = None
-    idmap: Literal["isolated", "shared"] | None = None
-    config: dict[str, Scalar] | None = None
-    profiles: list[str] | None = None
-    groups: list[str] | None = None  # Ansible groups, added to `defaults:`' ones
+    """What a host may set; under `defaults:`, what every host gets when it does not set it."""
+    networks: list[Annotated[AttachmentIn, BeforeValidator(_short_attachment)]] | None = Field(
+        None, description="NICs eth0, eth1, … in this order: a network's name (DHCP) or {network, ipv4}.")
+    limits: LimitsIn | None = Field(None, description="CPU and memory limits.")
+    idmap: Literal["isolated", "shared"] | None = Field(
+        None, description="isolated (default): the host's own 65536 ids on this machine; shared: LXD's "
+                          "common map.")
+    config: dict[str, Scalar] | None = Field(
+        None, description="Extra LXD instance options (merged with defaults', the host's win); options that "
+                          "undo confinement are refused (docs/labs.md).")
+    profiles: list[str] | None = Field(None, description="Names of profiles from the lab's `profiles:`.")
+    groups: list[str] | None = Field(None, description="Ansible groups, added to `defaults:`' ones (a range "
+                                                       "such as compute-[1-4] also joins group compute).")
 
 
 class HostIn(HostSettingsIn):
-    name: str
+    """A KVM host: an unprivileged LXD container running libvirt and QEMU."""
+    name: str = Field(description="A host name (letters, digits, -), or a range such as compute-[1-4] "
+                                  "([01-10] keeps the width).")
 
 
 class ProfileIn(_Model):
-    name: str
-    config: dict[str, Scalar] = {}
-    devices: dict[str, dict[str, Scalar]] = {}
+    """An extra LXD profile, created in the lab's project."""
+    name: str = Field(description="The profile's name, as hosts' `profiles:` list it.")
+    config: dict[str, Scalar] = Field({}, description="LXD instance options (the same refusals as a host's).")
+    devices: dict[str, dict[str, Scalar]] = Field(
+        {}, description="LXD devices: only `none` and NICs on the lab's networks, unless "
+                        "--allow-host-devices.")
 
 
 class GuestDiskIn(_Model):
-    image: Literal["tiny"] = "tiny"
-    size: str | None = Field(None, pattern=SIZE)  # a qcow2 data disk (virtio) of this size
+    """A guest's disk: the built-in tiny guest, optionally with a data disk; `disk: tiny` for short."""
+    image: Literal["tiny"] = Field(
+        "tiny", description="tiny: lxdkvm's built-in guest (a kernel and initramfs).")
+    size: str | None = Field(
+        None, pattern=SIZE, description="A qcow2 data disk (virtio) of this size, e.g. 64MiB.")
 
 
 def _short_disk(value: object) -> object:
@@ -84,24 +111,33 @@ def _short_disk(value: object) -> object:
 
 
 class GuestIn(_Model):
-    name: str
-    host: str
-    networks: list[Annotated[AttachmentIn, BeforeValidator(_short_attachment)]] = []
-    vcpus: int = Field(1, ge=1, le=64)
-    memory: str = Field("128MiB", pattern=SIZE)
-    accel: Literal["auto", "kvm", "tcg"] = "auto"
-    disk: Annotated[GuestDiskIn, BeforeValidator(_short_disk)] = GuestDiskIn()
+    """A QEMU/KVM guest inside one of the lab's hosts, bridged onto the host's lab networks."""
+    name: str = Field(description="A guest name, or a range such as vm-[1-4].")
+    host: str = Field(description="The lab host it runs in.")
+    networks: list[Annotated[AttachmentIn, BeforeValidator(_short_attachment)]] = Field(
+        [], description="Its NICs, on networks its host is on: a network's name (DHCP) or {network, ipv4}.")
+    vcpus: int = Field(1, ge=1, le=64, description="Virtual CPUs.")
+    memory: str = Field("128MiB", pattern=SIZE, description="Guest memory, e.g. 128MiB or 1GiB.")
+    accel: Literal["auto", "kvm", "tcg"] = Field("auto", description="auto: kvm where the host has vmx/svm, "
+                                                 "else tcg (emulation).")
+    disk: Annotated[GuestDiskIn, BeforeValidator(_short_disk)] = Field(
+        GuestDiskIn(), description="tiny, or {image: tiny, size: 64MiB} for a data disk too.")
 
 
 class LabIn(_Model):
-    name: str
-    image: str = t.DEFAULT_IMAGE
-    storage: str = "auto"
-    networks: list[NetworkIn] = []
-    profiles: list[ProfileIn] = []
-    defaults: HostSettingsIn = HostSettingsIn()
-    hosts: list[HostIn] = Field(min_length=1)
-    guests: list[GuestIn] = []
+    """A lab: networks, KVM hosts (unprivileged LXD containers) and the guests inside them."""
+    name: str = Field(
+        description="1-32 of a-z 0-9 -, starting with a letter; the LXD project is lxdkvm-<name>.")
+    image: str = Field(t.DEFAULT_IMAGE, description="The hosts' LXD image; the default is built and baked on "
+                                                    "demand.")
+    storage: str = Field("auto", description="auto: the copy-on-write pool lxdkvm picks (lxdkvm doctor), or "
+                                             "an existing LXD storage pool.")
+    networks: list[NetworkIn] = Field([], description="The lab's networks.")
+    profiles: list[ProfileIn] = Field([], description="Extra LXD profiles hosts may list.")
+    defaults: HostSettingsIn = Field(HostSettingsIn(), description="Settings every host gets unless it sets "
+                                                                   "its own.")
+    hosts: list[HostIn] = Field(min_length=1, description="The KVM hosts (at least one).")
+    guests: list[GuestIn] = Field([], description="Guests inside the hosts.")
 
 
 # ---------------------------------------------------------------------------------------- YAML
