@@ -75,8 +75,8 @@ def _pings(client: Lxd, host: str, targets: list[str]) -> dict[str, bool]:
     """Ping every target from HOST at once (one exec); target → answered."""
     if not targets:
         return {}
-    script = "; ".join(f"(ping -c 2 -W 1 -i 0.2 {shlex.quote(a)} >/dev/null 2>&1 && echo {a} ok || echo {a} no) &"
-                       for a in targets) + " wait"
+    script = " ".join(f"(ping -c 2 -W 1 -i 0.2 {shlex.quote(a)} >/dev/null 2>&1 && echo {a} ok || echo {a} no) &"
+                      for a in targets) + " wait"
     _, output = _sh(client, host, script)
     answered = {line.split()[0]: line.split()[1] == "ok" for line in output.splitlines() if len(line.split()) == 2}
     return {a: answered.get(a, False) for a in targets}

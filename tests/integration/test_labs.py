@@ -109,6 +109,7 @@ def test_lab_lifecycle_up_noop_status_reachability_down(ready_image, teardown, t
     mgmt = {name: h["addresses"]["mgmt"][0].split("/")[0] for name, h in hosts.items()}
     assert all(addr.startswith("10.203.10.") for addr in mgmt.values())
     assert on(project, "node-1", "cat", "/sys/class/net/eth1/mtu").stdout.strip() == "9000"
+    assert on(project, "node-1", "cat", "/sys/class/net/br-data/mtu").stdout.strip() == "9000"  # in-host bridge
 
     # every pair shares mgmt; node-1 and node-2 share data; node-3 is not on data and cannot reach it
     for src in hosts:
@@ -119,9 +120,9 @@ def test_lab_lifecycle_up_noop_status_reachability_down(ready_image, teardown, t
     assert not reaches(project, "node-3", "10.203.20.11")
     assert not reaches(project, "node-3", "10.203.20.12")
     # the isolated segment has no gateway: node-1 cannot leave it through data
-    assert "10.203.20.0/24 dev eth1" in on(project, "node-1", "ip", "route").stdout
+    assert "10.203.20.0/24 dev br-data" in on(project, "node-1", "ip", "route").stdout
     # a host with a static address on a NAT network still has its default route through the gateway
-    assert "default via 10.203.10.1 dev eth0" in on(project, "node-3", "ip", "route").stdout
+    assert "default via 10.203.10.1 dev br-mgmt" in on(project, "node-3", "ip", "route").stdout
 
     exec_result = lxdkvm("exec", "--lab", str(path), "node-2", "--", "hostname")
     assert exec_result.stdout.strip() == "node-2"
@@ -153,7 +154,7 @@ def test_an_edited_lab_converges(ready_image, teardown, tmp_path):
     assert instances["node-1"]["config"]["limits.memory"] == "1536MiB"
     limit = on(project, "node-1", "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes").stdout.strip()
     assert limit == str(1536 * 1024 * 1024)
-    assert on(project, "node-3", "ip", "-4", "-o", "addr", "show", "eth1").stdout.count("10.204.20.13/24") == 1
+    assert on(project, "node-3", "ip", "-4", "-o", "addr", "show", "br-data").stdout.count("10.204.20.13/24") == 1
 
     # remove a host
     path.write_text(edited.replace("node-[1-3]", "node-[1-2]"))

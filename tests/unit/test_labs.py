@@ -223,3 +223,18 @@ def test_teardown_touches_only_the_lab():
 def test_spec_is_recorded_as_json():
     spec = json.loads(desired().instances["kvm-1"].config[labobjects.SPEC])
     assert spec["networks"] == [["eth0", "mgmt", ""], ["eth1", "data", "10.200.20.11"]]
+
+
+def test_verify_pings_every_target_at_once_in_valid_shell():
+    import subprocess
+
+    from lxdkvm import verify
+
+    class Shell:  # runs the script verify sends to a host, here, with `ping` answering for one address
+        def execute(self, _host, command, timeout=0):
+            fake = "ping() { case \"$*\" in *192.0.2.1*) return 0;; *) return 1;; esac; }; "
+            proc = subprocess.run(["sh", "-c", fake + command[2]], capture_output=True, text=True)
+            return type("R", (), {"exit_code": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr})
+
+    assert verify._pings(Shell(), "h", ["192.0.2.1", "192.0.2.2", "192.0.2.3"]) == {
+        "192.0.2.1": True, "192.0.2.2": False, "192.0.2.3": False}

@@ -1,0 +1,134 @@
+"""Guests against real LXD, libvirt and QEMU (TCG here): a 2-host lab with guests on both hosts boots,
+guests reach each other across hosts over a shared isolated network, `verify` passes, a guest with a
+disk migrates live and keeps its boot id, disk content and address without lost pings, `up` again is a
+no-op, an edited guest converges, and `down` leaves LXD as it was.
+
+LXD and the guests are observed through `lxc exec` into the hosts, independently of lxdkvm's own code."""
+
+import json
+import re
+
+import pytest
+
+from .test_labs import LABS, lxd_snapshot, lxdkvm, on
+
+pytestmark = pytest.mark.integration
+LAB = LABS / "valid" / "guests.yaml"
+PROJECT = "lxdkvm-guests"
+
+
+def virsh_list(host: str) -> dict[str, str]:
+    out = on(PROJECT, host, "virsh", "-q", "list", "--all").stdout
+    return {f[1]: " ".join(f[2:]) for f in (line.split() for line in out.splitlines()) if len(f) >= 3}
+
+
+def serial(host: str, guest: str) -> str:
+    return on(PROJECT, host, "cat", f"/var/log/libvirt/qemu/{guest}-serial.log").stdout
+
+
+def guest_run(guest: str, *command: str, ok: bool = True):
+    return lxdkvm("guest-exec", "guests", guest, "--", *command, ok=ok, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def lab_up(lxd):
+    before = lxd_snapshot()
+    lxdkvm("down", "guests", ok=False)
+    try:
+        result = lxdkvm("up", str(LAB), timeout=900)
+        yield {"before": before, "up": result}
+    finally:
+        lxdkvm("down", "guests", ok=False, timeout=300)
+    assert lxd_snapshot() == before, "down left something behind"
+
+
+def test_guests_boot_on_both_hosts_with_their_addresses(lab_up):
+    assert "lab guests is up: 3 hosts and 3 guests ready" in lab_up["up"].stdout
+    assert virsh_list("node-1") == {"vm-a": "running"}
+    assert virsh_list("node-2") == {"vm-b": "running", "vm-c": "running"}
+    log = serial("node-1", "vm-a")
+    assert log.index("Linux version") < log.index("LXDKVM-GUEST-BOOTED name=vm-a")  # a real kernel booted
+    marker = re.search(r"LXDKVM-GUEST-BOOTED name=vm-a boot_id=\S+ addrs=(\S+)", log).group(1)
+    assert "10.213.20.51/24" in marker and "10.213.10." in marker  # static on data, a DHCP lease on mgmt
+    # the guests' NICs are ports of the in-host bridge that holds the host's own address
+    bridge = on(PROJECT, "node-1", "bridge", "link").stdout
+    assert re.search(r"vnet\d+.*master br-data", bridge) and re.search(r"eth1.*master br-data", bridge)
+    status = json.loads(lxdkvm("status", "guests", "--json").stdout)
+    rows = {g["name"]: g for h in status["hosts"] for g in h["guests"]}
+    assert rows["vm-b"]["addresses"] == {"data": ["10.213.20.52/24"]} and all(r["booted"] for r in rows.values())
+    assert rows["vm-c"]["addresses"]["mgmt"][0].startswith("10.213.10.")
+
+
+def test_guests_reach_each_other_across_hosts_and_exec_returns_codes(lab_up):
+    across = guest_run("vm-a", "ping", "-c", "3", "-W", "2", "10.213.20.52")
+    assert "3 packets received" in across.stdout
+    assert on(PROJECT, "node-2", "ping", "-c", "1", "-W", "2", "10.213.20.51").returncode == 0
+    failed = guest_run("vm-b", "sh", "-c", "echo out; echo err >&2; exit 7", ok=False)
+    assert failed.returncode == 7 and "out" in failed.stdout and "err" in failed.stdout + failed.stderr
+
+
+def test_verify_passes_with_evidence(lab_up):
+    result = lxdkvm("verify", "guests", "--json")
+    report = json.loads(result.stdout)
+    assert report["summary"]["FAIL"] == 0, [c for c in report["checks"] if c["result"] == "FAIL"]
+    names = {(c["scope"], c["name"]) for c in report["checks"]}
+    assert ("host node-1", "KVM refused for nobody") in names and ("network data", "hosts reach each other") in names
+    isolation = next(c for c in report["checks"] if c["scope"] == "network data" and c["name"].startswith("isolated"))
+    assert isolation["result"] == "PASS" and "none answered" in isolation["evidence"]
+    assert ("guest vm-a", "reaches vm-b on node-2 over data") in names
+    assert ("guest vm-b", "booted") in names
+
+
+def test_a_guest_with_a_disk_migrates_live_and_keeps_running(lab_up):
+    written = guest_run("vm-a", "sh", "-c", "dd if=/dev/urandom of=/dev/vda bs=1M count=8 2>/dev/null; "
+                                            "md5sum /dev/vda").stdout.split()[0]
+    boot_id = guest_run("vm-a", "cat", "/proc/sys/kernel/random/boot_id").stdout.strip()
+    moved = json.loads(lxdkvm("migrate", "guests", "vm-a", "--to", "node-2", "--json", timeout=600).stdout)
+    print(json.dumps({k: v for k, v in moved.items() if k != "job"}), flush=True)
+    assert moved["from"] == "node-1" and moved["to"] == "node-2" and moved["disk_copied"]
+    assert moved["over"] == "10.213.20.12"  # the isolated network, never the NAT one
+    assert moved["same_boot"] and moved["boot_id_after"] == boot_id and moved["address_answers"]
+    assert moved["downtime_ms"] is not None and moved["downtime_ms"] < 500
+    # A ping that leaves inside the downtime window (~20 ms of every 200 ms) can be lost; any more is not.
+    assert moved["pings_sent"] >= 3 and moved["pings_lost"] <= 1, moved
+    assert virsh_list("node-1") == {} and virsh_list("node-2")["vm-a"] == "running"
+    assert guest_run("vm-a", "md5sum", "/dev/vda").stdout.split()[0] == written  # the disk came along
+    assert guest_run("vm-a", "cat", "/proc/sys/kernel/random/boot_id").stdout.strip() == boot_id
+
+
+def test_up_again_is_a_no_op_also_after_a_migration(lab_up):
+    again = lxdkvm("up", str(LAB), timeout=300)
+    assert "nothing to do, 3 hosts and 3 guests are up and ready" in again.stdout
+    assert virsh_list("node-2")["vm-a"] == "running"  # left where it was moved
+
+
+def test_an_edited_guest_converges_and_the_others_keep_running(lab_up, tmp_path):
+    boots = {g: guest_run(g, "cat", "/proc/sys/kernel/random/boot_id").stdout.strip() for g in ("vm-a", "vm-b")}
+    edited = tmp_path / "guests.yaml"
+    edited.write_text(LAB.read_text().replace("memory: 96MiB", "memory: 112MiB")
+                      .replace("  - name: vm-b\n    host: node-2\n    networks: [{network: data, ipv4: 10.213.20.52}]\n",
+                               ""))
+    plan = lxdkvm("plan", str(edited)).stdout
+    rows = [line for line in plan.splitlines() if " guest " in line]
+    assert any("recreate" in r and "vm-c" in r and "memory_mib 96 → 112" in r for r in rows), plan
+    assert any("delete" in r and "vm-b" in r for r in rows) and len(rows) == 2, plan
+    lxdkvm("up", str(edited), timeout=600)
+    assert "vm-b" not in virsh_list("node-2")
+    xml = on(PROJECT, "node-2", "virsh", "dumpxml", "vm-c").stdout
+    assert "<memory unit='KiB'>114688</memory>" in xml
+    assert guest_run("vm-a", "cat", "/proc/sys/kernel/random/boot_id").stdout.strip() == boots["vm-a"]
+    lxdkvm("up", str(LAB), timeout=600)  # back as the lab file says
+    assert set(virsh_list("node-2")) == {"vm-a", "vm-b", "vm-c"}
+
+
+def test_console_log_and_commands_reach_the_right_guest(lab_up):
+    assert "Linux version" in serial("node-2", "vm-b")
+    name = guest_run("vm-c", "cat", "/proc/cmdline").stdout
+    assert "lxdkvm.name=vm-c" in name
+
+
+def test_migration_is_refused_clearly(lab_up):
+    same = lxdkvm("migrate", "guests", "vm-b", "--to", "node-2", ok=False)
+    assert same.returncode == 1 and "already runs on node-2" in same.stderr
+    nowhere = lxdkvm("migrate", "guests", "vm-b", "--to", "node-9", ok=False)
+    assert nowhere.returncode == 1 and "no running host node-9" in nowhere.stderr
