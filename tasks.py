@@ -85,3 +85,17 @@ def render_profiles(c):
 def test(c, unit=False):
     """Run the tests: unit tests, then integration tests against a real LXD (needs root)."""
     c.run("python3 -m pytest tests/unit" if unit else "python3 -m pytest tests", pty=False)
+
+
+@task
+def render_docs(c):
+    """Rewrite docs/lab-file.md and schemas/lab.schema.json from the lab-file schema, and
+    docs/default-lab.svg from labs/default.yaml (needs Graphviz: apt-get install graphviz)."""
+    from lxdkvm import labschema
+
+    for path, text in labschema.committed().items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+        print(f"wrote {path}")
+    Path(labschema.DEFAULT_LAB_SVG).write_bytes(labschema.default_lab_svg())
+    print(f"wrote {labschema.DEFAULT_LAB_SVG}")
