@@ -145,7 +145,7 @@ def complete(*words: str, env: dict | None = None) -> tuple[list[str], float]:
                           env={**os.environ, "_LXDKVM_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(line),
                                "COMP_CWORD": str(len(line) - 1), **(env or {})})
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    return proc.stdout.splitlines(), time.monotonic() - started
+    return [line for line in proc.stdout.splitlines() if line], time.monotonic() - started
 
 
 def test_completion_offers_labs_and_hosts_from_lxd(before, ready_image):
