@@ -19,6 +19,15 @@ Report = Callable[[str, str], None]
 DEFAULT_WORKERS = 4  # TCG boots are CPU-bound
 
 
+def _unprepared(lab: t.Lab, want: Desired) -> bool:
+    """A host of a lab with guests that has not been made ready for guests yet (e.g. a host added
+    without guests of its own: it must still take migrations)."""
+    if not lab.guests:
+        return False
+    conn = LabLxd(want.project).scoped
+    return any(not runtime.prepared(conn, lab, host) for host in lab.hosts)
+
+
 @dataclass
 class GuestsApplied:
     markers: dict[str, dict] = field(default_factory=dict)  # guest → its boot marker
@@ -29,7 +38,7 @@ class GuestsApplied:
 def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, report: Report,
           workers: int = DEFAULT_WORKERS) -> GuestsApplied:
     actions = plan.select("guest")
-    if not actions:
+    if not actions and not _unprepared(lab, want):
         return GuestsApplied()
     start = time.monotonic()
     conn = LabLxd(want.project).scoped
@@ -46,8 +55,9 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, report: Report,
     verbs: dict[str, set[str]] = {}
     for action in plan.select("guest", "create", "recreate", "start"):
         verbs.setdefault(action.name, set()).add(action.verb)
-    hosts = sorted({want.guests[name].host for name in verbs})
-    artifacts = tiny.build(report=lambda message: report("lab", message)) if verbs else None
+    # every host of a lab with guests: any of them may receive a guest by `lxdkvm migrate`
+    hosts = sorted(h.name for h in lab.hosts) if lab.guests else []
+    artifacts = tiny.build(report=lambda message: report("lab", message)) if lab.guests else None
     for host in hosts:
         report(host, "preparing for guests (tiny guest files, agent, migration listener)")
         runtime.prepare_host(conn, lab, lab.host(host), artifacts)

@@ -111,8 +111,7 @@ def _listener(client: Lxd, host: str, addresses: list[str]) -> None:
     """libvirtd-tcp.socket bound to ADDRESSES only (none: the socket stays off)."""
     if not addresses:
         return
-    dropin = "[Socket]\nListenStream=\n" + "".join(f"ListenStream={a}:{MIGRATION_PORT}\n" for a in addresses) \
-        + "FreeBind=yes\n"
+    dropin = _listener_dropin(addresses)
     digest = hashlib.sha256(dropin.encode()).hexdigest()
     current = client.execute(host, ["sh", "-c", f"sha256sum < {LISTENER_DROPIN} 2>/dev/null"]).stdout.split()
     active = client.execute(host, ["systemctl", "is-active", "libvirtd-tcp.socket"]).stdout.strip()
@@ -125,6 +124,21 @@ def _listener(client: Lxd, host: str, addresses: list[str]) -> None:
     _run(client, host, "systemctl daemon-reload && systemctl stop libvirtd.service && "
                        "systemctl enable --now libvirtd-tcp.socket && systemctl restart libvirtd-tcp.socket && "
                        "systemctl start libvirtd.service")
+
+
+def _listener_dropin(addresses: list[str]) -> str:
+    return "[Socket]\nListenStream=\n" + "".join(f"ListenStream={a}:{MIGRATION_PORT}\n" for a in addresses) \
+        + "FreeBind=yes\n"
+
+
+def prepared(client: Lxd, lab: t.Lab, host: t.Host) -> bool:
+    """Whether HOST has lxdkvm's agent and, where it has isolated addresses, its migration listener."""
+    addresses = migration_addresses(lab, host)
+    digest = hashlib.sha256(_listener_dropin(addresses).encode()).hexdigest()
+    script = f"test -e {agent.AGENT_PATH} && " + (
+        f"[ \"$(sha256sum < {LISTENER_DROPIN} | cut -d' ' -f1)\" = {digest} ] && "
+        "systemctl -q is-active libvirtd-tcp.socket" if addresses else "true")
+    return client.execute(host.name, ["sh", "-c", script]).exit_code == 0
 
 
 def prepare_host(client: Lxd, lab: t.Lab, host: t.Host, artifacts: tiny.TinyArtifacts | None) -> None:
