@@ -127,20 +127,20 @@ def _guest_nodes(lab: t.Lab, live_hosts: dict[str, dict], live: bool,
         host, seen = running.get(g.name, (g.host, None))
         state = (seen["state"] if seen else "missing") if live else None
         moved = [f"moved from {g.host}"] if host != g.host else []
-        node = GuestNode(g.name, g.vcpus, g.memory_mib, state, bool(seen and seen.get("booted")) if live else None,
-                         notes=tuple(moved))
+        booted = bool(seen and seen.get("booted")) if live else None
+        node = GuestNode(g.name, g.vcpus, g.memory_mib, state, booted, notes=tuple(moved))
         placed.setdefault(host, []).append(node)
         for i, a in enumerate(g.attachments):
             got = seen.get("addresses", {}).get(a.network, []) if seen else None
-            edges.append(Edge(f"{host}/{g.name}", a.network, f"nic{i} {_address(a, lab.network(a.network), got)}",
-                              guest=True))
+            label = f"nic{i} {_address(a, lab.network(a.network), got)}"
+            edges.append(Edge(f"{host}/{g.name}", a.network, label, guest=True))
     declared = {g.name for g in lab.guests}
     for name, (host, seen) in sorted(running.items()):
         if name not in declared:
             placed.setdefault(host, []).append(GuestNode(name, state=seen.get("state", "?"),
                                                          booted=bool(seen.get("booted")), declared=False))
-            edges += [Edge(f"{host}/{name}", net, ", ".join(_bare(a) for a in got) or "no address", guest=True)
-                      for net, got in sorted(seen.get("addresses", {}).items()) if lab.network(net)]
+            edges += [Edge(f"{host}/{name}", net, ", ".join(_bare(a) for a in got), guest=True)
+                      for net, got in sorted(seen.get("addresses", {}).items()) if lab.network(net) and got]
     return placed
 
 
@@ -162,8 +162,8 @@ def build(lab: t.Lab, status: dict | None = None) -> Graph:
     are drawn too, marked as not in the lab file."""
     live_hosts = _live_hosts(status)
     live = bool(status and status.get("exists"))
-    networks = tuple(NetNode(n.name, str(n.subnet), n.mode, str(n.gateway) if n.gateway else "", n.dhcp, n.mtu,
-                             lab.bridge(n.name)) for n in lab.networks)
+    networks = tuple(NetNode(n.name, str(n.subnet), n.mode, str(n.gateway) if n.gateway else "", n.dhcp,
+                             n.mtu, lab.bridge(n.name)) for n in lab.networks)
     hosts, edges = [], []
     guests = _guest_nodes(lab, live_hosts, live, edges)
     for host in lab.hosts:
@@ -288,7 +288,8 @@ def mermaid(graph: Graph, legend: bool = True) -> str:
         lines += _mm_legend(graph)
     lines += _mm_classes()
     if nat:
-        lines += [f"  classDef machine fill:{MACHINE_FILL},stroke:#a07800", f"  class {_slug('m', 'machine')} machine"]
+        lines += [f"  classDef machine fill:{MACHINE_FILL},stroke:#a07800",
+                  f"  class {_slug('m', 'machine')} machine"]
     return "\n".join(lines) + "\n"
 
 
@@ -319,14 +320,17 @@ def _mm_legend(graph: Graph) -> list[str]:
     items = [("lnat", "{{", "}}", "NAT network<br/>gateway on this machine", "nat"),
              ("liso", "[/", "/]", "isolated network<br/>layer 2 only", "isolated")]
     if graph.live:
-        items += [("lready", "(", ")", "host ready", "ready"), ("lnot", "(", ")", "host not ready", "notready"),
+        items += [("lready", "(", ")", "host ready", "ready"),
+                  ("lnot", "(", ")", "host not ready", "notready"),
                   ("lmiss", "(", ")", "host missing or stopped", "missing")]
     else:
         items += [("lhost", "(", ")", "KVM host<br/>(LXD container)", "plain")]
     if any(h.guests for h in graph.hosts):
-        items += [("lguest", "([", "])", "guest (QEMU/KVM)<br/>dotted: its NIC via<br/>the host's bridge", "guest")]
+        items += [("lguest", "([", "])", "guest (QEMU/KVM)<br/>dotted: its NIC via<br/>the host's bridge",
+                   "guest")]
     lines = ['  subgraph legend["legend"]', "    direction LR"]
-    lines += [f'    {_slug("l", key)}{open_}"{text}"{close}:::{css}' for key, open_, close, text, css in items]
+    lines += [f'    {_slug("l", key)}{open_}"{text}"{close}:::{css}'
+              for key, open_, close, text, css in items]
     return lines + ["  end"]
 
 
@@ -395,7 +399,8 @@ def dot(graph: Graph, legend: bool = True) -> str:
         node = _slug("g", e.node) if e.guest else _slug("h", e.node)
         net = _slug("n", e.network)
         # NAT networks sit above the hosts, isolated ones below: the order of the ends sets the ranks
-        ends = f"{net} -- {node}" if e.network in nets and nets[e.network].mode == "nat" else f"{node} -- {net}"
+        above = e.network in nets and nets[e.network].mode == "nat"
+        ends = f"{net} -- {node}" if above else f"{node} -- {net}"
         style = ', style=dashed' if e.guest else ""
         lines.append(f"  {ends} [label={_q(e.label)}{style}];")
     if legend:
@@ -412,7 +417,7 @@ def _dot_legend(graph: Graph) -> list[str]:
     else:
         rows += [(HOST_FILL[""], "KVM host: an unprivileged LXD container")]
     if any(h.guests for h in graph.hosts):
-        rows += [(GUEST_FILL, "guest (ellipse): QEMU/KVM inside its host; dashed: its NIC on the host's bridge")]
+        rows += [(GUEST_FILL, "guest (ellipse): QEMU/KVM inside its host; dashed: its NIC on its bridge")]
     cells = "".join(f'<TR><TD BGCOLOR="{color}" WIDTH="24"> </TD><TD ALIGN="LEFT">{_h(text)}</TD></TR>'
                     for color, text in rows)
     table = (f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="2" CELLPADDING="3">'

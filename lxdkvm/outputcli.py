@@ -199,7 +199,8 @@ def register(main: click.Group, out, err, errors) -> None:
                   help="mermaid (Markdown), dot (Graphviz text), svg or png (drawn by Graphviz's `dot`) "
                        "[default: from -o's suffix, else mermaid].")
     @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-                  help="Write to this file [default: standard output; a picture on a terminal goes to LAB.FORMAT].")
+                  help="Write to this file [default: standard output; a picture on a terminal goes to "
+                       "LAB.FORMAT].")
     @click.option("--live/--no-live", default=True, show_default=True,
                   help="Annotate with the lab's live state (hosts' state and readiness, DHCP leases, guests) "
                        "when it is up.")
@@ -233,5 +234,5 @@ def register(main: click.Group, out, err, errors) -> None:
             err.print(f"[bold red]error:[/] cannot write {escape(str(output))}: {escape(exc.strerror or '')}",
                       highlight=False)
             sys.exit(1)
-        err.print(f"wrote {output} ({fmt}, {'live' if drawing.live else 'from the lab file'})", highlight=False,
-                  markup=False)
+        source = "live" if drawing.live else "from the lab file"
+        err.print(f"wrote {output} ({fmt}, {source})", highlight=False, markup=False)

@@ -142,8 +142,8 @@ def complete(*words: str, env: dict | None = None) -> tuple[list[str], float]:
     line = ["lxdkvm", *words]
     started = time.monotonic()
     proc = subprocess.run([SCRIPT], check=False, capture_output=True, text=True, timeout=30,
-                          env={**os.environ, "_LXDKVM_COMPLETE": "bash_complete", "COMP_WORDS": " ".join(line),
-                               "COMP_CWORD": str(len(line) - 1), **(env or {})})
+                          env={**os.environ, "_LXDKVM_COMPLETE": "bash_complete",
+                               "COMP_WORDS": " ".join(line), "COMP_CWORD": str(len(line) - 1), **(env or {})})
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     return [line for line in proc.stdout.splitlines() if line], time.monotonic() - started
 

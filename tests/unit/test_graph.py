@@ -34,7 +34,7 @@ def default_lab() -> t.Lab:
 def with_guests(lab: t.Lab) -> t.Lab:
     ga = t.GuestAttachment
     return dataclasses.replace(lab, guests=(
-        t.Guest("web", "kvm-1", (ga("data", ipaddress.IPv4Address("10.200.20.101")),), vcpus=1, memory_mib=256),
+        t.Guest("web", "kvm-1", (ga("data", ipaddress.IPv4Address("10.200.20.101")),), 1, 256),
         t.Guest("db", "kvm-1", (ga("data", ipaddress.IPv4Address("10.200.20.102")), ga("mgmt")), 2, 512),
         t.Guest("mover", "kvm-1", (ga("data", ipaddress.IPv4Address("10.200.20.103")),)),
     ))
@@ -45,7 +45,8 @@ def live_status(**host_extra) -> dict:
         "lab": "default", "project": "lxdkvm-default", "exists": True,
         "networks": [{"name": "mgmt", "bridge": "default-mgmt", "subnet": "10.200.10.0/24",
                       "gateway": "10.200.10.1/24"},
-                     {"name": "data", "bridge": "default-data", "subnet": "10.200.20.0/24", "gateway": "none"}],
+                     {"name": "data", "bridge": "default-data", "subnet": "10.200.20.0/24",
+                      "gateway": "none"}],
         "hosts": [
             {"name": "kvm-1", "state": "Running", "ready": True,
              "addresses": {"mgmt": ["10.200.10.173/24"], "data": ["10.200.20.11/24"]},
@@ -81,14 +82,15 @@ def test_guests_are_drawn_inside_their_hosts_with_their_addresses():
         ("web", ["1 vCPU · 256 MiB"]), ("db", ["2 vCPU · 512 MiB"]), ("mover", ["1 vCPU · 128 MiB"])]
     guest_edges = [(e.node, e.network, e.label) for e in g.edges if e.guest]
     assert guest_edges == [("kvm-1/db", "data", "nic0 10.200.20.102"), ("kvm-1/db", "mgmt", "nic1 dhcp"),
-                           ("kvm-1/mover", "data", "nic0 10.200.20.103"), ("kvm-1/web", "data", "nic0 10.200.20.101")]
+                           ("kvm-1/mover", "data", "nic0 10.200.20.103"),
+                           ("kvm-1/web", "data", "nic0 10.200.20.101")]
 
 
 def test_live_state_annotates_hosts_guests_and_leases():
     g = graph.build(with_guests(default_lab()), live_status())
     assert g.live and g.note == "live state from LXD"
     hosts = {h.name: h for h in g.hosts}
-    assert (hosts["kvm-1"].status, hosts["kvm-2"].status, hosts["extra"].status) == ("ready", "not ready", "stopped")
+    assert [h.status for h in g.hosts] == ["ready", "not ready", "stopped"]
     assert not hosts["extra"].declared and hosts["extra"].facts == ["stopped · not in lab file"]
     labels = {(e.node, e.network): e.label for e in g.edges}
     assert labels[("kvm-1", "mgmt")] == "eth0 10.200.10.173 (dhcp)"
@@ -113,14 +115,16 @@ def test_a_host_in_the_file_but_not_in_lxd_is_missing():
 
 
 def test_a_lab_that_is_not_up_draws_from_the_file():
-    assert not graph.build(default_lab(), {"lab": "default", "project": "lxdkvm-default", "exists": False}).live
+    down = {"lab": "default", "project": "lxdkvm-default", "exists": False}
+    assert not graph.build(default_lab(), down).live
 
 
 def test_from_status_alone():
     g = graph.from_status(live_status())
     assert [(n.name, n.mode, n.gateway) for n in g.networks] == [("mgmt", "nat", "10.200.10.1"),
                                                                  ("data", "isolated", "")]
-    assert {(e.node, e.label) for e in g.edges} >= {("kvm-1", "10.200.10.173"), ("kvm-1/web", "10.200.20.101")}
+    labels = {(e.node, e.label) for e in g.edges}
+    assert labels >= {("kvm-1", "10.200.10.173"), ("kvm-1/web", "10.200.20.101")}
     assert [x.name for x in g.hosts[1].guests] == ["mover", "stray"]
 
 
@@ -144,7 +148,8 @@ def test_mermaid_shapes_classes_and_legend():
 def test_mermaid_without_nat_has_no_machine():
     lab = default_lab()
     lab = dataclasses.replace(lab, networks=lab.networks[1:],
-                              hosts=tuple(dataclasses.replace(h, attachments=h.attachments[1:]) for h in lab.hosts))
+                              hosts=tuple(dataclasses.replace(h, attachments=h.attachments[1:])
+                                          for h in lab.hosts))
     text = graph.mermaid(graph.build(lab))
     assert "m_machine" not in text and "classDef nat" in text
 
