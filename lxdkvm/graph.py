@@ -47,10 +47,12 @@ class GuestNode:
     booted: bool | None = None
     declared: bool = True  # in the lab file (False: only LXD/libvirt knows it)
     notes: tuple[str, ...] = ()  # e.g. "moved from kvm-1" (live migration)
+    disk_mib: int = 0  # a data disk beside the tiny guest's own
 
     @property
     def facts(self) -> list[str]:
-        size = [f"{self.vcpus} vCPU · {self.memory_mib} MiB"] if self.vcpus else []
+        disk = f" · {self.disk_mib} MiB disk" if self.disk_mib else ""
+        size = [f"{self.vcpus} vCPU · {self.memory_mib} MiB{disk}"] if self.vcpus else []
         if self.state is None:
             return size + list(self.notes)
         return size + [f"{self.state.lower()}{' · booted' if self.booted else ''}"
@@ -128,7 +130,7 @@ def _guest_nodes(lab: t.Lab, live_hosts: dict[str, dict], live: bool,
         state = (seen["state"] if seen else "missing") if live else None
         moved = [f"moved from {g.host}"] if host != g.host else []
         booted = bool(seen and seen.get("booted")) if live else None
-        node = GuestNode(g.name, g.vcpus, g.memory_mib, state, booted, notes=tuple(moved))
+        node = GuestNode(g.name, g.vcpus, g.memory_mib, state, booted, notes=tuple(moved), disk_mib=g.disk_mib)
         placed.setdefault(host, []).append(node)
         for i, a in enumerate(g.attachments):
             got = seen.get("addresses", {}).get(a.network, []) if seen else None

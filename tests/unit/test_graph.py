@@ -36,7 +36,7 @@ def with_guests(lab: t.Lab) -> t.Lab:
     return dataclasses.replace(lab, guests=(
         t.Guest("web", "kvm-1", (ga("data", ipaddress.IPv4Address("10.200.20.101")),), 1, 256),
         t.Guest("db", "kvm-1", (ga("data", ipaddress.IPv4Address("10.200.20.102")), ga("mgmt")), 2, 512),
-        t.Guest("mover", "kvm-1", (ga("data", ipaddress.IPv4Address("10.200.20.103")),)),
+        t.Guest("mover", "kvm-1", (ga("data", ipaddress.IPv4Address("10.200.20.103")),), disk_mib=64),
     ))
 
 
@@ -79,7 +79,7 @@ def test_guests_are_drawn_inside_their_hosts_with_their_addresses():
     g = graph.build(with_guests(default_lab()))
     kvm1 = g.hosts[0]
     assert [(x.name, x.facts) for x in kvm1.guests] == [
-        ("web", ["1 vCPU · 256 MiB"]), ("db", ["2 vCPU · 512 MiB"]), ("mover", ["1 vCPU · 128 MiB"])]
+        ("web", ["1 vCPU · 256 MiB"]), ("db", ["2 vCPU · 512 MiB"]), ("mover", ["1 vCPU · 128 MiB · 64 MiB disk"])]
     guest_edges = [(e.node, e.network, e.label) for e in g.edges if e.guest]
     assert guest_edges == [("kvm-1/db", "data", "nic0 10.200.20.102"), ("kvm-1/db", "mgmt", "nic1 dhcp"),
                            ("kvm-1/mover", "data", "nic0 10.200.20.103"),
