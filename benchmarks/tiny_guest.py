@@ -25,7 +25,7 @@ from measure import machine_lines
 
 from lxdkvm import bake, hostcaps, kvmhost, lxdsetup
 from lxdkvm import profile as profile_mod
-from lxdkvm.guests import agent, tiny
+from lxdkvm.guests import agent, runtime, tiny
 from lxdkvm.guests import domain as gd
 from lxdkvm.lxd import Lxd
 
@@ -44,10 +44,7 @@ def sh(lxd: Lxd, host: str, script: str, timeout: int = 600) -> str:
 
 def prepare(lxd: Lxd, host: str) -> str:
     artifacts = tiny.build()
-    where = gd.tiny_paths(artifacts.key)
-    sh(lxd, host, f"mkdir -p {where.directory}")
-    lxd.push(host, where.kernel, artifacts.kernel.read_bytes())
-    lxd.push(host, where.initrd, artifacts.initrd.read_bytes())
+    runtime.push_tiny(lxd, host, artifacts)
     agent.push_agent(lxd, host)
     sh(lxd, host, f"ip link add {BRIDGE} type bridge stp_state 0 && ip addr add {NET}.1/24 dev {BRIDGE} && "
                   f"ip link set {BRIDGE} up && {{ [ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ] || "

@@ -264,14 +264,22 @@ def _attachments(items: list[AttachmentIn], base: Loc, offset: int, positions: _
     return tuple(out)
 
 
+def _expanded(pattern: str, loc: Loc, example: str, positions: _Positions,
+              problems: list[t.Problem]) -> list[str] | None:
+    """The names a (range) name stands for, or None with a problem said."""
+    names = expand_name(pattern)
+    if isinstance(names, str):
+        problems.append(t.Problem(key_path(loc), names, f"write a range as [first-last], e.g. {example}",
+                                  positions.line(loc)))
+        return None
+    return names
+
+
 def _hosts(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> list[t.Host]:
     defaults, hosts = lab.defaults, []
     for i, spec in enumerate(lab.hosts):
-        names = expand_name(spec.name)
-        if isinstance(names, str):
-            problems.append(t.Problem(key_path(("hosts", i, "name")), names,
-                                      "write a range as [first-last], e.g. compute-[1-4]",
-                                      positions.line(("hosts", i, "name"))))
+        names = _expanded(spec.name, ("hosts", i, "name"), "compute-[1-4]", positions, problems)
+        if names is None:
             continue
         from_host = spec.networks is not None
         attach_items = spec.networks if from_host else (defaults.networks or [])
@@ -298,11 +306,8 @@ def _hosts(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> list
 def _guests(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> list[t.Guest]:
     guests = []
     for i, spec in enumerate(lab.guests):
-        names = expand_name(spec.name)
-        if isinstance(names, str):
-            problems.append(t.Problem(key_path(("guests", i, "name")), names,
-                                      "write a range as [first-last], e.g. vm-[1-4]",
-                                      positions.line(("guests", i, "name"))))
+        names = _expanded(spec.name, ("guests", i, "name"), "vm-[1-4]", positions, problems)
+        if names is None:
             continue
         memory = t.mebibytes(spec.memory)
         if memory is None:

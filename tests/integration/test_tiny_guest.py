@@ -10,7 +10,7 @@ import pytest
 
 from lxdkvm import bake, hostcaps, kvmhost, lxdsetup
 from lxdkvm import profile as profile_mod
-from lxdkvm.guests import agent, tiny
+from lxdkvm.guests import agent, runtime, tiny
 from lxdkvm.guests import domain as gd
 
 pytestmark = pytest.mark.integration
@@ -49,10 +49,8 @@ def host(lxd, unique):
         pool = lxdsetup.ensure_hosts_pool(lxd)
         kvmhost.launch(lxd, name, bake.DEFAULT_ALIAS, ["default", name], pool=pool.name)
         artifacts = tiny.build()
-        where = gd.tiny_paths(artifacts.key)
-        sh(lxd, name, f"mkdir -p {where.directory} {gd.GUESTS_DIR}")
-        lxd.push(name, where.kernel, artifacts.kernel.read_bytes())
-        lxd.push(name, where.initrd, artifacts.initrd.read_bytes())
+        runtime.push_tiny(lxd, name, artifacts)
+        sh(lxd, name, f"mkdir -p {gd.GUESTS_DIR}")
         agent.push_agent(lxd, name)
         sh(lxd, name, f"ip link add {BRIDGE} type bridge stp_state 0 && ip addr add {GATEWAY}/24 dev {BRIDGE}"
                       f" && ip link set {BRIDGE} up"
