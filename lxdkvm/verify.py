@@ -146,7 +146,7 @@ def _across_hosts(client: Lxd, lab: t.Lab, guests: list[dict]) -> list[Check]:
     """Each booted guest pings a guest on another host over each network they share (from inside)."""
     out, booted = [], [g for g in guests if g["booted"]]
     for source in booted:
-        for net, found in source["addresses"].items():
+        for net in source["addresses"]:
             peer = next((g for g in booted if g["host"] != source["host"] and g["addresses"].get(net)), None)
             if peer is None:
                 continue

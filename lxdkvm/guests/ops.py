@@ -96,6 +96,16 @@ def _check_target(client: Lxd, where: Located, target: str) -> None:
                           f"give {target} more memory (`limits: {{memory: ...}}`) or move a guest off it")
 
 
+def _guest_address(client: Lxd, where: Located) -> str | None:
+    """The guest's first address: a static one from its spec, else what the guest has (a DHCP lease)."""
+    static = next((nic[2].split("/")[0] for nic in where.spec.get("nics", []) if nic[2] != "dhcp"), None)
+    if static:
+        return static
+    output, _err, _code = guest_exec(client, where, ["ip", "-4", "-o", "addr", "show"])
+    found = [f.split()[3].split("/")[0] for f in output.splitlines() if len(f.split()) > 3 and " lo " not in f]
+    return found[0] if found else None
+
+
 def _jobinfo(text: str) -> dict[str, float]:
     out = {}
     for line in text.splitlines():
@@ -115,12 +125,10 @@ def migrate(client: Lxd, where: Located, target: str, live: bool = True,
         raise LxdkvmError(f"guest {where.name} already runs on {target}")
     _check_target(client, where, target)
     address = migration_address(client, where.host, target)
-    paths = domain.paths(where.name)
-    guest_ip = next((nic[2].split("/")[0] for nic in where.spec.get("nics", []) if nic[2] != "dhcp"), None)
-
     before, _err, code = guest_exec(client, where, ["cat", "/proc/sys/kernel/random/boot_id"])
     if code != 0:
         raise LxdkvmError(f"guest {where.name} does not answer on its agent socket: {_err.strip()}")
+    guest_ip = _guest_address(client, where)
     say(f"preparing {target} (tiny guest files, agent, disk image)")
     _prepare_target(client, where, target)
 
