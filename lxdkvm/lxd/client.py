@@ -1,8 +1,4 @@
-"""The one module that talks to LXD (through pylxd).
-
-It hands back lxdkvm's own plain values and raises lxdkvm's own errors, so nothing else in the
-package imports pylxd or knows its exception types.
-"""
+"""A connection to the local LXD daemon (pylxd), returning lxdkvm's plain values and raising its errors."""
 
 from __future__ import annotations
 
@@ -20,7 +16,8 @@ from typing import BinaryIO
 import pylxd
 from pylxd import exceptions as pylxd_exc
 
-from .errors import LxdkvmError, LxdRefused, LxdUnavailable
+from ..errors import LxdkvmError, LxdRefused, LxdUnavailable
+from .messages import IMAGE_EXISTS, _refused, explain, lxd_message, refusal
 
 SOCKETS = ("/var/snap/lxd/common/lxd/unix.socket", "/var/lib/lxd/unix.socket")
 # API extensions lxdkvm relies on (LXD 5.0 has them all).
@@ -70,67 +67,6 @@ class ExecResult:
     stderr: str
 
 
-IMAGE_EXISTS = r"[Ii]mage with same fingerprint already exists"
-# What to do about the LXD refusals lxdkvm knows: (pattern in LXD's own message, hint). First match wins.
-HINTS = (
-    (r"modprobe|kernel module",
-     ("a module listed in linux.kernel_modules of the container's profiles cannot be loaded on this host "
-      "(LXD runs modprobe for each one without a /sys/module entry): run `lxdkvm doctor` to see which "
-      "modules this host can provide and drop the others from the profile (`lxdkvm profile apply` "
-      "renders one for this host)")),
-    (r"required device path doesn't exist|[Mm]issing source|unix-(char|block)",
-     ("a device in the container's profiles has a source this host lacks: give it `required: \"false\"` "
-      "or remove it; `lxdkvm doctor` lists the devices this host has")),
-    (IMAGE_EXISTS,
-     ("LXD already has this very image (under another alias): point the alias at it "
-      "(`lxdkvm image build --alias NAME` does so)")),
-    (r"[Nn]ot enough uid/gid",
-     ("no free isolated id range is left for this container: delete containers that hold one, or widen "
-      "root's ranges in /etc/subuid and /etc/subgid (`lxdkvm doctor` shows them)")),
-    (r"[Nn]o root device|[Ss]torage pool not found|[Ff]ailed (to find|getting) (the )?storage pool",
-     "LXD has no storage for the container: run `lxdkvm setup`"),
-    (r"[Ff]ailed (loading|getting) image|[Ii]mage not found",
-     "LXD has no such image: `lxc image alias list` shows the images; `lxdkvm image build` makes the base image"),
-)
-
-
-def lxd_message(body: object, status: int | None = None, text: str = "") -> str:
-    """LXD's own words for a failure, from a response body or an operation (plain data).
-
-    A failed background operation is answered with HTTP 200 and the failure inside the operation
-    (`metadata.err` of a /wait answer, `err` of the operation itself); a refused request carries
-    `error`. Only when LXD says nothing is the status shown, with whatever text came back."""
-    if isinstance(body, dict):
-        metadata = body.get("metadata")
-        operation_err = metadata.get("err") if isinstance(metadata, dict) else None
-        for said in (operation_err, body.get("err"), body.get("error")):
-            if said:
-                return str(said).strip()
-    detail = text.strip()[:300]
-    return f"LXD answered HTTP {status} without an error message" + (f": {detail}" if detail else "")
-
-
-def hint(message: str) -> str:
-    return next((advice for pattern, advice in HINTS if re.search(pattern, message)), "")
-
-
-def explain(what: str, message: str) -> str:
-    """WHAT failed, LXD's message, and what to do when the failure is a known one."""
-    advice = hint(message)
-    return f"{what}: {message}" + (f"\n  what to do: {advice}" if advice else "")
-
-
-def refusal(what: str, exc: pylxd_exc.LXDAPIException) -> LxdRefused:
-    """The LxdkvmError for a pylxd exception: LXD's message, not pylxd's rendering of the response."""
-    response = exc.response
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    message = lxd_message(body, getattr(response, "status_code", None), getattr(response, "text", ""))
-    return LxdRefused(explain(what, message), message)
-
-
 def split_image_fingerprint(metadata: Path, rootfs: Path) -> str:
     """The fingerprint LXD gives a split image: SHA-256 of the metadata tarball, then the rootfs."""
     digest = hashlib.sha256()
@@ -139,15 +75,6 @@ def split_image_fingerprint(metadata: Path, rootfs: Path) -> str:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _refused(what: str):
-    """Inside: an LXD refusal becomes an LxdRefused that starts with WHAT."""
-    try:
-        yield
-    except pylxd_exc.LXDAPIException as exc:
-        raise refusal(what, exc) from None
 
 
 class Lxd:
@@ -183,6 +110,9 @@ class Lxd:
         return getattr(operation, "metadata", None) or {}
 
     # ------------------------------------------------------------------ server
+    def project_names(self) -> list[str]:
+        return self._call("cannot list LXD projects", lambda: [p.name for p in self.client.projects.all()])
+
     def server_facts(self) -> ServerFacts:
         with _refused("reading the server's facts"):
             info = self.client.host_info
@@ -446,144 +376,6 @@ class Lxd:
     def pull(self, name: str, path: str) -> bytes:
         with _refused(f"{name}: cannot read {path}"):
             return self.client.instances.get(name).files.get(path)
-
-
-class LabLxd(Lxd):
-    """The LXD operations of a lab: its project, its networks (in the default project, because LXD only
-    keeps OVN networks in other projects), its profiles and its instances. Plain data in and out."""
-
-    def __init__(self, project: str) -> None:
-        super().__init__("default")
-        self.project = project
-        self._scoped: Lxd | None = None
-
-    @property
-    def scoped(self) -> Lxd:
-        """A connection inside the lab's project (which must exist)."""
-        if self._scoped is None:
-            self._scoped = Lxd(self.project)
-        return self._scoped
-
-    # ------------------------------------------------------------------ reading
-    def project_config(self) -> dict[str, str] | None:
-        with _refused(f"cannot read LXD project {self.project}"):
-            if not self.client.projects.exists(self.project):
-                return None
-            return dict(self.client.projects.get(self.project).config or {})
-
-    def networks(self) -> dict[str, dict[str, str]]:
-        with _refused("cannot list networks"):
-            return {n.name: dict(n.config or {}) for n in self.client.networks.all() if n.managed}
-
-    def profiles(self) -> dict[str, dict]:
-        with _refused(f"cannot list the profiles of project {self.project}"):
-            return {p.name: {"description": p.description or "", "config": dict(p.config or {}),
-                             "devices": dict(p.devices or {})} for p in self.scoped.client.profiles.all()}
-
-    def instances(self) -> dict[str, dict]:
-        with _refused(f"cannot list the containers of project {self.project}"):
-            response = self.scoped.client.api.instances.get(params={"recursion": "1"})
-        return {i["name"]: {"status": i["status"], "config": dict(i.get("config") or {}),
-                            "devices": dict(i.get("devices") or {}),
-                            "profiles": list(i.get("profiles") or [])}
-                for i in response.json()["metadata"]}
-
-    def isolated_elsewhere(self) -> int:
-        """Containers of other projects that hold an isolated id map."""
-        with _refused("cannot list containers"):
-            response = self.client.api.instances.get(params={"recursion": "1", "all-projects": "true"})
-        return sum(1 for i in response.json()["metadata"] if i.get("project") != self.project
-                   and (i.get("expanded_config") or {}).get("security.idmap.isolated") == "true")
-
-    def image_aliases(self) -> set[str]:
-        with _refused("cannot list image aliases"):
-            response = self.client.api.images.aliases.get(params={"recursion": "1"})
-        return {alias["name"] for alias in response.json()["metadata"]}
-
-    def pool_names(self) -> set[str]:
-        with _refused("cannot list storage pools"):
-            return {p.name for p in self.client.storage_pools.all()}
-
-    def addresses(self, name: str) -> dict[str, list[str]]:
-        """IPv4 addresses (with prefix) of each interface inside a running instance."""
-        with _refused(f"{name}: cannot read the container's state"):
-            state = self.scoped.client.api.instances[name].state.get().json()["metadata"]
-        return {ifname: [f"{a['address']}/{a['netmask']}" for a in iface.get("addresses", [])
-                         if a.get("family") == "inet"]
-                for ifname, iface in (state.get("network") or {}).items() if ifname != "lo"}
-
-    # ------------------------------------------------------------------ writing
-    def create_project(self, config: dict[str, str], description: str) -> None:
-        self._call(f"cannot create LXD project {self.project}", lambda: self.client.projects.create(
-            self.project, config=config, description=description))
-
-    def delete_project(self) -> None:
-        with _refused(f"cannot delete LXD project {self.project}"):
-            if self.client.projects.exists(self.project):
-                self.client.projects.get(self.project).delete()
-
-    def create_network(self, name: str, config: dict[str, str], description: str) -> None:
-        self._call(f"cannot create network {name}", lambda: self.client.networks.create(
-            name, description=description, type="bridge", config=config))
-
-    def update_network(self, name: str, config: dict[str, str]) -> None:
-        def update() -> None:
-            network = self.client.networks.get(name)
-            network.config = config
-            network.save()
-        self._call(f"cannot update network {name}", update)
-
-    def delete_network(self, name: str) -> None:
-        with _refused(f"cannot delete network {name}"):
-            if self.client.networks.exists(name):
-                self.client.networks.get(name).delete()
-
-    def apply_lab_profile(self, name: str, body: dict) -> str:
-        return self.scoped.apply_profile(name, body)
-
-    def delete_lab_profile(self, name: str) -> bool:
-        return self.scoped.delete_profile(name)
-
-    def create_instance(self, name: str, image_alias: str, profiles: list[str],
-                        config: dict[str, str] | None = None,
-                        devices: dict[str, dict[str, str]] | None = None) -> None:
-        self.scoped.create_instance(name, image_alias, profiles, config, devices)
-
-    def start_instance(self, name: str) -> None:
-        self.scoped.start_instance(name)
-
-    def update_instance(self, name: str, config: dict[str, str], devices: dict[str, dict[str, str]],
-                        profiles: list[str]) -> None:
-        """Apply config, devices and profiles to a (running) instance, keeping LXD's own keys."""
-        def update() -> None:
-            instance = self.scoped.client.instances.get(name)
-            kept = {k: v for k, v in instance.config.items() if k.startswith(("volatile.", "image."))}
-            instance.config = {**kept, **config}
-            instance.devices = devices
-            instance.profiles = profiles
-            instance.save(wait=True)
-        self._call(f"{name}: LXD refused the change", update)
-
-    def set_instance_key(self, name: str, key: str, value: str) -> None:
-        what = f"{name}: cannot set {key}"
-        with _refused(what):
-            response = self.scoped.client.api.instances[name].patch(json={"config": {key: value}})
-        if response.json().get("type") == "async":
-            self._finish(what, response)
-
-    def delete_lab_instance(self, name: str) -> bool:
-        return self.scoped.delete_instance(name)
-
-
-def exec_interactive(project: str, name: str, command: list[str]) -> None:
-    """Replace this process with `lxc exec` (a terminal, signals and exit status come for free)."""
-    with _refused(f"cannot read LXD project {project}"):
-        exists = Lxd().client.projects.exists(project)
-    if not exists:
-        raise LxdkvmError(f"no lab project {project}: is the lab up? (`lxdkvm status`)")
-    if not Lxd(project).instance_exists(name):
-        raise LxdkvmError(f"lab project {project} has no host {name} (`lxdkvm status` lists them)")
-    os.execvp("lxc", ["lxc", "exec", "--project", project, name, "--", *command])
 
 
 def probe_server() -> ServerFacts:

@@ -1,0 +1,147 @@
+"""The LXD operations of a lab, and handing a terminal to `lxc exec`."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import LxdkvmError
+from .client import Lxd
+from .messages import _refused
+
+
+class LabLxd(Lxd):
+    """The LXD operations of a lab: its project, its networks (in the default project, because LXD only
+    keeps OVN networks in other projects), its profiles and its instances. Plain data in and out."""
+
+    def __init__(self, project: str) -> None:
+        super().__init__("default")
+        self.project = project
+        self._scoped: Lxd | None = None
+
+    @property
+    def scoped(self) -> Lxd:
+        """A connection inside the lab's project (which must exist)."""
+        if self._scoped is None:
+            self._scoped = Lxd(self.project)
+        return self._scoped
+
+    # ------------------------------------------------------------------ reading
+    def project_config(self) -> dict[str, str] | None:
+        with _refused(f"cannot read LXD project {self.project}"):
+            if not self.client.projects.exists(self.project):
+                return None
+            return dict(self.client.projects.get(self.project).config or {})
+
+    def networks(self) -> dict[str, dict[str, str]]:
+        with _refused("cannot list networks"):
+            return {n.name: dict(n.config or {}) for n in self.client.networks.all() if n.managed}
+
+    def profiles(self) -> dict[str, dict]:
+        with _refused(f"cannot list the profiles of project {self.project}"):
+            return {p.name: {"description": p.description or "", "config": dict(p.config or {}),
+                             "devices": dict(p.devices or {})} for p in self.scoped.client.profiles.all()}
+
+    def instances(self) -> dict[str, dict]:
+        with _refused(f"cannot list the containers of project {self.project}"):
+            response = self.scoped.client.api.instances.get(params={"recursion": "1"})
+        return {i["name"]: {"status": i["status"], "config": dict(i.get("config") or {}),
+                            "devices": dict(i.get("devices") or {}),
+                            "profiles": list(i.get("profiles") or [])}
+                for i in response.json()["metadata"]}
+
+    def isolated_elsewhere(self) -> int:
+        """Containers of other projects that hold an isolated id map."""
+        with _refused("cannot list containers"):
+            response = self.client.api.instances.get(params={"recursion": "1", "all-projects": "true"})
+        return sum(1 for i in response.json()["metadata"] if i.get("project") != self.project
+                   and (i.get("expanded_config") or {}).get("security.idmap.isolated") == "true")
+
+    def image_aliases(self) -> set[str]:
+        with _refused("cannot list image aliases"):
+            response = self.client.api.images.aliases.get(params={"recursion": "1"})
+        return {alias["name"] for alias in response.json()["metadata"]}
+
+    def pool_names(self) -> set[str]:
+        with _refused("cannot list storage pools"):
+            return {p.name for p in self.client.storage_pools.all()}
+
+    def addresses(self, name: str) -> dict[str, list[str]]:
+        """IPv4 addresses (with prefix) of each interface inside a running instance."""
+        with _refused(f"{name}: cannot read the container's state"):
+            state = self.scoped.client.api.instances[name].state.get().json()["metadata"]
+        return {ifname: [f"{a['address']}/{a['netmask']}" for a in iface.get("addresses", [])
+                         if a.get("family") == "inet"]
+                for ifname, iface in (state.get("network") or {}).items() if ifname != "lo"}
+
+    # ------------------------------------------------------------------ writing
+    def create_project(self, config: dict[str, str], description: str) -> None:
+        self._call(f"cannot create LXD project {self.project}", lambda: self.client.projects.create(
+            self.project, config=config, description=description))
+
+    def delete_project(self) -> None:
+        with _refused(f"cannot delete LXD project {self.project}"):
+            if self.client.projects.exists(self.project):
+                self.client.projects.get(self.project).delete()
+
+    def create_network(self, name: str, config: dict[str, str], description: str) -> None:
+        self._call(f"cannot create network {name}", lambda: self.client.networks.create(
+            name, description=description, type="bridge", config=config))
+
+    def update_network(self, name: str, config: dict[str, str]) -> None:
+        def update() -> None:
+            network = self.client.networks.get(name)
+            network.config = config
+            network.save()
+        self._call(f"cannot update network {name}", update)
+
+    def delete_network(self, name: str) -> None:
+        with _refused(f"cannot delete network {name}"):
+            if self.client.networks.exists(name):
+                self.client.networks.get(name).delete()
+
+    def apply_lab_profile(self, name: str, body: dict) -> str:
+        return self.scoped.apply_profile(name, body)
+
+    def delete_lab_profile(self, name: str) -> bool:
+        return self.scoped.delete_profile(name)
+
+    def create_instance(self, name: str, image_alias: str, profiles: list[str],
+                        config: dict[str, str] | None = None,
+                        devices: dict[str, dict[str, str]] | None = None) -> None:
+        self.scoped.create_instance(name, image_alias, profiles, config, devices)
+
+    def start_instance(self, name: str) -> None:
+        self.scoped.start_instance(name)
+
+    def update_instance(self, name: str, config: dict[str, str], devices: dict[str, dict[str, str]],
+                        profiles: list[str]) -> None:
+        """Apply config, devices and profiles to a (running) instance, keeping LXD's own keys."""
+        def update() -> None:
+            instance = self.scoped.client.instances.get(name)
+            kept = {k: v for k, v in instance.config.items() if k.startswith(("volatile.", "image."))}
+            instance.config = {**kept, **config}
+            instance.devices = devices
+            instance.profiles = profiles
+            instance.save(wait=True)
+        self._call(f"{name}: LXD refused the change", update)
+
+    def set_instance_key(self, name: str, key: str, value: str) -> None:
+        what = f"{name}: cannot set {key}"
+        with _refused(what):
+            response = self.scoped.client.api.instances[name].patch(json={"config": {key: value}})
+        if response.json().get("type") == "async":
+            self._finish(what, response)
+
+    def delete_lab_instance(self, name: str) -> bool:
+        return self.scoped.delete_instance(name)
+
+
+def exec_interactive(project: str, name: str, command: list[str]) -> None:
+    """Replace this process with `lxc exec` (a terminal, signals and exit status come for free)."""
+    with _refused(f"cannot read LXD project {project}"):
+        exists = Lxd().client.projects.exists(project)
+    if not exists:
+        raise LxdkvmError(f"no lab project {project}: is the lab up? (`lxdkvm status`)")
+    if not Lxd(project).instance_exists(name):
+        raise LxdkvmError(f"lab project {project} has no host {name} (`lxdkvm status` lists them)")
+    os.execvp("lxc", ["lxc", "exec", "--project", project, name, "--", *command])
