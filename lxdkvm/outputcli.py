@@ -53,8 +53,7 @@ def lab_names() -> list[str]:
 
         if not Path(socket_path()).exists():
             return []
-        lxd = Lxd()
-        names = lxd._call("cannot list projects", lambda: [p.name for p in lxd.client.projects.all()])
+        names = Lxd().project_names()
         return sorted(n.removeprefix(PROJECT_PREFIX) for n in names if n.startswith(PROJECT_PREFIX))
 
     return _in_time(ask, [])
