@@ -22,6 +22,7 @@ BASE_CMDLINE = "console=ttyS0,115200 panic=-1 loglevel=6"  # 6: notices ("Linux 
 
 GUESTS_DIR = "/var/lib/lxdkvm/guests"
 TINY_DIR = "/var/lib/lxdkvm/tiny"
+DEBIAN_DIR = "/var/lib/lxdkvm/debian"  # the Debian guest disk: one base copy per build key
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"  # libvirt's own: QEMU (libvirt-qemu) may write its logs there
 AGENT_SOCKET_DIR = "/var/lib/libvirt/qemu"  # libvirt-qemu's home: QEMU may bind a socket there
 METADATA_NS = "https://lxdkvm.invalid/1"
@@ -48,6 +49,8 @@ class GuestDomain:
     serial_log: str = ""
     agent_socket: str = ""
     metadata: str = ""  # opaque text (e.g. a JSON spec) kept in the domain's <metadata>
+    root: str | None = None  # root=DEVICE on the command line: the initramfs boots the disk's own system
+    seed: str | None = None  # a NoCloud seed ISO inside the host, attached read-only as vdb
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,17 @@ class GuestPaths:
     serial_log: str
     agent_socket: str
     xml: str
+    seed: str = ""  # the NoCloud seed ISO, for a guest whose disk runs cloud-init
+
+
+@dataclass(frozen=True)
+class DebianPaths:
+    """The Debian guest disk (base of every Debian guest's qcow2 overlay), its kernel and initramfs:
+    one shared copy per build key in each host."""
+    directory: str
+    disk: str
+    kernel: str
+    initrd: str
 
 
 @dataclass(frozen=True)
@@ -76,15 +90,20 @@ def check_name(name: str) -> str:
     return name
 
 
-def _check_key(key: str) -> str:
+def _check_key(key: str, what: str = "tiny guest") -> str:
     if not re.fullmatch(r"[0-9a-f]{8,64}", key):
-        raise LxdkvmError(f"invalid tiny guest key {key!r}: expected lowercase hex")
+        raise LxdkvmError(f"invalid {what} key {key!r}: expected lowercase hex")
     return key
 
 
 def tiny_paths(key: str) -> TinyPaths:
     directory = f"{TINY_DIR}/{_check_key(key)}"
     return TinyPaths(directory, f"{directory}/vmlinuz", f"{directory}/initrd.gz")
+
+
+def debian_paths(key: str) -> DebianPaths:
+    directory = f"{DEBIAN_DIR}/{_check_key(key, 'Debian guest disk')}"
+    return DebianPaths(directory, f"{directory}/disk.qcow2", f"{directory}/vmlinuz", f"{directory}/initrd.gz")
 
 
 def paths(name: str, tiny_key: str | None = None) -> GuestPaths:
@@ -97,7 +116,8 @@ def paths(name: str, tiny_key: str | None = None) -> GuestPaths:
         kernel, initrd = tiny.kernel, tiny.initrd
     return GuestPaths(directory=directory, kernel=kernel, initrd=initrd, disk=f"{directory}/disk.qcow2",
                       serial_log=f"{SERIAL_LOG_DIR}/{name}-serial.log",
-                      agent_socket=f"{AGENT_SOCKET_DIR}/lxdkvm-{name}.agent", xml=f"{directory}/domain.xml")
+                      agent_socket=f"{AGENT_SOCKET_DIR}/lxdkvm-{name}.agent", xml=f"{directory}/domain.xml",
+                      seed=f"{directory}/seed.iso")
 
 
 def mac_for(lab: str, guest: str, index: int) -> str:
@@ -106,7 +126,7 @@ def mac_for(lab: str, guest: str, index: int) -> str:
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
-def _check_nic(nic: GuestNic) -> None:
+def check_nic(nic: GuestNic) -> None:
     if not MAC_RE.fullmatch(nic.mac) or int(nic.mac[:2], 16) & 1:
         raise LxdkvmError(f"invalid guest MAC {nic.mac!r}: six lowercase hex pairs, unicast")
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", nic.bridge):
@@ -130,10 +150,14 @@ def kernel_cmdline(d: GuestDomain) -> str:
     parts = [BASE_CMDLINE, f"lxdkvm.name={check_name(d.name)}"]
     entries = []
     for nic in d.nics:
-        _check_nic(nic)
+        check_nic(nic)
         entries.append(f"{nic.mac},dhcp" if nic.address is None else f"{nic.mac},{nic.address},{nic.gateway or ''}")
     if entries:
         parts.append("lxdkvm.net=" + ";".join(entries))
+    if d.root is not None:
+        if not re.fullmatch(r"/dev/[a-z0-9]{2,16}", d.root):
+            raise LxdkvmError(f"guest {d.name}: invalid root device {d.root!r}")
+        parts.append(f"root={d.root} ro")
     return " ".join(parts)
 
 
