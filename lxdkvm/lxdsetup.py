@@ -17,7 +17,7 @@ from .errors import LxdkvmError
 
 # LXD itself, what its bridge needs (firewall, DHCP/DNS), and what image builds need.
 PACKAGES = ["lxd", "lxd-client", "iptables", "dnsmasq-base", "debootstrap", "squashfs-tools",
-            "btrfs-progs", "xz-utils"]
+            "btrfs-progs", "xz-utils", "qemu-utils"]
 BRIDGE = "lxdkvmbr0"
 POOL = "default"
 LOG = Path("/var/log/lxd/lxd.log")

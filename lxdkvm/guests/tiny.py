@@ -114,14 +114,20 @@ def _one(pattern: str, under: Path, what: str) -> Path:
     return found[0]
 
 
-def _modules(extracted: Path) -> list[tuple[str, bytes]]:
+def resolved_inputs() -> tuple[str, str, str]:
+    """(kernel package, its version, busybox's version): what the current tiny build is made of."""
+    return _inputs()
+
+
+def modules_of(extracted: Path, names: list[str]) -> list[tuple[str, bytes]]:
+    """(name, .ko bytes) of NAMES from an extracted kernel package, in an order `insmod` can follow."""
     root = _one("lib/modules/*", extracted, "kernel module tree")
     data, depends = {}, {}
-    for name in MODULES:
+    for name in names:
         data[name] = modinfo.read(modinfo.find(root, name))
         info = modinfo.modinfo(data[name])
         depends[name] = [dep.replace("-", "_") for dep in info.get("depends", "").split(",") if dep]
-    return [(name, data[name]) for name in modinfo.load_order(MODULES, depends)]
+    return [(name, data[name]) for name in modinfo.load_order(names, depends)]
 
 
 def _write(work: Path, key: str) -> None:
@@ -130,7 +136,7 @@ def _write(work: Path, key: str) -> None:
     busybox = extracted / "bin" / "busybox"
     if not busybox.is_file():
         raise LxdkvmError(f"{BUSYBOX_PACKAGE} has no bin/busybox")
-    modules = _modules(extracted)
+    modules = modules_of(extracted, MODULES)
     init = render_template("libvirt", "tiny-init.sh.j2", modules=[name for name, _ in modules], marker=MARKER,
                            build_version=f"{BUILD_VERSION}/{key}", dhcp_tries=DHCP_TRIES, dhcp_pause=DHCP_PAUSE)
     folders = ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "lib", "lib/modules", "etc", "dev", "proc",
