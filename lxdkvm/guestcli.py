@@ -40,7 +40,7 @@ def register(main: click.Group, out, err, errors) -> None:
                 style = RESULT_STYLE[check.result]
                 table.add_row(check.scope, check.name, f"[{style}]{check.result}[/]", check.evidence)
             out.print(table)
-            out.print(f"{counts['PASS']} passed, {counts['WARN']} warned, {counts['FAIL']} failed")
+            out.print(f"verify lab {the_lab.name}: {counts['PASS']} PASS, {counts['WARN']} WARN, {counts['FAIL']} FAIL")
         sys.exit(1 if counts["FAIL"] else 0)
 
     @main.command(epilog="Example: lxdkvm console default vm-1   (leave with Ctrl-])")
