@@ -57,6 +57,20 @@ def management_address(host: dict, nat_networks: set[str]) -> str | None:
     return None
 
 
+def _guest_vars(host: dict) -> list[dict]:
+    """A host's guests as `lab.status` reports them: name, state, its addresses per network, and the first
+    one as `address` (what a play pings)."""
+    out = []
+    for guest in host.get("guests", []):
+        addresses = {net: str(ipaddress.IPv4Interface(found[0]).ip)
+                     for net, found in guest.get("addresses", {}).items() if found}
+        entry = {"name": guest["name"], "state": guest["state"], "addresses": addresses}
+        if addresses:
+            entry["address"] = next(iter(addresses.values()))
+        out.append(entry)
+    return out
+
+
 def build(status: dict, groups: dict[str, list[str]], access: Access,
           guests: dict[str, list[dict]] | None = None) -> Inventory:
     """The inventory of the lab STATUS describes (`lab.status`'s dict). GROUPS: host → its groups from
@@ -81,8 +95,8 @@ def build(status: dict, groups: dict[str, list[str]], access: Access,
             "lxdkvm_project": status["project"],
             "lxdkvm_addresses": {net: str(ipaddress.IPv4Interface(addrs[0]).ip)
                                  for net, addrs in host["addresses"].items() if addrs},
-            # the guests hook: filled from the lab's guests (another change); an empty list is a no-op
-            "lxdkvm_guests": list(guests.get(name, [])),
+            # the guests this host runs (playbooks/guests.yml starts them, verify.yml pings them)
+            "lxdkvm_guests": list(guests.get(name, _guest_vars(host))),
         })
         inventory.hosts[name] = hostvars
         member_of = [lab_group, *(f"net_{group_name(net)}" for net in host["addresses"]),
