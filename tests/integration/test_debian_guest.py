@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 BRIDGE, GATEWAY, ADDRESS = "br-d", "192.168.79.1", "192.168.79.21/24"
 GUEST = "deb-1"
 BOOT_TIMEOUT = 600
+OVERLAY_MIB = 3072  # larger than the base disk: cloud-init grows the filesystem
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def guest(lxd, host, keypair):
     nic = gd.GuestNic(BRIDGE, gd.mac_for("it", GUEST, 0), ADDRESS, GATEWAY)
     spec = {"test": GUEST, "disk": where.disk}
     sh(lxd, name, f"mkdir -p {paths.directory} && qemu-img create -q -f qcow2 -F qcow2 -b {where.disk}"
-                  f" {paths.disk}")
+                  f" {paths.disk} {OVERLAY_MIB}M")
     lxd.push(name, paths.seed, seed.seed_iso(GUEST, spec, (nic,), user_data(keypair["public"])))
     xml = gd.domain_xml(gd.GuestDomain(
         name=GUEST, kernel=where.kernel, initrd=where.initrd, memory_mib=512, vcpus=2, accel="tcg",
@@ -127,6 +128,8 @@ def test_systemd_runs_and_cloud_init_is_done(lxd, host, guest):
     assert run(lxd, host, "cat /proc/1/comm").strip() == "systemd"
     source, fstype, options = run(lxd, host, "findmnt -no SOURCE,FSTYPE,OPTIONS /").split()
     assert (source, fstype, options.split(",")[0]) == ("/dev/vda", "ext4", "rw")
+    size_mib = int(run(lxd, host, "df --output=size -m / | tail -n1"))
+    assert size_mib > debian.SIZE_MIB + (OVERLAY_MIB - debian.SIZE_MIB) // 2, "cloud-init did not grow the disk"
 
 
 def test_user_data_ran_and_the_instance_has_its_own_identity(lxd, host, guest):
