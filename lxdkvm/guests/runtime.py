@@ -17,6 +17,7 @@ from collections.abc import Callable
 from .. import topology as t
 from ..errors import LxdkvmError
 from ..lxd import Lxd
+from ..templating import data_dir, render_template
 from . import agent, domain, tiny
 from .spec import GuestSpec
 
@@ -107,38 +108,57 @@ def migration_addresses(lab: t.Lab, host: t.Host) -> list[str]:
             if a.ipv4 is not None and lab.network(a.network).mode == "isolated"]
 
 
-def _listener(client: Lxd, host: str, addresses: list[str]) -> None:
-    """libvirtd-tcp.socket bound to ADDRESSES only (none: the socket stays off)."""
+FIREWALL_SCRIPT = "/usr/local/lib/lxdkvm/migration-firewall.sh"
+FIREWALL_UNIT = "/etc/systemd/system/lxdkvm-migration-firewall.service"
+
+
+def listener_files(lab: t.Lab, host: t.Host) -> dict[str, str]:
+    """The files that make HOST's libvirt listen for migrations: a drop-in binding libvirtd-tcp.socket to
+    the host's isolated addresses only, and a firewall letting only the lab's hosts (not its guests, which
+    share the bridge) reach it. Empty when the host has no static isolated address."""
+    addresses = migration_addresses(lab, host)
     if not addresses:
-        return
-    dropin = _listener_dropin(addresses)
-    digest = hashlib.sha256(dropin.encode()).hexdigest()
-    current = client.execute(host, ["sh", "-c", f"sha256sum < {LISTENER_DROPIN} 2>/dev/null"]).stdout.split()
-    active = client.execute(host, ["systemctl", "is-active", "libvirtd-tcp.socket"]).stdout.strip()
-    if current[:1] == [digest] and active == "active":
-        return
-    _run(client, host, f"mkdir -p {shlex.quote(LISTENER_DROPIN.rsplit('/', 1)[0])}")
-    client.push(host, LISTENER_DROPIN, dropin.encode())
-    # Debian's libvirtd takes its sockets from systemd when it starts: restart it after the new one
-    # (running guests keep running; QEMU does not depend on libvirtd staying up).
-    _run(client, host, "systemctl daemon-reload && systemctl stop libvirtd.service && "
-                       "systemctl enable --now libvirtd-tcp.socket && systemctl restart libvirtd-tcp.socket && "
-                       "systemctl start libvirtd.service")
-
-
-def _listener_dropin(addresses: list[str]) -> str:
-    return "[Socket]\nListenStream=\n" + "".join(f"ListenStream={a}:{MIGRATION_PORT}\n" for a in addresses) \
+        return {}
+    allowed = sorted({a for other in lab.hosts for a in migration_addresses(lab, other)})
+    dropin = "[Socket]\nListenStream=\n" + "".join(f"ListenStream={a}:{MIGRATION_PORT}\n" for a in addresses) \
         + "FreeBind=yes\n"
+    return {LISTENER_DROPIN: dropin,
+            FIREWALL_SCRIPT: render_template("libvirt", "migration-firewall.sh.j2", allowed=allowed,
+                                             port=MIGRATION_PORT),
+            FIREWALL_UNIT: (data_dir("libvirt") / "lxdkvm-migration-firewall.service").read_text()}
+
+
+def _up_to_date(client: Lxd, host: str, files: dict[str, str]) -> bool:
+    """Whether HOST has exactly these files (sha256 of each)."""
+    listing = client.execute(host, ["sha256sum", *sorted(files)]).stdout
+    have = {path: digest for digest, path in (line.split(maxsplit=1) for line in listing.splitlines())}
+    return all(have.get(path) == hashlib.sha256(content.encode()).hexdigest() for path, content in files.items())
 
 
 def prepared(client: Lxd, lab: t.Lab, host: t.Host) -> bool:
     """Whether HOST has lxdkvm's agent and, where it has isolated addresses, its migration listener."""
-    addresses = migration_addresses(lab, host)
-    digest = hashlib.sha256(_listener_dropin(addresses).encode()).hexdigest()
-    script = f"test -e {agent.AGENT_PATH} && " + (
-        f"[ \"$(sha256sum < {LISTENER_DROPIN} | cut -d' ' -f1)\" = {digest} ] && "
-        "systemctl -q is-active libvirtd-tcp.socket" if addresses else "true")
-    return client.execute(host.name, ["sh", "-c", script]).exit_code == 0
+    if client.execute(host.name, ["test", "-e", agent.AGENT_PATH]).exit_code != 0:
+        return False
+    files = listener_files(lab, host)
+    if not files:
+        return True
+    active = client.execute(host.name, ["systemctl", "is-active", "libvirtd-tcp.socket"]).stdout.strip()
+    return active == "active" and _up_to_date(client, host.name, files)
+
+
+def _listener(client: Lxd, lab: t.Lab, host: t.Host) -> None:
+    files = listener_files(lab, host)
+    if not files or prepared(client, lab, host):
+        return
+    for path, content in files.items():
+        _run(client, host.name, f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])}")
+        client.push(host.name, path, content.encode())
+    # Debian's libvirtd takes its sockets from systemd when it starts: restart it after the new one
+    # (running guests keep running; QEMU does not depend on libvirtd staying up).
+    _run(client, host.name, "systemctl daemon-reload && systemctl enable lxdkvm-migration-firewall.service && "
+                            "systemctl restart lxdkvm-migration-firewall.service && "
+                            "systemctl stop libvirtd.service && systemctl enable --now libvirtd-tcp.socket && "
+                            "systemctl restart libvirtd-tcp.socket && systemctl start libvirtd.service")
 
 
 def prepare_host(client: Lxd, lab: t.Lab, host: t.Host, artifacts: tiny.TinyArtifacts | None) -> None:
@@ -146,7 +166,7 @@ def prepare_host(client: Lxd, lab: t.Lab, host: t.Host, artifacts: tiny.TinyArti
     if artifacts is not None:
         push_tiny(client, host.name, artifacts)
     agent.push_agent(client, host.name)
-    _listener(client, host.name, migration_addresses(lab, host))
+    _listener(client, lab, host)
 
 
 # ------------------------------------------------------------------------------------ one guest

@@ -79,6 +79,20 @@ def test_verify_passes_with_evidence(lab_up):
     assert ("guest vm-b", "booted") in names
 
 
+def test_libvirt_listens_for_the_labs_hosts_only(lab_up):
+    """libvirt's unauthenticated TCP socket is on the isolated network's addresses only, and answers the
+    other host but not a guest on the same bridge (which could otherwise drive its own host's libvirt)."""
+    sockets = on(PROJECT, "node-1", "ss", "-ltnH", "sport = :16509").stdout.splitlines()
+    listening = [line.split()[3] for line in sockets]  # the local address column
+    assert listening == ["10.213.20.11:16509"], sockets
+    peer = on(PROJECT, "node-2", "bash", "-c", "exec 3<>/dev/tcp/10.213.20.11/16509 && echo connected")
+    assert "connected" in peer.stdout, peer.stderr
+    guest = guest_run("vm-a", "sh", "-c", "nc -w 3 10.213.20.11 16509 </dev/null && echo connected || echo refused",
+                      ok=False)
+    assert "refused" in guest.stdout and "connected" not in guest.stdout, guest.stdout + guest.stderr
+    assert "--reject-with tcp-reset" in on(PROJECT, "node-1", "iptables", "-S", "LXDKVM-MIGRATION").stdout
+
+
 def test_a_guest_with_a_disk_migrates_live_and_keeps_running(lab_up):
     written = guest_run("vm-a", "sh", "-c", "dd if=/dev/urandom of=/dev/vda bs=1M count=8 2>/dev/null; "
                                             "md5sum /dev/vda").stdout.split()[0]
