@@ -23,9 +23,12 @@ CFG
 
 # Units a lab host does not need: cloud-init's now-empty stages, periodic maintenance of a disposable
 # container, and probes of things a container cannot use (binfmt, pstore, module loading, hotplug).
+# libvirt-guests too: at shutdown it asks every guest to power off and waits up to minutes for guests
+# that ignore ACPI (the tiny guest does), so a host with guests took > 2 min to restart; lxdkvm starts a
+# lab's guests itself (`up` after a host restart), and QEMU stops with the container.
 for unit in cloud-init.service cloud-config.service cloud-init-hotplugd.socket \
             apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
             e2scrub_reap.service fstrim.timer systemd-pstore.service systemd-binfmt.service \
-            modprobe@.service ifupdown-pre.service; do
+            modprobe@.service ifupdown-pre.service libvirt-guests.service; do
   ln -sf /dev/null "/etc/systemd/system/$unit"
 done

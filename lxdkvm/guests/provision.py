@@ -67,7 +67,9 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, report: Report,
     applied = GuestsApplied()
 
     def one(name: str, _cancel: threading.Event) -> dict:
-        return runtime.bring_up(LabLxd(want.project).scoped, lab, want.guests[name], verbs[name], report)
+        # only a start keeps the guest where it is (a migrated guest's host is not the lab file's)
+        host = located.get(name) if verbs[name] == {"start"} else None
+        return runtime.bring_up(LabLxd(want.project).scoped, lab, want.guests[name], verbs[name], report, host)
 
     results, errors = provision._run_pool({n: (lambda c, n=n: one(n, c)) for n in sorted(verbs)}, workers,
                                           threading.Event())

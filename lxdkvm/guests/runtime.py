@@ -203,9 +203,11 @@ def _check_addresses(lab: t.Lab, spec: GuestSpec, marker: dict) -> str:
     return "; ".join(missing)
 
 
-def bring_up(client: Lxd, lab: t.Lab, spec: GuestSpec, verbs: set[str], report: Report) -> dict[str, object]:
-    """Define (when new or changed), start and wait for SPEC's guest; returns its boot marker and timings."""
-    name, host, paths = spec.name, spec.host, spec.paths
+def bring_up(client: Lxd, lab: t.Lab, spec: GuestSpec, verbs: set[str], report: Report,
+             host: str | None = None) -> dict[str, object]:
+    """Define (when new or changed), start and wait for SPEC's guest, on HOST (default: the lab file's;
+    a guest `migrate` moved is started where it is); returns its boot marker and timings."""
+    name, host, paths = spec.name, host or spec.host, spec.paths
     took: dict[str, float] = {}
 
     def stage(what: str, action: Callable[[], object]) -> object:

@@ -7,6 +7,8 @@ LXD and the guests are observed through `lxc exec` into the hosts, independently
 
 import json
 import re
+import subprocess
+import time
 
 import pytest
 
@@ -133,6 +135,28 @@ def test_an_edited_guest_converges_and_the_others_keep_running(lab_up, tmp_path)
     assert guest_run("vm-a", "cat", "/proc/sys/kernel/random/boot_id").stdout.strip() == boots["vm-a"]
     lxdkvm("up", str(LAB), timeout=600)  # back as the lab file says
     assert set(virsh_list("node-2")) == {"vm-a", "vm-b", "vm-c"}
+
+
+def test_a_restarted_host_keeps_its_bridges_and_listener_and_up_restarts_its_guests(lab_up):
+    host = "node-2"  # where all three guests run by now
+    assert len(virsh_list(host)) == 3
+    started = time.monotonic()
+    subprocess.run(["lxc", "restart", "--project", PROJECT, host], check=True, timeout=120)
+    assert time.monotonic() - started < 30, "a host with guests should restart in seconds"
+    for _ in range(60):  # until its network config (ifupdown, from cloud-init) and units are back
+        back = on(PROJECT, host, "sh", "-c", "systemctl is-active libvirtd-tcp.socket; "
+                                             "ip -4 -o addr show br-data").stdout
+        if "10.213.20.12/24" in back and back.startswith("active"):
+            break
+        time.sleep(0.5)
+    assert "10.213.20.12/24" in back and back.startswith("active"), back
+    assert "LXDKVM-MIGRATION" in on(PROJECT, host, "iptables", "-S", "INPUT").stdout
+    plan = lxdkvm("plan", str(LAB)).stdout
+    rows = [line for line in plan.splitlines() if " guest " in line]
+    assert len(rows) == 3 and all("start" in row and "shut off" in row for row in rows), plan
+    lxdkvm("up", str(LAB), timeout=600)
+    assert set(virsh_list(host).values()) == {"running"}
+    assert lxdkvm("verify", "guests", "--json").returncode == 0
 
 
 def test_console_log_and_commands_reach_the_right_guest(lab_up):
