@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 
 from . import topology as t
+from .errors import LxdkvmError
 
 GUEST_NAME = re.compile(r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 MAX_NICS = 8
@@ -145,6 +146,38 @@ def _resources(lab: t.Lab, cpus: int | None, memory: int | None, hardware_virt: 
                             "guests less", lab.line_of(f"{guests[-1].path}.memory", guests[-1].line))
 
 
+DEBIAN_MIN_MEMORY_MIB = 512  # what a Debian guest (systemd, cloud-init) was measured to boot with
+DEBIAN_DISK_MIB = 2048  # the Debian guest disk's filesystem (lxdkvm.guests.debian.SIZE_MIB)
+
+
+def _images(lab: t.Lab) -> Iterator[t.Problem]:
+    from .guests import seed  # YAML checks of user-data, nothing else
+
+    said: set[str] = set()
+    for guest in lab.guests:
+        if guest.path in said:
+            continue
+        said.add(guest.path)
+        line = lab.line_of(f"{guest.path}.user_data", guest.line)
+        if guest.disk == "debian":
+            if guest.memory_mib < DEBIAN_MIN_MEMORY_MIB:
+                yield t.Problem(f"{guest.path}.memory", f"{guest.memory_mib} MiB is too little for a Debian guest",
+                                f"give it at least {DEBIAN_MIN_MEMORY_MIB}MiB",
+                                lab.line_of(f"{guest.path}.memory", guest.line))
+            if guest.disk_mib and guest.disk_mib < DEBIAN_DISK_MIB:
+                yield t.Problem(f"{guest.path}.disk.size", f"{guest.disk_mib} MiB is smaller than the Debian "
+                                f"disk ({DEBIAN_DISK_MIB} MiB)", f"use at least {DEBIAN_DISK_MIB // 1024}GiB, or "
+                                "leave `size` out", lab.line_of(f"{guest.path}.disk.size", guest.line))
+            try:
+                seed.check_user_data(guest.user_data)
+            except LxdkvmError as exc:
+                yield t.Problem(f"{guest.path}.user_data", str(exc), "give a #cloud-config document "
+                                "(or a mapping)", line)
+        elif guest.user_data is not None:
+            yield t.Problem(f"{guest.path}.user_data", "the tiny guest runs no cloud-init",
+                            "use `disk: debian` for a guest that reads user-data", line)
+
+
 def check(lab: t.Lab, cpus: int | None = None, memory: int | None = None,
           hardware_virt: bool | None = None) -> list[t.Problem]:
     said: set[str] = set()
@@ -153,4 +186,5 @@ def check(lab: t.Lab, cpus: int | None = None, memory: int | None = None,
         problems += _placement(lab, guest, said)
     problems += _addresses(lab)
     problems += _resources(lab, cpus, memory, hardware_virt)
+    problems += _images(lab)
     return problems

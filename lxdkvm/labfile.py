@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
+import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from . import labyaml
@@ -100,10 +101,12 @@ class ProfileIn(_Model):
 
 class GuestDiskIn(_Model):
     """A guest's disk: the built-in tiny guest, optionally with a data disk; `disk: tiny` for short."""
-    image: Literal["tiny"] = Field(
-        "tiny", description="tiny: lxdkvm's built-in guest (a kernel and initramfs).")
+    image: Literal["tiny", "debian"] = Field(
+        "tiny", description="tiny: lxdkvm's built-in guest (a kernel and initramfs); debian: Debian 12 with "
+                            "systemd, cloud-init and ssh, built offline (a copy-on-write disk per guest).")
     size: str | None = Field(
-        None, pattern=SIZE, description="A qcow2 data disk (virtio) of this size, e.g. 64MiB.")
+        None, pattern=SIZE, description="tiny: a qcow2 data disk (virtio) of this size, e.g. 64MiB; debian: the "
+                                        "root disk's size (at least 2GiB, the default).")
 
 
 def _short_disk(value: object) -> object:
@@ -121,7 +124,10 @@ class GuestIn(_Model):
     accel: Literal["auto", "kvm", "tcg"] = Field("auto", description="auto: kvm where the host has vmx/svm, "
                                                  "else tcg (emulation).")
     disk: Annotated[GuestDiskIn, BeforeValidator(_short_disk)] = Field(
-        GuestDiskIn(), description="tiny, or {image: tiny, size: 64MiB} for a data disk too.")
+        GuestDiskIn(), description="tiny, debian, or {image: tiny|debian, size: SIZE}.")
+    user_data: str | dict[str, object] | None = Field(
+        None, description="cloud-init user-data for a debian guest: a #cloud-config text, or a mapping "
+                          "(written as #cloud-config).")
 
 
 class LabIn(_Model):
@@ -182,8 +188,8 @@ def _schema_problem(error: dict, positions: _Positions) -> t.Problem:
     if kind == "string_pattern_mismatch" and loc[0] == "guests" and loc[-1] in ("memory", "size"):
         return t.Problem(key_path(loc), f"{got!r} is not a size", "use a size such as 128MiB or 1GiB", line)
     if kind == "literal_error" and loc[0] == "guests" and loc[-1] == "image":
-        return t.Problem(key_path(loc), f"no guest image {got!r}", "the built-in `tiny` guest (a Debian kernel "
-                         "and a busybox initramfs) is the image lxdkvm provides", line)
+        return t.Problem(key_path(loc), f"no guest image {got!r}", "lxdkvm builds `tiny` (a kernel and a busybox "
+                         "initramfs) and `debian` (Debian 12 with cloud-init and ssh)", line)
     if kind == "string_pattern_mismatch" and loc[-1] == "memory":
         return t.Problem(key_path(loc), f"{got!r} is not a memory size", "use a size such as 512MiB or 2GiB, "
                          "or a share such as 50%", line)
@@ -321,6 +327,9 @@ def _guests(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> lis
                                       "not a disk size", "use a size such as 64MiB or 1GiB",
                                       positions.line(("guests", i, "disk", "size"))))
             continue
+        user_data = spec.user_data
+        if isinstance(user_data, dict):  # a mapping is cloud-config
+            user_data = "#cloud-config\n" + yaml.safe_dump(user_data, sort_keys=False)
         for offset, name in enumerate(names):
             attachments = _attachments(spec.networks, ("guests", i, "networks"), offset, positions,
                                        problems if offset == 0 else [])
@@ -328,7 +337,8 @@ def _guests(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> lis
                 name=name, host=spec.host,
                 attachments=tuple(t.GuestAttachment(a.network, a.ipv4, a.path, a.line) for a in attachments),
                 vcpus=spec.vcpus, memory_mib=memory, accel=spec.accel, disk=spec.disk.image,
-                disk_mib=disk_mib, path=key_path(("guests", i)), line=positions.line(("guests", i)),
+                disk_mib=disk_mib, user_data=user_data, path=key_path(("guests", i)),
+                line=positions.line(("guests", i)),
             ))
     return guests
 

@@ -54,7 +54,8 @@ EXAMPLES: dict[str, str] = {
     "GuestIn.name": "vm-[1-2]", "GuestIn.host": "kvm-1",
     "GuestIn.networks": "[{network: data, ipv4: 10.200.20.101}]",
     "GuestIn.vcpus": "2", "GuestIn.memory": "256MiB", "GuestIn.accel": "tcg", "GuestIn.disk": "{size: 64MiB}",
-    "GuestDiskIn.image": "tiny", "GuestDiskIn.size": "64MiB",
+    "GuestDiskIn.image": "debian", "GuestDiskIn.size": "64MiB",
+    "GuestIn.user_data": "{runcmd: [[touch, /run/hello]], ssh_authorized_keys: [ssh-ed25519 AAAA... me]}",
 }
 
 # A lab file that uses most keys; the docs show it and a test loads it (schema and checks).

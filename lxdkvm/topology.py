@@ -141,8 +141,9 @@ class Guest:
     vcpus: int = 1
     memory_mib: int = 128
     accel: str = "auto"  # "auto": kvm where the host has hardware virtualization, else tcg
-    disk: str = "tiny"  # the built-in tiny guest (kernel + initramfs)
-    disk_mib: int = 0  # a qcow2 data disk of this size (0: none)
+    disk: str = "tiny"  # "tiny": the built-in tiny guest (kernel + initramfs); "debian": Debian 12
+    disk_mib: int = 0  # tiny: a qcow2 data disk of this size (0: none); debian: the root disk's size
+    user_data: str | None = None  # cloud-init user-data (debian guests)
     path: str = ""
     line: int = 0
 

@@ -13,7 +13,7 @@ from .. import topology as t
 from ..labobjects import Desired
 from ..lxd import LabLxd
 from ..plan import Observed, Plan
-from . import runtime, tiny
+from . import debian, runtime, tiny
 
 Report = Callable[[str, str], None]
 DEFAULT_WORKERS = 4  # TCG boots are CPU-bound
@@ -57,10 +57,12 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, report: Report,
         verbs.setdefault(action.name, set()).add(action.verb)
     # every host of a lab with guests: any of them may receive a guest by `lxdkvm migrate`
     hosts = sorted(h.name for h in lab.hosts) if lab.guests else []
-    artifacts = tiny.build(report=lambda message: report("lab", message)) if lab.guests else None
+    say = lambda message: report("lab", message)  # noqa: E731
+    artifacts = tiny.build(report=say) if lab.guests else None
+    debian_disk = debian.build(report=say) if any(g.disk == "debian" for g in lab.guests) else None
     for host in hosts:
-        report(host, "preparing for guests (tiny guest files, agent, migration listener)")
-        runtime.prepare_host(conn, lab, lab.host(host), artifacts)
+        report(host, "preparing for guests (guest images, agent, migration listener)")
+        runtime.prepare_host(conn, lab, lab.host(host), artifacts, debian_disk)
     for spec in [want.guests[n] for n in sorted(verbs) if want.guests[n].accel_note]:
         report(spec.name, spec.accel_note)
 

@@ -18,11 +18,12 @@ from .. import topology as t
 from ..errors import LxdkvmError
 from ..lxd import Lxd
 from ..templating import data_dir, render_template
-from . import agent, domain, tiny
+from . import agent, debian, domain, seed, tiny
 from .spec import GuestSpec
 
 Report = Callable[[str, str], None]
 BOOT_TIMEOUT = 180.0
+DEBIAN_BOOT_TIMEOUT = 600.0  # systemd and cloud-init under TCG: ~21 s alone, much more several at once
 LISTENER_DROPIN = "/etc/systemd/system/libvirtd-tcp.socket.d/lxdkvm.conf"
 MIGRATION_PORT = 16509
 
@@ -161,10 +162,28 @@ def _listener(client: Lxd, lab: t.Lab, host: t.Host) -> None:
                             "systemctl restart libvirtd-tcp.socket && systemctl start libvirtd.service")
 
 
-def prepare_host(client: Lxd, lab: t.Lab, host: t.Host, artifacts: tiny.TinyArtifacts | None) -> None:
-    """What a host needs before its guests: the tiny guest's files, lxdkvm's agent, the migration listener."""
+def push_debian(client: Lxd, host: str, disk: debian.DebianDisk) -> None:
+    """The Debian guest disk (the base of each Debian guest's overlay), its kernel and initramfs: once per
+    host and build, streamed from files (the disk is ~140 MiB)."""
+    where = domain.debian_paths(disk.key)
+    if client.execute(host, ["test", "-s", where.disk, "-a", "-s", where.kernel, "-a", "-s", where.initrd]
+                      ).exit_code == 0:
+        return
+    _run(client, host, f"mkdir -p {shlex.quote(where.directory)}")
+    for source, target in ((disk.path, where.disk), (disk.kernel, where.kernel), (disk.initrd, where.initrd)):
+        with open(source, "rb") as data:
+            client.push(host, target + ".part", data)
+        _run(client, host, f"mv {shlex.quote(target + '.part')} {shlex.quote(target)}")
+
+
+def prepare_host(client: Lxd, lab: t.Lab, host: t.Host, artifacts: tiny.TinyArtifacts | None,
+                 debian_disk: debian.DebianDisk | None = None) -> None:
+    """What a host needs before its guests: the tiny guest's files (and the Debian disk when the lab has
+    Debian guests: any host may receive one by migration), lxdkvm's agent, the migration listener."""
     if artifacts is not None:
         push_tiny(client, host.name, artifacts)
+    if debian_disk is not None:
+        push_debian(client, host.name, debian_disk)
     agent.push_agent(client, host.name)
     _listener(client, lab, host)
 
@@ -226,11 +245,16 @@ def bring_up(client: Lxd, lab: t.Lab, spec: GuestSpec, verbs: set[str], report: 
         remove(client, host, name)
 
     def define() -> None:
-        disk = ""
-        if spec.disk_mib:
-            disk = (f"[ -e {shlex.quote(paths.disk)} ] || "
-                    f"qemu-img create -q -f qcow2 {shlex.quote(paths.disk)} {spec.disk_mib}M && ")
-        _run(client, host, f"mkdir -p {shlex.quote(paths.directory)} && {disk}true")
+        disk, q = "", shlex.quote
+        if spec.base_disk:  # a Debian guest: its own copy-on-write disk on the shared base, and its seed
+            size = max(spec.disk_mib, debian.SIZE_MIB)
+            disk = (f"[ -e {q(paths.disk)} ] || qemu-img create -q -f qcow2 -F qcow2 -b {q(spec.base_disk)} "
+                    f"{q(paths.disk)} {size}M && ")
+        elif spec.disk_mib:
+            disk = f"[ -e {q(paths.disk)} ] || qemu-img create -q -f qcow2 {q(paths.disk)} {spec.disk_mib}M && "
+        _run(client, host, f"mkdir -p {q(paths.directory)} && {disk}true")
+        if spec.base_disk:
+            client.push(host, paths.seed, seed.seed_iso(spec.name, spec.spec, spec.domain.nics, spec.user_data))
         client.push(host, paths.xml, domain.domain_xml(spec.domain).encode())
         _run(client, host, f"virsh -q define {shlex.quote(paths.xml)} >/dev/null")
 
@@ -248,11 +272,12 @@ def bring_up(client: Lxd, lab: t.Lab, spec: GuestSpec, verbs: set[str], report: 
         after = int(last) if last.isdigit() else 0
 
     def marker() -> dict:
+        limit = DEBIAN_BOOT_TIMEOUT if spec.base_disk else BOOT_TIMEOUT
         command = ["python3", agent.AGENT_PATH, "wait-boot", paths.serial_log, "--after-bytes", str(after),
-                   "--timeout", str(int(BOOT_TIMEOUT))]
-        result = client.execute(host, command, timeout=BOOT_TIMEOUT + 30)
+                   "--timeout", str(int(limit))]
+        result = client.execute(host, command, timeout=limit + 30)
         if result.exit_code != 0:
-            raise LxdkvmError(result.stderr.strip()[-1500:] or f"no boot marker within {BOOT_TIMEOUT:.0f}s")
+            raise LxdkvmError(result.stderr.strip()[-1500:] or f"no boot marker within {limit:.0f}s")
         return json.loads(result.stdout)
 
     found = stage("boot marker", marker)

@@ -7,6 +7,7 @@ kept in the domain's metadata (see `plan`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ class GuestSpec:
     disk_mib: int
     expect: tuple[tuple[str, str | None], ...]  # (network, "ADDR/PFX" or None: a lease in the subnet)
     accel_note: str = ""  # why the accelerator is what it is, when the lab file said `auto`
+    base_disk: str | None = None  # a Debian guest's disk stands on this shared base (in the host)
+    user_data: str | None = None  # cloud-init user-data (Debian guests), in the guest's NoCloud seed
 
     @property
     def metadata(self) -> str:
@@ -41,8 +44,16 @@ def accel(guest: t.Guest, hardware_virt: bool) -> tuple[str, str]:
     return "tcg", "tcg: this machine's CPU has no hardware virtualization (no vmx/svm)"
 
 
-def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, hardware_virt: bool) -> GuestSpec:
+def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, hardware_virt: bool,
+               debian_key: str | None = None) -> GuestSpec:
     paths = d.paths(guest.name, tiny_key)
+    debian = guest.disk == "debian"
+    kernel, initrd, base_disk = paths.kernel, paths.initrd, None
+    if debian:
+        if debian_key is None:
+            raise ValueError(f"guest {guest.name}: a Debian guest needs the Debian disk's build key")
+        base = d.debian_paths(debian_key)
+        kernel, initrd, base_disk = base.kernel, base.initrd, base.disk
     nics, expect = [], []
     for index, att in enumerate(guest.attachments):
         net = lab.network(att.network)
@@ -55,14 +66,21 @@ def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, hardware_virt: bool) -
     spec = {"v": SPEC_VERSION, "lab": lab.name, "host": guest.host, "tiny": tiny_key, "accel": chosen,
             "vcpus": guest.vcpus, "memory_mib": guest.memory_mib, "disk_mib": guest.disk_mib,
             "nics": [[n.bridge, n.mac, n.address or "dhcp", n.gateway or ""] for n in nics]}
+    if debian:  # a new user-data is a new cloud-init instance (the instance-id hashes the spec)
+        spec.update({"image": "debian", "debian": debian_key,
+                     "user_data": hashlib.sha256((guest.user_data or "").encode()).hexdigest()[:12]})
     domain = d.GuestDomain(
-        name=guest.name, kernel=paths.kernel, initrd=paths.initrd, memory_mib=guest.memory_mib,
-        vcpus=guest.vcpus, accel=chosen, nics=tuple(nics), disk=paths.disk if guest.disk_mib else None,
+        name=guest.name, kernel=kernel, initrd=initrd, memory_mib=guest.memory_mib,
+        vcpus=guest.vcpus, accel=chosen, nics=tuple(nics),
+        disk=paths.disk if (debian or guest.disk_mib) else None,
         serial_log=paths.serial_log, agent_socket=paths.agent_socket,
         metadata=json.dumps(spec, sort_keys=True, separators=(",", ":")),
+        root="/dev/vda" if debian else None, seed=paths.seed if debian else None,
     )
-    return GuestSpec(guest.name, guest.host, domain, paths, spec, guest.disk_mib, tuple(expect), note)
+    return GuestSpec(guest.name, guest.host, domain, paths, spec, guest.disk_mib, tuple(expect), note,
+                     base_disk, guest.user_data)
 
 
-def desired(lab: t.Lab, tiny_key: str, hardware_virt: bool) -> dict[str, GuestSpec]:
-    return {g.name: guest_spec(lab, g, tiny_key, hardware_virt) for g in lab.guests}
+def desired(lab: t.Lab, tiny_key: str, hardware_virt: bool, debian_key: str | None = None
+            ) -> dict[str, GuestSpec]:
+    return {g.name: guest_spec(lab, g, tiny_key, hardware_virt, debian_key) for g in lab.guests}
