@@ -170,9 +170,9 @@ def _images(lab: t.Lab) -> Iterator[t.Problem]:
                                 "leave `size` out", lab.line_of(f"{guest.path}.disk.size", guest.line))
             try:
                 seed.check_user_data(guest.user_data)
-            except LxdkvmError as exc:
-                yield t.Problem(f"{guest.path}.user_data", str(exc), "give a #cloud-config document "
-                                "(or a mapping)", line)
+            except LxdkvmError as exc:  # YAML's own message runs over several lines: its first says what
+                yield t.Problem(f"{guest.path}.user_data", str(exc).splitlines()[0], "give a #cloud-config "
+                                "document (or a mapping)", line)
         elif guest.user_data is not None:
             yield t.Problem(f"{guest.path}.user_data", "the tiny guest runs no cloud-init",
                             "use `disk: debian` for a guest that reads user-data", line)
