@@ -105,7 +105,8 @@ def _short_forms(node: object) -> object:
                               {"$ref": ref}]}
         if ref == "#/$defs/GuestDiskIn" or (node.get("allOf") == [{"$ref": "#/$defs/GuestDiskIn"}]):
             extra = {k: v for k, v in node.items() if k not in ("$ref", "allOf")}
-            return {"anyOf": [{"type": "string", "enum": ["tiny"]}, {"$ref": "#/$defs/GuestDiskIn"}], **extra}
+            images = list(typing.get_args(labfile.GuestDiskIn.model_fields["image"].annotation))
+            return {"anyOf": [{"type": "string", "enum": images}, {"$ref": "#/$defs/GuestDiskIn"}], **extra}
         return {key: _short_forms(value) for key, value in node.items()}
     if isinstance(node, list):
         return [_short_forms(value) for value in node]
@@ -150,7 +151,8 @@ def type_name(annotation: object) -> str:
         if args[0] is labfile.AttachmentIn:
             return f"network name or {inner}"
         if args[0] is labfile.GuestDiskIn:
-            return f"`tiny` or {inner}"
+            images = typing.get_args(labfile.GuestDiskIn.model_fields["image"].annotation)
+            return f"{' or '.join(f'`{i}`' for i in images)}, or {inner}"
         return inner
     if origin in (typing.Union, types.UnionType):
         kept = [a for a in args if a is not type(None)]
