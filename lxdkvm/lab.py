@@ -147,12 +147,12 @@ def _with_guests(lab: t.Lab, want: labobjects.Desired, say: Callable[[str], None
     """The lab's guests as libvirt domains (the tiny guest is built, once, when there are any)."""
     if not lab.guests:
         return want
-    from .guests import debian, spec, tiny
+    from .guests import debian, kvmboot, spec, tiny
 
     key = tiny.build(report=say).key
     debian_key = debian.build(report=say).key if any(g.disk == "debian" for g in lab.guests) else None
-    hardware_virt = hostcaps.hardware_virt(hostcaps.read_host()) is not None
-    return dataclasses.replace(want, guests=spec.desired(lab, key, hardware_virt, debian_key))
+    verdict = kvmboot.cached(hostcaps.hardware_virt(hostcaps.read_host()) is not None, key)
+    return dataclasses.replace(want, guests=spec.desired(lab, key, verdict, debian_key))
 
 
 def plan(path: str | Path | None, allow: Allowances = NO_ALLOWANCES) -> tuple[t.Lab, Plan]:

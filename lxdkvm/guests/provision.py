@@ -3,17 +3,18 @@ then bring guests up in parallel (each through its stages), remove the ones the 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .. import provision
+from .. import hostcaps, provision
 from .. import topology as t
 from ..labobjects import Desired
 from ..lxd import LabLxd
 from ..plan import Observed, Plan
-from . import debian, runtime, tiny
+from . import debian, kvmboot, runtime, spec, tiny
 
 Report = Callable[[str, str], None]
 DEFAULT_WORKERS = 4  # TCG boots are CPU-bound
@@ -26,6 +27,22 @@ def _unprepared(lab: t.Lab, want: Desired) -> bool:
         return False
     conn = LabLxd(want.project).scoped
     return any(not runtime.prepared(conn, lab, host) for host in lab.hosts)
+
+
+def _probed(lab: t.Lab, want: Desired, conn, hosts: list[str], artifacts, report: Report) -> Desired:
+    """`accel: auto` guests on a CPU with vmx/svm: the first time, boot the tiny guest under KVM in a
+    host, remember the verdict, and choose their accelerator by it."""
+    if not hosts or artifacts is None or not any(g.accel == "auto" for g in lab.guests):
+        return want
+    verdict = kvmboot.cached(hostcaps.hardware_virt(hostcaps.read_host()) is not None, artifacts.key)
+    if verdict.kvm != kvmboot.UNKNOWN:
+        return want
+    report(hosts[0], "probing whether a guest kernel boots under this machine's KVM")
+    verdict = kvmboot.probe(conn, hosts[0], artifacts)
+    kvmboot.remember(artifacts.key, verdict)
+    report(hosts[0], f"KVM for guests: {verdict.kvm} ({verdict.evidence})")
+    debian_key = next((s.spec.get("debian") for s in want.guests.values() if s.spec.get("debian")), None)
+    return dataclasses.replace(want, guests=spec.desired(lab, artifacts.key, verdict, debian_key))
 
 
 @dataclass
@@ -63,6 +80,7 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, report: Report,
     for host in hosts:
         report(host, "preparing for guests (guest images, agent, migration listener)")
         runtime.prepare_host(conn, lab, lab.host(host), artifacts, debian_disk)
+    want = _probed(lab, want, conn, hosts, artifacts, report)
     for spec in [want.guests[n] for n in sorted(verbs) if want.guests[n].accel_note]:
         report(spec.name, spec.accel_note)
 

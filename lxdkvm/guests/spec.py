@@ -1,7 +1,7 @@
 """The guests a lab wants, as plain data: one libvirt domain per guest, on the host the lab file names.
 
-Pure: a `topology.Lab`, the tiny guest's build key and whether this machine has hardware
-virtualization in, `GuestSpec`s out. What may not change without recreating a guest is its `spec`,
+Pure: a `topology.Lab`, the guest images' build keys and what is known of KVM here (`kvmboot.Verdict`)
+in, `GuestSpec`s out. What may not change without recreating a guest is its `spec`,
 kept in the domain's metadata (see `plan`).
 """
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .. import topology as t
 from . import domain as d
+from . import kvmboot
 
 SPEC_VERSION = 1
 
@@ -35,16 +36,21 @@ class GuestSpec:
         return json.dumps(self.spec, sort_keys=True, separators=(",", ":"))
 
 
-def accel(guest: t.Guest, hardware_virt: bool) -> tuple[str, str]:
-    """The accelerator a guest gets, and why when the lab file left it to lxdkvm."""
+def accel(guest: t.Guest, verdict: kvmboot.Verdict) -> tuple[str, str]:
+    """The accelerator a guest gets, and why when the lab file left it to lxdkvm (`auto`): KVM only
+    where the CPU has hardware virtualization and a guest kernel really boots under it."""
     if guest.accel != "auto":
         return guest.accel, ""
-    if hardware_virt:
+    if verdict.kvm == kvmboot.BOOTS:
         return "kvm", ""
+    if verdict.kvm == kvmboot.UNKNOWN:
+        return "kvm", "kvm: to be confirmed by a probe boot under KVM when the lab comes up"
+    if verdict.kvm == kvmboot.HANGS:
+        return "tcg", f"tcg: a guest kernel does not boot under this machine's KVM ({verdict.evidence})"
     return "tcg", "tcg: this machine's CPU has no hardware virtualization (no vmx/svm)"
 
 
-def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, hardware_virt: bool,
+def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, verdict: kvmboot.Verdict,
                debian_key: str | None = None) -> GuestSpec:
     paths = d.paths(guest.name, tiny_key)
     debian = guest.disk == "debian"
@@ -62,7 +68,7 @@ def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, hardware_virt: bool,
         nics.append(d.GuestNic(t.in_host_bridge(att.network), d.mac_for(lab.name, guest.name, index),
                                address, gateway))
         expect.append((att.network, address))
-    chosen, note = accel(guest, hardware_virt)
+    chosen, note = accel(guest, verdict)
     spec = {"v": SPEC_VERSION, "lab": lab.name, "host": guest.host, "tiny": tiny_key, "accel": chosen,
             "vcpus": guest.vcpus, "memory_mib": guest.memory_mib, "disk_mib": guest.disk_mib,
             "nics": [[n.bridge, n.mac, n.address or "dhcp", n.gateway or ""] for n in nics]}
@@ -81,6 +87,6 @@ def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, hardware_virt: bool,
                      base_disk, guest.user_data)
 
 
-def desired(lab: t.Lab, tiny_key: str, hardware_virt: bool, debian_key: str | None = None
+def desired(lab: t.Lab, tiny_key: str, verdict: kvmboot.Verdict, debian_key: str | None = None
             ) -> dict[str, GuestSpec]:
-    return {g.name: guest_spec(lab, g, tiny_key, hardware_virt, debian_key) for g in lab.guests}
+    return {g.name: guest_spec(lab, g, tiny_key, verdict, debian_key) for g in lab.guests}

@@ -238,3 +238,16 @@ def test_verify_pings_every_target_at_once_in_valid_shell():
 
     assert verify._pings(Shell(), "h", ["192.0.2.1", "192.0.2.2", "192.0.2.3"]) == {
         "192.0.2.1": True, "192.0.2.2": False, "192.0.2.3": False}
+
+
+def test_accel_auto_is_kvm_only_where_a_guest_kernel_boots_under_it():
+    from lxdkvm.guests import kvmboot, spec
+
+    auto, tcg = t.Guest("vm", "h", accel="auto"), t.Guest("vm", "h", accel="tcg")
+    assert spec.accel(auto, kvmboot.Verdict(kvmboot.BOOTS)) == ("kvm", "")
+    assert spec.accel(auto, kvmboot.Verdict(kvmboot.NO_HARDWARE))[0] == "tcg"
+    chosen, why = spec.accel(auto, kvmboot.Verdict(kvmboot.HANGS, "no boot marker within 20 s"))
+    assert chosen == "tcg" and "no boot marker within 20 s" in why
+    assert spec.accel(auto, kvmboot.Verdict(kvmboot.UNKNOWN))[0] == "kvm"  # until up probes it
+    assert spec.accel(tcg, kvmboot.Verdict(kvmboot.BOOTS)) == ("tcg", "")  # what the lab file says wins
+    assert kvmboot.cached(False, "0123456789abcdef").kvm == kvmboot.NO_HARDWARE
