@@ -27,12 +27,6 @@ DEBIAN_BOOT_TIMEOUT = 600.0  # systemd and cloud-init under TCG: ~21 s alone, mu
 LISTENER_DROPIN = "/etc/systemd/system/libvirtd-tcp.socket.d/lxdkvm.conf"
 MIGRATION_PORT = 16509
 
-# One line per libvirt domain: name, state, lxdkvm's metadata (empty for domains lxdkvm did not make).
-_LIST = ("for d in $(virsh -q list --all --name); do "
-         "printf '%s\\t%s\\t' \"$d\" \"$(virsh -q domstate \"$d\" | head -n1)\"; "
-         f"virsh -q metadata \"$d\" {domain.METADATA_NS} 2>/dev/null | tr -d '\\n'; echo; done")
-
-
 class GuestFailed(LxdkvmError):
     def __init__(self, guest: str, stage: str, detail: str) -> None:
         super().__init__(f"guest {guest}: stage '{stage}' failed: {detail}")
@@ -56,35 +50,32 @@ def _spec_of(metadata_xml: str) -> dict | None:
         return None
 
 
+def _domains(client: Lxd, host: str) -> list[tuple[str, str, dict | None, str]]:
+    """(name, state, lxdkvm's spec or None, last boot marker line) of every libvirt domain in HOST."""
+    script = render_template("libvirt", "list-guests.sh.j2", metadata_ns=domain.METADATA_NS,
+                             marker=tiny.MARKER, serial_log_dir=domain.SERIAL_LOG_DIR)
+    rows = []
+    for line in _run(client, host, script, timeout=60).splitlines():
+        name, state, metadata, marker = (line.split("\t") + ["", "", "", ""])[:4]
+        if name:
+            rows.append((name, state.strip(), _spec_of(metadata), marker))
+    return rows
+
+
 def observe(client: Lxd, host: str) -> dict[str, dict]:
     """The libvirt domains of HOST: name → {state, spec (None: not lxdkvm's)}."""
-    found = {}
-    for line in _run(client, host, _LIST, timeout=60).splitlines():
-        name, _, rest = line.partition("\t")
-        state, _, metadata = rest.partition("\t")
-        if name:
-            found[name] = {"state": state.strip(), "spec": _spec_of(metadata)}
-    return found
-
-
-_STATUS = ("for d in $(virsh -q list --all --name); do "
-           "printf '%s\t%s\t' \"$d\" \"$(virsh -q domstate \"$d\" | head -n1)\"; "
-           f"virsh -q metadata \"$d\" {domain.METADATA_NS} 2>/dev/null | tr -d '\\n'; printf '\\t'; "
-           f"grep -a -o '{tiny.MARKER} .*' \"{domain.SERIAL_LOG_DIR}/$d-serial.log\" 2>/dev/null | tail -n1 "
-           "| tr -d '\\r'; echo; done")
+    return {name: {"state": state, "spec": spec} for name, state, spec, _marker in _domains(client, host)}
 
 
 def guest_status(client: Lxd, host: str, lab: str) -> list[dict]:
     """The lab's guests in HOST as status rows: name, state, booted (a boot marker in its serial log
     while it runs), boot id and addresses from that marker."""
     rows = []
-    for line in _run(client, host, _STATUS, timeout=60).splitlines():
-        name, state, metadata, marker_line = (line.split("\t") + ["", "", "", ""])[:4]
-        spec = _spec_of(metadata)
-        if not name or not spec or spec.get("lab") != lab:
+    for name, state, spec, marker_line in _domains(client, host):
+        if not spec or spec.get("lab") != lab:
             continue
-        marker = agent.parse_marker(marker_line) if state.strip() == "running" else None
-        rows.append({"name": name, "host": host, "state": state.strip(), "booted": marker is not None,
+        marker = agent.parse_marker(marker_line) if state == "running" else None
+        rows.append({"name": name, "host": host, "state": state, "booted": marker is not None,
                      "boot_id": (marker or {}).get("boot_id", ""), "addresses": (marker or {}).get("addrs", {})})
     return rows
 
