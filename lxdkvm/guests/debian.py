@@ -23,7 +23,7 @@ from pathlib import Path
 from .. import image
 from ..errors import LxdkvmError
 from ..templating import data_dir, render_template
-from . import debs, tiny
+from . import cache, debs, tiny
 from .initramfs import newc_archive
 
 BUILD_VERSION = "1"  # bump when the build code changes what it produces
@@ -131,13 +131,7 @@ def build(report: Report = lambda _m: None, force: bool = False) -> DebianDisk:
         _initramfs(extracted, key, out)
         shutil.copyfile(kernels.kernel, out / "vmlinuz")
         (out / "key").write_text(key + "\n")
-        if force and final.exists():
-            shutil.rmtree(final)
-        try:
-            os.rename(out, final)  # a half-built cache never has the final name
-        except OSError:
-            if not final.is_dir():  # another build finished first: theirs is as good as ours
-                raise
+        cache.publish(out, final, force)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(f"debian guest {key}: built in {final}")

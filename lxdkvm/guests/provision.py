@@ -81,8 +81,9 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, report: Report,
         report(host, "preparing for guests (guest images, agent, migration listener)")
         runtime.prepare_host(conn, lab, lab.host(host), artifacts, debian_disk)
     want = _probed(lab, want, conn, hosts, artifacts, report)
-    for spec in [want.guests[n] for n in sorted(verbs) if want.guests[n].accel_note]:
-        report(spec.name, spec.accel_note)
+    for name in sorted(verbs):
+        if want.guests[name].accel_note:
+            report(name, want.guests[name].accel_note)
 
     applied = GuestsApplied()
 

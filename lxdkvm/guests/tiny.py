@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from pathlib import Path
 from ..errors import LxdkvmError
 from ..image import cache_root
 from ..templating import data_dir, render_template
-from . import debs, modinfo
+from . import cache, debs, modinfo
 from .initramfs import newc_archive
 
 BUILD_VERSION = "1"  # bump when the build code changes what it produces
@@ -94,13 +93,7 @@ def build(report: Report = lambda _m: None, force: bool = False) -> TinyArtifact
             report(f"extracting {package}")
             debs.extract(debs.download(package, debs_dir), work / "x")
         _write(work, key)
-        if force and final.exists():
-            shutil.rmtree(final)
-        try:
-            os.rename(work / "out", final)  # a half-built cache never has the final name
-        except OSError:
-            if not final.is_dir():  # another build finished first: theirs is as good as ours
-                raise
+        cache.publish(work / "out", final, force)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(f"tiny guest {key}: built in {final}")

@@ -1,5 +1,6 @@
 """Fixtures that stand on a real LXD daemon: installed, started and initialised when missing."""
 
+import contextlib
 import os
 import uuid
 
@@ -48,3 +49,23 @@ def kvm_host(lxd, base_image, unique):
     finally:
         lxd.delete_instance(name)
         lxd.delete_profile(name)
+
+
+@contextlib.contextmanager
+def baked_host(lxd: Lxd, name: str):
+    """A KVM host container from the baked image (baked when missing) with its own for-host profile, on
+    the hosts' pool; deleted with its profile afterwards, also on failure."""
+    from lxdkvm import bake
+
+    image = lxd.image_by_alias(bake.DEFAULT_ALIAS) or bake.bake().__dict__
+    spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=int(image["properties"]["lxdkvm.kvm_gid"]),
+                                install_packages=False)
+    lxd.apply_profile(name, profile_mod.parse(profile_mod.render(spec)))
+    try:
+        pool = lxdsetup.ensure_hosts_pool(lxd)
+        kvmhost.launch(lxd, name, bake.DEFAULT_ALIAS, ["default", name], pool=pool.name)
+        yield name
+    finally:
+        lxd.delete_instance(name)
+        lxd.delete_profile(name)
+

@@ -10,11 +10,10 @@ import time
 
 import pytest
 
-from lxdkvm import bake, hostcaps, kvmhost, lxdsetup
-from lxdkvm import profile as profile_mod
 from lxdkvm.guests import agent, debian, seed
 from lxdkvm.guests import domain as gd
 
+from .conftest import baked_host
 from .test_tiny_guest import guest_exec, sh
 
 pytestmark = pytest.mark.integration
@@ -37,14 +36,7 @@ def disk():
 @pytest.fixture(scope="module")
 def host(lxd, unique, disk):
     """A lab host from the baked image with the Debian disk (as a base image), the agent and a bridge."""
-    image = lxd.image_by_alias(bake.DEFAULT_ALIAS) or bake.bake().__dict__
-    kvm_gid = int(image["properties"]["lxdkvm.kvm_gid"])
-    name = f"lxdkvm-it-deb-{unique}"
-    spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=kvm_gid, install_packages=False)
-    lxd.apply_profile(name, profile_mod.parse(profile_mod.render(spec)))
-    try:
-        pool = lxdsetup.ensure_hosts_pool(lxd)
-        kvmhost.launch(lxd, name, bake.DEFAULT_ALIAS, ["default", name], pool=pool.name)
+    with baked_host(lxd, f"lxdkvm-it-deb-{unique}") as name:
         where = gd.debian_paths(disk.key)
         sh(lxd, name, f"mkdir -p {where.directory} {gd.GUESTS_DIR}")
         for source, target in ((disk.path, where.disk), (disk.kernel, where.kernel), (disk.initrd, where.initrd)):
@@ -56,9 +48,6 @@ def host(lxd, unique, disk):
                       " && { [ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ]"
                       " || sysctl -qw net.bridge.bridge-nf-call-iptables=0; }")
         yield {"name": name, "where": where}
-    finally:
-        lxd.delete_instance(name)
-        lxd.delete_profile(name)
 
 
 @pytest.fixture(scope="module")

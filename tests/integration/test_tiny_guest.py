@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from lxdkvm import bake, hostcaps, kvmhost, lxdsetup
-from lxdkvm import profile as profile_mod
 from lxdkvm.guests import agent, runtime, tiny
 from lxdkvm.guests import domain as gd
+
+from .conftest import baked_host
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +40,7 @@ def guest_exec(lxd, host, name, command, timeout=60):
 def host(lxd, unique):
     """A lab host from the baked KVM-host image (baked when missing) with the tiny guest's files, the
     agent and a bridge 192.168.77.1/24 serving DHCP from dnsmasq; deleted afterwards."""
-    image = lxd.image_by_alias(bake.DEFAULT_ALIAS) or bake.bake().__dict__
-    kvm_gid = int(image["properties"]["lxdkvm.kvm_gid"])
-    name = f"lxdkvm-it-tiny-{unique}"
-    spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=kvm_gid, install_packages=False)
-    lxd.apply_profile(name, profile_mod.parse(profile_mod.render(spec)))
-    try:
-        pool = lxdsetup.ensure_hosts_pool(lxd)
-        kvmhost.launch(lxd, name, bake.DEFAULT_ALIAS, ["default", name], pool=pool.name)
+    with baked_host(lxd, f"lxdkvm-it-tiny-{unique}") as name:
         artifacts = tiny.build()
         runtime.push_tiny(lxd, name, artifacts)
         sh(lxd, name, f"mkdir -p {gd.GUESTS_DIR}")
@@ -59,9 +52,6 @@ def host(lxd, unique):
                       f" && dnsmasq --interface={BRIDGE} --bind-interfaces --port=0 --no-resolv"
                       " --dhcp-range=192.168.77.100,192.168.77.150,1h --pid-file=/run/lxdkvm-it-dnsmasq.pid")
         yield {"name": name, "key": artifacts.key}
-    finally:
-        lxd.delete_instance(name)
-        lxd.delete_profile(name)
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@
 from dataclasses import replace
 
 from lxdkvm import doctor
-from lxdkvm.storage import BtrfsSupport
 from lxdkvm.hostcaps import DeviceFacts
 from lxdkvm.kvmprobe import ProbeResult
 from lxdkvm.lxd import ServerFacts
+from lxdkvm.storage import BtrfsSupport
 
 from ..conftest import load_host
 
