@@ -146,7 +146,7 @@ def _guest_nodes(lab: t.Lab, live_hosts: dict[str, dict], live: bool,
     return placed
 
 
-def _address(want: t.Attachment | t.GuestAttachment, network: t.Network | None,
+def _address(want: t.Attachment, network: t.Network | None,
              live: list[str] | None) -> str:
     """A NIC's address: the static one, the lease it holds (live), or what it will get."""
     if want.ipv4 is not None:

@@ -75,7 +75,7 @@ def _placement(lab: t.Lab, guest: t.Guest, said: set[str]) -> Iterator[t.Problem
         seen.add(att.network)
 
 
-def _address(lab: t.Lab, guest: t.Guest, att: t.GuestAttachment,
+def _address(lab: t.Lab, guest: t.Guest, att: t.Attachment,
              taken: dict[ipaddress.IPv4Address, str]) -> Iterator[t.Problem]:
     net = lab.network(att.network)
     if net is None:

@@ -335,7 +335,7 @@ def _guests(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> lis
                                        problems if offset == 0 else [])
             guests.append(t.Guest(
                 name=name, host=spec.host,
-                attachments=tuple(t.GuestAttachment(a.network, a.ipv4, a.path, a.line) for a in attachments),
+                attachments=attachments,
                 vcpus=spec.vcpus, memory_mib=memory, accel=spec.accel, disk=spec.disk.image,
                 disk_mib=disk_mib, user_data=user_data, path=key_path(("guests", i)),
                 line=positions.line(("guests", i)),

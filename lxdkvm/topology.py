@@ -88,6 +88,7 @@ class Network:
 
 @dataclass(frozen=True)
 class Attachment:
+    """A host's or a guest's NIC on a lab network (ipv4 None: a DHCP lease, or no address)."""
     network: str
     device: str  # eth0, eth1, ... in the order the host lists its networks
     ipv4: ipaddress.IPv4Address | None = None
@@ -125,19 +126,11 @@ class ExtraProfile:
 
 
 @dataclass(frozen=True)
-class GuestAttachment:
-    network: str
-    ipv4: ipaddress.IPv4Address | None = None  # None: a DHCP lease from the network's dnsmasq
-    path: str = ""
-    line: int = 0
-
-
-@dataclass(frozen=True)
 class Guest:
     """A QEMU/KVM guest that runs inside one of the lab's hosts, on the host's in-host bridges."""
     name: str
     host: str
-    attachments: tuple[GuestAttachment, ...] = ()
+    attachments: tuple[Attachment, ...] = ()  # a NIC per lab network, on the host's bridge for it
     vcpus: int = 1
     memory_mib: int = 128
     accel: str = "auto"  # "auto": kvm where the host has hardware virtualization, else tcg

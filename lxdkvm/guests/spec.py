@@ -65,7 +65,7 @@ def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, verdict: kvmboot.Verdi
         net = lab.network(att.network)
         address = f"{att.ipv4}/{net.subnet.prefixlen}" if att.ipv4 else None
         gateway = str(net.gateway) if net.gateway and index == 0 else None  # one default route
-        nics.append(d.GuestNic(t.in_host_bridge(att.network), d.mac_for(lab.name, guest.name, index),
+        nics.append(d.GuestNic(att.bridge, d.mac_for(lab.name, guest.name, index),
                                address, gateway))
         expect.append((att.network, address))
     chosen, note = accel(guest, verdict)

@@ -32,11 +32,12 @@ def default_lab() -> t.Lab:
 
 
 def with_guests(lab: t.Lab) -> t.Lab:
-    ga = t.GuestAttachment
+    nic = t.Attachment
     return dataclasses.replace(lab, guests=(
-        t.Guest("web", "kvm-1", (ga("data", ipaddress.IPv4Address("10.200.20.101")),), 1, 256),
-        t.Guest("db", "kvm-1", (ga("data", ipaddress.IPv4Address("10.200.20.102")), ga("mgmt")), 2, 512),
-        t.Guest("mover", "kvm-1", (ga("data", ipaddress.IPv4Address("10.200.20.103")),), disk_mib=64),
+        t.Guest("web", "kvm-1", (nic("data", "eth0", ipaddress.IPv4Address("10.200.20.101")),), 1, 256),
+        t.Guest("db", "kvm-1", (nic("data", "eth0", ipaddress.IPv4Address("10.200.20.102")), nic("mgmt", "eth1")),
+                2, 512),
+        t.Guest("mover", "kvm-1", (nic("data", "eth0", ipaddress.IPv4Address("10.200.20.103")),), disk_mib=64),
     ))
 
 
