@@ -143,22 +143,29 @@ def observe(lxd: LabLxd, guests: bool = False) -> Observed:
     return have
 
 
-def _with_guests(lab: t.Lab, want: labobjects.Desired, say: Callable[[str], None]) -> labobjects.Desired:
-    """The lab's guests as libvirt domains (the tiny guest is built, once, when there are any)."""
+def _guest_images(lab: t.Lab, say: Callable[[str], None]):
+    """What the lab's guests are made from (built once, cached), or None for a lab without guests."""
     if not lab.guests:
-        return want
-    from .guests import debian, kvmboot, spec, tiny
+        return None
+    from .guests import provision as guest_provision
 
-    key = tiny.build(report=say).key
-    debian_key = debian.build(report=say).key if any(g.disk == "debian" for g in lab.guests) else None
-    verdict = kvmboot.cached(hostcaps.hardware_virt(hostcaps.read_host()) is not None, key)
-    return dataclasses.replace(want, guests=spec.desired(lab, key, verdict, debian_key))
+    return guest_provision.images(lab, say)
+
+
+def _with_guests(lab: t.Lab, want: labobjects.Desired, built) -> labobjects.Desired:
+    """The lab's guests as libvirt domains, from BUILT (`_guest_images`)."""
+    if built is None:
+        return want
+    from .guests import provision as guest_provision
+
+    return dataclasses.replace(want, guests=guest_provision.desired(lab, built))
 
 
 def plan(path: str | Path | None, allow: Allowances = NO_ALLOWANCES) -> tuple[t.Lab, Plan]:
     lab = load(path, allow=allow)
     lxd = LabLxd(lab.project)
-    want = _with_guests(lab, labobjects.desired(lab, **vars(_planned_prepared(lab, lxd))), lambda _m: None)
+    built = _guest_images(lab, lambda _m: None)
+    want = _with_guests(lab, labobjects.desired(lab, **vars(_planned_prepared(lab, lxd))), built)
     return lab, make_plan(want, observe(lxd, guests=True))
 
 
@@ -183,14 +190,15 @@ def up(path: str | Path | None, report: Report, workers: int = provision.DEFAULT
         sshkeys.ensure_keypair(lab.name)  # before the profile: its user-data carries the public key
         prepared = prepare(lab, say)
         lxd = LabLxd(lab.project)
-        want = _with_guests(lab, labobjects.desired(lab, prepared.pool, prepared.kvm_profile), say)
+        built = _guest_images(lab, say)
+        want = _with_guests(lab, labobjects.desired(lab, prepared.pool, prepared.kvm_profile), built)
         have = observe(lxd, guests=True)
         the_plan = make_plan(want, have)
         applied = provision.Applied() if the_plan.empty else provision.apply(lab, want, the_plan, report, workers)
         trust_host_keys(lab.name, say)
         from .guests import provision as guest_provision  # after the hosts: guests live inside them
 
-        guests = guest_provision.apply(lab, want, the_plan, have, report)
+        guests = guest_provision.apply(lab, want, the_plan, have, built, report)
         _remember(lab, path)
         return UpResult(lab, the_plan, applied, lock.recovered, guests)
 

@@ -20,6 +20,25 @@ Report = Callable[[str, str], None]
 DEFAULT_WORKERS = 4  # TCG boots are CPU-bound
 
 
+@dataclass(frozen=True)
+class Images:
+    """What a lab's guests are made from, built (or found in the cache) once per `up` or `plan`."""
+    tiny: tiny.TinyArtifacts
+    debian: debian.DebianDisk | None  # only when a guest uses it
+    verdict: kvmboot.Verdict  # what is known of KVM for guests here
+
+
+def images(lab: t.Lab, say: Callable[[str], None]) -> Images:
+    artifacts = tiny.build(report=say)
+    disk = debian.build(report=say) if any(g.disk == "debian" for g in lab.guests) else None
+    verdict = kvmboot.cached(hostcaps.hardware_virt(hostcaps.read_host()) is not None, artifacts.key)
+    return Images(artifacts, disk, verdict)
+
+
+def desired(lab: t.Lab, built: Images) -> dict[str, spec.GuestSpec]:
+    return spec.desired(lab, built.tiny.key, built.verdict, built.debian.key if built.debian else None)
+
+
 def _unprepared(lab: t.Lab, want: Desired) -> bool:
     """A host of a lab with guests that has not been made ready for guests yet (e.g. a host added
     without guests of its own: it must still take migrations)."""
@@ -29,20 +48,16 @@ def _unprepared(lab: t.Lab, want: Desired) -> bool:
     return any(not runtime.prepared(conn, lab, host) for host in lab.hosts)
 
 
-def _probed(lab: t.Lab, want: Desired, conn, hosts: list[str], artifacts, report: Report) -> Desired:
+def _probed(lab: t.Lab, want: Desired, conn, hosts: list[str], built: Images, report: Report) -> Desired:
     """`accel: auto` guests on a CPU with vmx/svm: the first time, boot the tiny guest under KVM in a
     host, remember the verdict, and choose their accelerator by it."""
-    if not hosts or artifacts is None or not any(g.accel == "auto" for g in lab.guests):
-        return want
-    verdict = kvmboot.cached(hostcaps.hardware_virt(hostcaps.read_host()) is not None, artifacts.key)
-    if verdict.kvm != kvmboot.UNKNOWN:
+    if not hosts or built.verdict.kvm != kvmboot.UNKNOWN or not any(g.accel == "auto" for g in lab.guests):
         return want
     report(hosts[0], "probing whether a guest kernel boots under this machine's KVM")
-    verdict = kvmboot.probe(conn, hosts[0], artifacts)
-    kvmboot.remember(artifacts.key, verdict)
+    verdict = kvmboot.probe(conn, hosts[0], built.tiny)
+    kvmboot.remember(built.tiny.key, verdict)
     report(hosts[0], f"KVM for guests: {verdict.kvm} ({verdict.evidence})")
-    debian_key = next((s.spec.get("debian") for s in want.guests.values() if s.spec.get("debian")), None)
-    return dataclasses.replace(want, guests=spec.desired(lab, artifacts.key, verdict, debian_key))
+    return dataclasses.replace(want, guests=desired(lab, dataclasses.replace(built, verdict=verdict)))
 
 
 @dataclass
@@ -52,10 +67,11 @@ class GuestsApplied:
     seconds: float = 0.0
 
 
-def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, report: Report,
+def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, built: Images | None, report: Report,
           workers: int = DEFAULT_WORKERS) -> GuestsApplied:
+    """BUILT: the lab's guest images (None for a lab without guests)."""
     actions = plan.select("guest")
-    if not actions and not _unprepared(lab, want):
+    if built is None or (not actions and not _unprepared(lab, want)):
         return GuestsApplied()
     start = time.monotonic()
     conn = LabLxd(want.project).scoped
@@ -73,14 +89,11 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, report: Report,
     for action in plan.select("guest", "create", "recreate", "start"):
         verbs.setdefault(action.name, set()).add(action.verb)
     # every host of a lab with guests: any of them may receive a guest by `lxdkvm migrate`
-    hosts = sorted(h.name for h in lab.hosts) if lab.guests else []
-    say = lambda message: report("lab", message)  # noqa: E731
-    artifacts = tiny.build(report=say) if lab.guests else None
-    debian_disk = debian.build(report=say) if any(g.disk == "debian" for g in lab.guests) else None
+    hosts = sorted(h.name for h in lab.hosts)
     for host in hosts:
         report(host, "preparing for guests (guest images, agent, migration listener)")
-        runtime.prepare_host(conn, lab, lab.host(host), artifacts, debian_disk)
-    want = _probed(lab, want, conn, hosts, artifacts, report)
+        runtime.prepare_host(conn, lab, lab.host(host), built.tiny, built.debian)
+    want = _probed(lab, want, conn, hosts, built, report)
     for name in sorted(verbs):
         if want.guests[name].accel_note:
             report(name, want.guests[name].accel_note)

@@ -120,22 +120,19 @@ def listener_files(lab: t.Lab, host: t.Host) -> dict[str, str]:
             FIREWALL_UNIT: (data_dir("libvirt") / "lxdkvm-migration-firewall.service").read_text()}
 
 
-def _up_to_date(client: Lxd, host: str, files: dict[str, str]) -> bool:
-    """Whether HOST has exactly these files (sha256 of each)."""
-    listing = client.execute(host, ["sha256sum", *sorted(files)]).stdout
-    have = {path: digest for digest, path in (line.split(maxsplit=1) for line in listing.splitlines())}
-    return all(have.get(path) == hashlib.sha256(content.encode()).hexdigest() for path, content in files.items())
-
-
 def prepared(client: Lxd, lab: t.Lab, host: t.Host) -> bool:
-    """Whether HOST has lxdkvm's agent and, where it has isolated addresses, its migration listener."""
-    if client.execute(host.name, ["test", "-e", agent.AGENT_PATH]).exit_code != 0:
-        return False
+    """Whether HOST has lxdkvm's agent and, where it has isolated addresses, its migration listener with
+    exactly these files, running. One exec: a lab with guests asks this of every host at every `up`."""
     files = listener_files(lab, host)
-    if not files:
-        return True
-    active = client.execute(host.name, ["systemctl", "is-active", "libvirtd-tcp.socket"]).stdout.strip()
-    return active == "active" and _up_to_date(client, host.name, files)
+    script = f"test -e {agent.AGENT_PATH}"
+    if files:
+        script += " && systemctl is-active -q libvirtd-tcp.socket && sha256sum " + \
+            " ".join(shlex.quote(path) for path in sorted(files))
+    result = client.execute(host.name, ["sh", "-c", script])
+    if result.exit_code != 0:
+        return False
+    have = {path: digest for digest, path in (line.split(maxsplit=1) for line in result.stdout.splitlines())}
+    return all(have.get(path) == hashlib.sha256(content.encode()).hexdigest() for path, content in files.items())
 
 
 def _listener(client: Lxd, lab: t.Lab, host: t.Host) -> None:
