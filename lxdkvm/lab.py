@@ -235,41 +235,40 @@ def verify(lab: str | Path | None, say: Callable[[str], None] = lambda _m: None)
     return the_lab, verify_mod.verify(the_lab, the_status, say)
 
 
-def guest_exec(lab: str | Path | None, guest: str, command: list[str], timeout: float = 60) -> tuple[str, str, int]:
-    """(stdout, stderr, exit code) of COMMAND run in GUEST (the tiny guest's agent)."""
+def _guest(lab: str | Path | None, guest: str):
+    """(lab name, a connection in its project, its running hosts, where GUEST runs)."""
     from .guests import ops
 
     name = lab_name(lab)
     client = LabLxd(t.project_name(name)).scoped
-    where = ops.locate(client, _running_hosts_of(name), name, guest)
-    return ops.guest_exec(client, where, command, timeout)
-
-
-def _running_hosts_of(name: str) -> list[str]:
     instances = LabLxd(t.project_name(name)).instances()
-    return sorted(h for h, info in instances.items() if info["status"] == "Running")
+    hosts = sorted(h for h, info in instances.items() if info["status"] == "Running")
+    return name, client, hosts, ops.locate(client, hosts, name, guest)
+
+
+def guest_exec(lab: str | Path | None, guest: str, command: list[str], timeout: float = 60) -> tuple[str, str, int]:
+    """(stdout, stderr, exit code) of COMMAND run in GUEST (through lxdkvm's agent in it)."""
+    from .guests import ops
+
+    _name, client, _hosts, where = _guest(lab, guest)
+    return ops.guest_exec(client, where, command, timeout)
 
 
 def console_host(lab: str | Path | None, guest: str) -> tuple[str, str]:
     """(project, host) where GUEST's console is (`virsh console GUEST` there)."""
-    from .guests import ops
-
-    name = lab_name(lab)
-    client = LabLxd(t.project_name(name)).scoped
-    return t.project_name(name), ops.locate(client, _running_hosts_of(name), name, guest).host
+    name, _client, _hosts, where = _guest(lab, guest)
+    return t.project_name(name), where.host
 
 
 def migrate(lab: str | Path | None, guest: str, to: str, live: bool = True,
             say: Callable[[str], None] = lambda _m: None) -> dict:
     from .guests import ops
 
-    name = lab_name(lab)
-    hosts = _running_hosts_of(name)
+    name, client, hosts, where = _guest(lab, guest)
     if to not in hosts:
         raise LxdkvmError(f"lab {name} has no running host {to} (running: {', '.join(hosts) or 'none'})")
-    client = LabLxd(t.project_name(name)).scoped
     with LabLock(name, "migrate"):
-        return ops.migrate(client, ops.locate(client, hosts, name, guest), to, live, say)
+        return ops.migrate(client, where, to, live, say)
 
 
 def trust_host_keys(name: str, say: Callable[[str], None]) -> None:
