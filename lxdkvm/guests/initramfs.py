@@ -1,34 +1,13 @@
-"""A smoke-test guest (libvirt domain XML, an initramfs that proves a guest booted) and the cpio writer.
+"""Initramfs images in the kernel's "newc" cpio format: the writer (the tiny and Debian guests use it) and
+a smoke-test initramfs around a static busybox that proves a guest booted.
 
-Pure functions: the domain comes from libvirt/direct-kernel.xml.j2, the initramfs is written in the
-kernel's "newc" cpio format around a static busybox.
+Pure functions; a guest's libvirt domain is `guests.domain`'s.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
-from dataclasses import dataclass
-
-from ..templating import render_template
-
-
-@dataclass(frozen=True)
-class DirectKernelDomain:
-    name: str
-    kernel: str
-    initrd: str
-    serial_log: str
-    domain_type: str = "qemu"  # TCG; "kvm" needs hardware virtualization the guest kernel accepts
-    memory_mib: int = 256
-    vcpus: int = 1
-    cmdline: str = "console=ttyS0 panic=-1"
-
-
-def domain_xml(domain: DirectKernelDomain) -> str:
-    if domain.domain_type not in ("qemu", "kvm"):
-        raise ValueError(f"domain type must be qemu or kvm, not {domain.domain_type!r}")
-    return render_template("libvirt", "direct-kernel.xml.j2", **domain.__dict__)
 
 
 def _cpio_entry(out: io.BytesIO, ino: int, name: str, mode: int, data: bytes = b"") -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from lxdkvm import hostcaps, image, profile
 from lxdkvm.errors import LxdkvmError
+from lxdkvm.guests import domain
 from lxdkvm.guests import initramfs as guest
 from lxdkvm.kvmhost import PROBE_PATH
 
@@ -95,9 +96,10 @@ def test_libvirt_boots_a_tcg_guest_whose_serial_console_shows_our_marker(lxd, kv
     lxd.push(kvm_host["name"], f"{folder}/vmlinuz", vmlinuz.read_bytes())
     lxd.push(kvm_host["name"], f"{folder}/initrd.gz", guest.busybox_initramfs(busybox.read_bytes(), marker))
     serial = f"/var/log/libvirt/qemu/{name}-serial.log"
-    xml = guest.domain_xml(guest.DirectKernelDomain(
-        name=name, kernel=f"{folder}/vmlinuz", initrd=f"{folder}/initrd.gz", serial_log=serial))
-    assert '<domain type="qemu">' in xml
+    xml = domain.domain_xml(domain.GuestDomain(
+        name=name, kernel=f"{folder}/vmlinuz", initrd=f"{folder}/initrd.gz", memory_mib=256, vcpus=1,
+        accel="tcg", serial_log=serial))
+    assert '<domain type="qemu"' in xml
     lxd.push(kvm_host["name"], f"{folder}/{name}.xml", xml.encode())
     run(lxd, kvm_host, "virsh", "create", f"{folder}/{name}.xml")
     try:
