@@ -150,7 +150,7 @@ DEBIAN_MIN_MEMORY_MIB = 512  # what a Debian guest (systemd, cloud-init) was mea
 DEBIAN_DISK_MIB = 2048  # the Debian guest disk's filesystem (lxdkvm.guests.debian.SIZE_MIB)
 
 
-def _images(lab: t.Lab) -> Iterator[t.Problem]:
+def _images(lab: t.Lab, images: dict[str, int] | None = None) -> Iterator[t.Problem]:
     from .guests import seed  # YAML checks of user-data, nothing else
 
     said: set[str] = set()
@@ -173,18 +173,45 @@ def _images(lab: t.Lab) -> Iterator[t.Problem]:
             except LxdkvmError as exc:  # YAML's own message runs over several lines: its first says what
                 yield t.Problem(f"{guest.path}.user_data", str(exc).splitlines()[0], "give a #cloud-config "
                                 "document (or a mapping)", line)
+        elif guest.disk == "file":
+            yield from _file_image(lab, guest, images)
+            try:  # handed to the image's cloud-init (if it runs one) in a NoCloud seed
+                seed.check_user_data(guest.user_data)
+            except LxdkvmError as exc:
+                yield t.Problem(f"{guest.path}.user_data", str(exc).splitlines()[0], "give a #cloud-config "
+                                "document (or a mapping)", line)
         elif guest.user_data is not None:
             yield t.Problem(f"{guest.path}.user_data", "the tiny guest runs no cloud-init",
                             "use `disk: debian` for a guest that reads user-data", line)
+        if guest.disk != "file" and (guest.ready_console is not None or guest.ready_timeout is not None):
+            yield t.Problem(f"{guest.path}.ready", "`ready` is for a guest booted from an imported image",
+                            "lxdkvm's own guests print a boot marker: remove `ready`",
+                            lab.line_of(f"{guest.path}.ready", guest.line))
+
+
+def _file_image(lab: t.Lab, guest: t.Guest, images: dict[str, int] | None) -> Iterator[t.Problem]:
+    """An imported image is named, never a path: only images this machine's owner imported can boot."""
+    if images is None:
+        return
+    where, line = f"{guest.path}.disk.file", lab.line_of(f"{guest.path}.disk.file", guest.line)
+    if guest.disk_file not in images:
+        hint = _suggest(guest.disk_file or "", sorted(images))
+        yield t.Problem(where, f"no imported guest image '{guest.disk_file}' on this machine",
+                        f"import it with `lxdkvm guest-image import FILE --name {guest.disk_file}`"
+                        + (f" ({hint})" if hint else ""), line)
+    elif guest.disk_mib and guest.disk_mib < images[guest.disk_file]:
+        yield t.Problem(f"{guest.path}.disk.size", f"{guest.disk_mib} MiB is smaller than image "
+                        f"{guest.disk_file} ({images[guest.disk_file]} MiB)", "leave `size` out, or give at "
+                        "least the image's size", lab.line_of(f"{guest.path}.disk.size", guest.line))
 
 
 def check(lab: t.Lab, cpus: int | None = None, memory: int | None = None,
-          hardware_virt: bool | None = None) -> list[t.Problem]:
+          hardware_virt: bool | None = None, images: dict[str, int] | None = None) -> list[t.Problem]:
     said: set[str] = set()
     problems = list(_names(lab))
     for guest in lab.guests:
         problems += _placement(lab, guest, said)
     problems += _addresses(lab)
     problems += _resources(lab, cpus, memory, hardware_virt)
-    problems += _images(lab)
+    problems += _images(lab, images)
     return problems

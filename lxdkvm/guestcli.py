@@ -92,7 +92,9 @@ def register(main: click.Group, out, err, errors) -> None:
         if as_json:
             click.echo(json.dumps(result, indent=2))
         else:
-            kept = "kept its boot id" if result["same_boot"] else "[bold red]did NOT keep its boot id[/]"
+            kept = ("kept its boot id" if result["same_boot"] else "[bold red]did NOT keep its boot id[/]") \
+                if result["same_boot"] is not None else \
+                ("kept running (no agent: boot id not compared)" if result["running"] else "[bold red]is not running[/]")
             answers = "answers" if result["address_answers"] else "[bold red]does not answer[/]"
             out.print(f"{guest} moved {result['from']} → {result['to']} over {result['over']} in "
                       f"{result['seconds']}s (libvirt {result['libvirt_ms']} ms, downtime {result['downtime_ms']} ms,"
@@ -100,5 +102,50 @@ def register(main: click.Group, out, err, errors) -> None:
                       + (f", {result['disk_mib'] or 0:.0f} MiB disk" if result["disk_copied"] else "") + "); "
                       f"{kept}; {result['address']} {answers}; {result['pings_lost']} of {result['pings_sent']} "
                       "pings lost", highlight=False)
-        if not (result["same_boot"] and (result["address_answers"] or not result["address"])):
+        kept_running = result["same_boot"] if result["same_boot"] is not None else result["running"]
+        if not (kept_running and (result["address_answers"] or not result["address"])):
             sys.exit(1)
+
+    @main.group(name="guest-image", epilog="Example: lxdkvm guest-image import ./router.qcow2 --name router")
+    def guest_image() -> None:
+        """Disk images guests may boot (`disk: {file: NAME}` in a lab file). A lab file names an image, never
+        a path: only what root imported here can reach a lab host."""
+
+    @guest_image.command(name="import", epilog="Example: lxdkvm guest-image import ./router.qcow2 --name router")
+    @click.argument("file", type=click.Path(dir_okay=False))
+    @click.option("--name", required=True, help="The name lab files use (lowercase letters, digits, . _ -).")
+    @click.option("--format", "fmt", type=click.Choice(["raw", "qcow2"]), default=None,
+                  help="The file's format (default: what qemu-img detects).")
+    @click.option("--force", is_flag=True, help="Replace an image of that name.")
+    def guest_image_import(file, name, fmt, force) -> None:
+        """Check FILE (raw or qcow2; no backing or external data file, not encrypted) and keep a standalone
+        qcow2 copy of it as NAME."""
+        from .guests import store
+
+        with errors():
+            stored = store.import_file(file, name, fmt, force)
+        out.print(f"guest image {stored.name}: {stored.virtual_mib} MiB disk, {stored.stored_bytes / 2**20:.1f} MiB "
+                  f"stored, sha256 {stored.sha256[:16]} (from {stored.source_format} {stored.source})", highlight=False)
+
+    @guest_image.command(name="list", epilog="Example: lxdkvm guest-image list")
+    def guest_image_list() -> None:
+        """The imported guest images."""
+        from .guests import store
+
+        images = store.listing()
+        for image in images:
+            out.print(f"{image.name}\t{image.virtual_mib} MiB\tsha256 {image.sha256[:16]}\t{image.imported}\t"
+                      f"{image.source}", highlight=False)
+        if not images:
+            err.print("no guest images (`lxdkvm guest-image import FILE --name NAME`)")
+
+    @guest_image.command(name="remove", epilog="Example: lxdkvm guest-image remove router")
+    @click.argument("name")
+    def guest_image_remove(name) -> None:
+        """Forget an imported image (hosts keep their copy until their lab goes)."""
+        from .guests import store
+
+        with errors():
+            if not store.remove(store.check_name(name)):
+                raise click.ClickException(f"no guest image {name}")
+        out.print(f"guest image {name} removed")

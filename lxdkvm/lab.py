@@ -16,6 +16,7 @@ from . import bake, hostcaps, image, labcheck, labobjects, labstate, lxdsetup, p
 from . import profile as profile_mod
 from . import topology as t
 from .errors import LxdkvmError
+from .guests import store
 from .lock import LabLock
 from .lxd import LabLxd
 from .plan import Observed, Plan, make_plan, teardown_plan
@@ -31,7 +32,8 @@ def machine_facts(lab_name: str, connect: bool = True,
     LXD facts only when LXD answers."""
     host = hostcaps.read_host()
     facts = {"routes": tuple(hostcaps.routes()), "cpus": os.cpu_count(), "memory": hostcaps.mem_total(),
-             "hardware_virt": hostcaps.hardware_virt(host) is not None, "allow": allow}
+             "hardware_virt": hostcaps.hardware_virt(host) is not None, "allow": allow,
+             "guest_images": {i.name: i.virtual_mib for i in store.listing()}}
     if lxdsetup.lxd_installed():  # LXD's package creates root's subordinate ids: unknown before it
         facts["isolated_capacity"] = min(hostcaps.isolated_capacity(host.subuid),
                                          hostcaps.isolated_capacity(host.subgid))
@@ -317,6 +319,7 @@ def status(lab: str | Path | None) -> dict:
     networks = {bridge: config for bridge, config in have.networks.items()
                 if config.get(labobjects.MARK) == name}
     hosts = []
+    leases: dict[str, str] | None = None
     for host, info in sorted(have.instances.items()):
         addresses = lxd.addresses(host) if info["status"] == "Running" else {}
         per_network = {}
@@ -332,7 +335,13 @@ def status(lab: str | Path | None) -> dict:
 
             guests = runtime.guest_status(lxd.scoped, host, name)
             subnets = {c.get(labobjects.NETWORK, b): c.get("user.lxdkvm.subnet", "") for b, c in networks.items()}
+            if any(g.get("dhcp_macs") for g in guests):  # imported images report nothing: LXD's leases
+                leases = leases if leases is not None else lxd.dhcp_leases(sorted(networks))
+                for guest in guests:
+                    guest["addresses"].update({nic: leases[mac] for nic, mac in guest.pop("dhcp_macs", {}).items()
+                                               if mac in leases})
             for guest in guests:  # per network, like hosts: the network whose subnet holds the address
+                guest.pop("dhcp_macs", None)
                 guest["addresses"] = {net: [a for a in guest["addresses"].values() if _in(a, subnet)]
                                       for net, subnet in subnets.items()}
                 guest["addresses"] = {net: found for net, found in guest["addresses"].items() if found}

@@ -49,6 +49,7 @@ class Machine:
     buildable_images: frozenset[str] = field(default_factory=lambda: frozenset({t.DEFAULT_IMAGE}))
     memory: int | None = None  # bytes of RAM (MemTotal)
     hardware_virt: bool | None = None  # vmx/svm in /proc/cpuinfo
+    guest_images: dict[str, int] | None = None  # imported guest images: name → virtual size in MiB
     allow: Allowances = field(default_factory=Allowances)  # not a fact: risks accepted on the command line
 
 
@@ -273,7 +274,7 @@ def _capacity(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
 CHECKS: list[Callable[[t.Lab, Machine], Iterator[t.Problem]]] = [
     lambda lab, _m: _names(lab), lambda lab, _m: _groups(lab), _subnets, lambda lab, _m: _attachments(lab),
     lambda lab, m: _config(lab, m.allow), _references, _capacity,
-    lambda lab, m: guestcheck.check(lab, m.cpus, m.memory, m.hardware_virt),
+    lambda lab, m: guestcheck.check(lab, m.cpus, m.memory, m.hardware_virt, m.guest_images),
 ]
 
 

@@ -106,11 +106,26 @@ class GuestDiskIn(_Model):
                             "systemd, cloud-init and ssh, built offline (a copy-on-write disk per guest).")
     size: str | None = Field(
         None, pattern=SIZE, description="tiny: a qcow2 data disk (virtio) of this size, e.g. 64MiB; debian: the "
-                                        "root disk's size (at least 2GiB, the default).")
+                                        "root disk's size (at least 2GiB, the default); file: the guest's disk "
+                                        "(at least the image's own size, the default).")
+    file: str | None = Field(
+        None, pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$",
+        description="A disk image this machine's owner imported with `lxdkvm guest-image import FILE --name "
+                    "NAME`, by that NAME (never a path): it boots from its own bootloader, on a copy-on-write "
+                    "overlay per guest.")
 
 
 def _short_disk(value: object) -> object:
     return {"image": value} if isinstance(value, str) else value
+
+
+class ReadyIn(_Model):
+    """When a guest booted from an imported image (`disk: {file: ...}`) counts as booted."""
+    console: str | None = Field(
+        None, min_length=1, max_length=200, pattern=r"^[ -~]+$",
+        description="Text (not a pattern) the guest prints on its serial console once it is up, e.g. `login:`. "
+                    "Without it, booted means running; the addresses stage still pings its static addresses.")
+    timeout: int = Field(300, ge=10, le=3600, description="Seconds to wait for the text and the addresses.")
 
 
 class GuestIn(_Model):
@@ -124,7 +139,10 @@ class GuestIn(_Model):
     accel: Literal["auto", "kvm", "tcg"] = Field("auto", description="auto: kvm where the host has vmx/svm, "
                                                  "else tcg (emulation).")
     disk: Annotated[GuestDiskIn, BeforeValidator(_short_disk)] = Field(
-        GuestDiskIn(), description="tiny, debian, or {image: tiny|debian, size: SIZE}.")
+        GuestDiskIn(), description="tiny, debian, {image: tiny|debian, size: SIZE} or {file: NAME, size: SIZE}.")
+    ready: ReadyIn | None = Field(
+        None, description="For a guest from an imported image: the console text that says it booted, and how "
+                          "long to wait (lxdkvm's own guests print a boot marker).")
     user_data: str | dict[str, object] | None = Field(
         None, description="cloud-init user-data for a debian guest: a #cloud-config text, or a mapping "
                           "(written as #cloud-config).")
@@ -197,6 +215,12 @@ def _schema_problem(error: dict, positions: _Positions) -> t.Problem:
         hint = "write a network name, or `{network: NAME, ipv4: ADDRESS}`" \
             if len(loc) == 4 and loc[2] == "networks" else ""
         return t.Problem(key_path(loc), f"should be a mapping (got {got!r})", hint, line)
+    if kind == "string_pattern_mismatch" and loc[-2:] == ("disk", "file"):
+        return t.Problem(key_path(loc), f"{got!r} is not a guest image's name", "a lab file names an image "
+                         "root imported on this machine (`lxdkvm guest-image list`), never a path", line)
+    if kind == "string_pattern_mismatch" and loc[-2:] == ("ready", "console"):
+        return t.Problem(key_path(loc), f"{got!r} is not one line of printable text", "give the text the guest "
+                         "prints when it is up, such as `login:`", line)
     if kind == "too_short" and loc == ("hosts",):
         return t.Problem("hosts", "a lab needs at least one host", "add a host under `hosts:`", line)
     shown = f" (got {got!r})" if isinstance(got, (str, int, float, bool)) else ""
@@ -327,6 +351,11 @@ def _guests(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> lis
                                       "not a disk size", "use a size such as 64MiB or 1GiB",
                                       positions.line(("guests", i, "disk", "size"))))
             continue
+        if spec.disk.file and "image" in spec.disk.model_fields_set:
+            problems.append(t.Problem(key_path(("guests", i, "disk")), "both `image` and `file`",
+                                      "a guest boots either lxdkvm's image or an imported file: keep one",
+                                      positions.line(("guests", i, "disk"))))
+            continue
         user_data = spec.user_data
         if isinstance(user_data, dict):  # a mapping is cloud-config
             user_data = "#cloud-config\n" + yaml.safe_dump(user_data, sort_keys=False)
@@ -336,8 +365,11 @@ def _guests(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> lis
             guests.append(t.Guest(
                 name=name, host=spec.host,
                 attachments=attachments,
-                vcpus=spec.vcpus, memory_mib=memory, accel=spec.accel, disk=spec.disk.image,
+                vcpus=spec.vcpus, memory_mib=memory, accel=spec.accel,
+                disk="file" if spec.disk.file else spec.disk.image, disk_file=spec.disk.file,
                 disk_mib=disk_mib, user_data=user_data, path=key_path(("guests", i)),
+                ready_console=spec.ready.console if spec.ready else None,
+                ready_timeout=spec.ready.timeout if spec.ready else None,
                 line=positions.line(("guests", i)),
             ))
     return guests

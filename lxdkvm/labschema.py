@@ -32,6 +32,7 @@ SECTIONS: dict[type[BaseModel], tuple[str, str]] = {
     labfile.LimitsIn: ("hosts[].limits, defaults.limits", "Limits"),
     labfile.GuestIn: ("guests[]", "A guest"),
     labfile.GuestDiskIn: ("guests[].disk", "A guest's disk"),
+    labfile.ReadyIn: ("guests[].ready", "When an imported image has booted"),
 }
 
 # One example value per key, as YAML (a test checks that every key of the schema has one).
@@ -54,7 +55,8 @@ EXAMPLES: dict[str, str] = {
     "GuestIn.name": "vm-[1-2]", "GuestIn.host": "kvm-1",
     "GuestIn.networks": "[{network: data, ipv4: 10.200.20.101}]",
     "GuestIn.vcpus": "2", "GuestIn.memory": "256MiB", "GuestIn.accel": "tcg", "GuestIn.disk": "{size: 64MiB}",
-    "GuestDiskIn.image": "debian", "GuestDiskIn.size": "64MiB",
+    "GuestDiskIn.image": "debian", "GuestDiskIn.size": "64MiB", "GuestDiskIn.file": "router-v3",
+    "GuestIn.ready": '{console: "login:"}', "ReadyIn.console": '"login:"', "ReadyIn.timeout": "600",
     "GuestIn.user_data": "{runcmd: [[touch, /run/hello]], ssh_authorized_keys: [ssh-ed25519 AAAA... me]}",
 }
 

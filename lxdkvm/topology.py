@@ -134,9 +134,13 @@ class Guest:
     vcpus: int = 1
     memory_mib: int = 128
     accel: str = "auto"  # "auto": kvm where the host has hardware virtualization, else tcg
-    disk: str = "tiny"  # "tiny": the built-in tiny guest (kernel + initramfs); "debian": Debian 12
-    disk_mib: int = 0  # tiny: a qcow2 data disk of this size (0: none); debian: the root disk's size
-    user_data: str | None = None  # cloud-init user-data (debian guests)
+    disk: str = "tiny"  # "tiny": the built-in tiny guest (kernel + initramfs); "debian": Debian 12;
+    #                     "file": an image imported into this machine's guest image store (disk_file)
+    disk_mib: int = 0  # tiny: a qcow2 data disk of this size (0: none); debian/file: the root disk's size
+    user_data: str | None = None  # cloud-init user-data (debian and file guests)
+    disk_file: str | None = None  # the imported image's name (lxdkvm.guests.store)
+    ready_console: str | None = None  # file guests: console text that says it booted
+    ready_timeout: int | None = None  # file guests: seconds to wait for booted and addresses
     path: str = ""
     line: int = 0
 

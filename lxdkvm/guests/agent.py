@@ -3,12 +3,14 @@
 Standard library only and self-contained: lxdkvm pushes this one file into a host (`push_agent`) and
 runs it there with Debian's python3::
 
-    python3 guest-agent.py wait-boot SERIAL_LOG [--after-bytes N] [--timeout S]
+    python3 guest-agent.py wait-boot SERIAL_LOG [--after-bytes N] [--timeout S] [--text TEXT]
     python3 guest-agent.py exec SOCKET [--timeout S] -- CMD...
 
 `wait-boot` prints the first boot marker line after byte N of the guest's serial log as JSON
 ({"name", "boot_id", "addrs": {"eth0": "10.0.0.5/24"}, "offset"}: offset is where the marker line
 ends, the N to give for the next boot) and exits 0; on timeout it exits 1 with the log's last lines.
+With --text (a guest from an imported image, which prints no marker) it waits for that text instead,
+anywhere after byte N (a prompt such as "login: " ends no line), and prints {"text", "offset"}.
 
 `exec` talks to the tiny guest's command server on its second serial port, which QEMU offers as a unix
 socket (libvirt/tiny-agentd.sh): it sends ``RUN <id> <base64 command>`` and reads ``OUT <id> <base64
@@ -73,9 +75,15 @@ def find_marker(data: bytes, start: int) -> dict[str, object] | None:
     return None
 
 
-def wait_boot(log: str, after: int, timeout: float, poll: float = 0.2) -> dict[str, object] | None:
+def find_text(data: bytes, start: int, text: str) -> dict[str, object] | None:
+    at = data.find(text.encode())
+    return {"text": text, "offset": start + at + len(text.encode())} if at >= 0 else None
+
+
+def wait_boot(log: str, after: int, timeout: float, poll: float = 0.2,
+              text: str | None = None) -> dict[str, object] | None:
     deadline = time.monotonic() + timeout
-    scanned = after  # complete lines before this offset hold no marker
+    scanned = after  # complete lines before this offset hold no marker (nor the text)
     while True:
         try:
             with open(log, "rb") as f:
@@ -85,7 +93,7 @@ def wait_boot(log: str, after: int, timeout: float, poll: float = 0.2) -> dict[s
                 data = f.read()
         except FileNotFoundError:
             data = b""
-        marker = find_marker(data, scanned)
+        marker = find_text(data, scanned, text) if text else find_marker(data, scanned)
         if marker:
             return marker
         scanned += data.rfind(b"\n") + 1
@@ -183,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     boot.add_argument("serial_log")
     boot.add_argument("--after-bytes", type=int, default=0)
     boot.add_argument("--timeout", type=float, default=120.0)
+    boot.add_argument("--text", help="wait for this text instead of lxdkvm's boot marker")
     run = sub.add_parser("exec", help="run a command in a guest through its agent socket")
     run.add_argument("socket")
     run.add_argument("--timeout", type=float, default=60.0)
@@ -191,9 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
 
     if args.action == "wait-boot":
-        marker = wait_boot(args.serial_log, args.after_bytes, args.timeout)
+        marker = wait_boot(args.serial_log, args.after_bytes, args.timeout, text=args.text)
         if marker is None:
-            print(f"no boot marker in {args.serial_log} after byte {args.after_bytes} within "
+            what = f"text {args.text!r}" if args.text else "boot marker"
+            print(f"no {what} in {args.serial_log} after byte {args.after_bytes} within "
                   f"{args.timeout:g}s; its last lines:\n{_tail(args.serial_log)}", file=sys.stderr)
             return 1
         print(json.dumps(marker))

@@ -23,6 +23,7 @@ BASE_CMDLINE = "console=ttyS0,115200 panic=-1 loglevel=6"  # 6: notices ("Linux 
 GUESTS_DIR = "/var/lib/lxdkvm/guests"
 TINY_DIR = "/var/lib/lxdkvm/tiny"
 DEBIAN_DIR = "/var/lib/lxdkvm/debian"  # the Debian guest disk: one base copy per build key
+FILES_DIR = "/var/lib/lxdkvm/files"  # imported guest images (lxdkvm.guests.store): one copy per sha256
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"  # libvirt's own: QEMU (libvirt-qemu) may write its logs there
 AGENT_SOCKET_DIR = "/var/lib/libvirt/qemu"  # libvirt-qemu's home: QEMU may bind a socket there
 METADATA_NS = "https://lxdkvm.invalid/1"
@@ -50,6 +51,7 @@ class GuestDomain:
     agent_socket: str = ""
     metadata: str = ""  # opaque text (e.g. a JSON spec) kept in the domain's <metadata>
     root: str | None = None  # root=DEVICE on the command line: the initramfs boots the disk's own system
+    # kernel "" (a guest from an imported image): no direct kernel boot, the firmware boots the disk
     seed: str | None = None  # a NoCloud seed ISO inside the host, attached read-only as vdb
 
 
@@ -104,6 +106,11 @@ def tiny_paths(key: str) -> TinyPaths:
 def debian_paths(key: str) -> DebianPaths:
     directory = f"{DEBIAN_DIR}/{_check_key(key, 'Debian guest disk')}"
     return DebianPaths(directory, f"{directory}/disk.qcow2", f"{directory}/vmlinuz", f"{directory}/initrd.gz")
+
+
+def file_image_path(key: str) -> str:
+    """Where a host keeps an imported guest image (the base of its guests' overlays), by its sha256."""
+    return f"{FILES_DIR}/{_check_key(key, 'guest image')}/disk.qcow2"
 
 
 def paths(name: str, tiny_key: str | None = None) -> GuestPaths:
@@ -183,5 +190,7 @@ def domain_xml(d: GuestDomain) -> str:
         raise LxdkvmError(f"guest {d.name}: accel must be tcg or kvm, not {d.accel!r}")
     if d.memory_mib < 32 or d.vcpus < 1:
         raise LxdkvmError(f"guest {d.name}: needs at least 32 MiB and 1 vCPU")
+    if not d.kernel and not d.disk:
+        raise LxdkvmError(f"guest {d.name}: nothing to boot (no kernel and no disk)")
     return render_template("libvirt", "guest.xml.j2", d=d, domain_type=ACCELS[d.accel],
-                           cmdline=kernel_cmdline(d), metadata_ns=METADATA_NS)
+                           cmdline=kernel_cmdline(d) if d.kernel else "", metadata_ns=METADATA_NS)

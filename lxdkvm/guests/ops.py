@@ -5,7 +5,7 @@ libvirt TCP listener binds to, see `runtime.migration_addresses`): pre-copy (pos
 userfaultfd, which a user namespace does not get), memory and device state by QEMU's migration stream,
 disks (when the guest has one) by QEMU's own NBD server with `--copy-storage-all` into an image made
 beforehand on the destination; a Debian guest's overlay with `--copy-storage-inc` onto the same base,
-which every host of the lab has. No kernel nbd, no shared storage, no new device in the hosts.
+which every host of the lab has (as does a guest from an imported image). No kernel nbd, no shared storage, no new device in the hosts.
 """
 
 from __future__ import annotations
@@ -97,9 +97,13 @@ def _check_target(client: Lxd, where: Located, target: str) -> None:
                           f"give {target} more memory (`limits: {{memory: ...}}`) or move a guest off it")
 
 
+def _static_address(where: Located) -> str | None:
+    return next((nic[2].split("/")[0] for nic in where.spec.get("nics", []) if nic[2] != "dhcp"), None)
+
+
 def _guest_address(client: Lxd, where: Located) -> str | None:
     """The guest's first address: a static one from its spec, else what the guest has (a DHCP lease)."""
-    static = next((nic[2].split("/")[0] for nic in where.spec.get("nics", []) if nic[2] != "dhcp"), None)
+    static = _static_address(where)
     if static:
         return static
     output, _err, _code = guest_exec(client, where, ["ip", "-4", "-o", "addr", "show"])
@@ -126,10 +130,15 @@ def migrate(client: Lxd, where: Located, target: str, live: bool = True,
         raise LxdkvmError(f"guest {where.name} already runs on {target}")
     _check_target(client, where, target)
     address = migration_address(client, where.host, target)
-    before, _err, code = guest_exec(client, where, ["cat", "/proc/sys/kernel/random/boot_id"])
-    if code != 0:
+    imported = where.spec.get("image") == "file"
+    before, _err, code = guest_exec(client, where, ["cat", "/proc/sys/kernel/random/boot_id"],
+                                    timeout=10 if imported else 60)
+    if code != 0 and not imported:
         raise LxdkvmError(f"guest {where.name} does not answer on its agent socket: {_err.strip()}")
-    guest_ip = _guest_address(client, where)
+    if code != 0:  # an imported image need not run lxdkvm's agent: kept running is libvirt's word and ping's
+        say(f"{where.name}: no lxdkvm agent answers in image {where.spec.get('file')}: its boot id is not compared")
+        before = ""
+    guest_ip = _guest_address(client, where) if before or not imported else _static_address(where)
     say(f"preparing {target} (tiny guest files, agent, disk image)")
     _prepare_target(client, where, target)
 
@@ -138,7 +147,7 @@ def migrate(client: Lxd, where: Located, target: str, live: bool = True,
         _run(client, where.host, f"ping -n -i {PING_INTERVAL} {guest_ip} > {pinger} 2>&1 & echo $! > {pinger}.pid")
     flags = "--live " if live else ""
     # a Debian guest's disk is an overlay on a base every host has: only the overlay moves
-    disk = "--copy-storage-inc " if where.spec.get("image") == "debian" else \
+    disk = "--copy-storage-inc " if where.spec.get("image") in ("debian", "file") else \
         "--copy-storage-all " if where.spec.get("disk_mib") else ""
     command = (f"virsh migrate {flags}{disk}--persistent --undefinesource --verbose {where.name} "
                f"qemu+tcp://{address}/system --migrateuri tcp://{address} --listen-address {address}")
@@ -161,7 +170,8 @@ def migrate(client: Lxd, where: Located, target: str, live: bool = True,
     moved = Located(where.name, target, {**where.spec, "host": target})
     _run(client, target, f"virsh -q metadata {where.name} {domain.METADATA_NS} --key lxdkvm --live --config "
                          f"--set {shlex.quote(_metadata_xml(moved.spec))}")
-    after, _err, code = guest_exec(client, moved, ["cat", "/proc/sys/kernel/random/boot_id"])
+    after, _err, code = guest_exec(client, moved, ["cat", "/proc/sys/kernel/random/boot_id"]) if before else \
+        ("", "", 0)
     answers = bool(guest_ip) and client.execute(target, ["ping", "-c", "1", "-W", "2", guest_ip]).exit_code == 0
     return {
         "guest": where.name, "from": where.host, "to": target, "over": str(address), "live": live,
@@ -170,7 +180,8 @@ def migrate(client: Lxd, where: Located, target: str, live: bool = True,
         "memory_mib": job.get("Memory processed"),
         "disk_mib": _allocated_mib(client, target, domain.paths(where.name).disk) if disk else 0.0, "job": job,
         "boot_id_before": before.strip(), "boot_id_after": after.strip(),
-        "same_boot": bool(before.strip()) and before.strip() == after.strip() and code == 0,
+        "same_boot": (bool(before.strip()) and before.strip() == after.strip() and code == 0) if before else None,
+        "running": _run(client, target, f"virsh -q domstate {where.name}").strip() == "running",
         "address": guest_ip, "address_answers": answers, "pings_sent": sent, "pings_lost": lost,
     }
 
@@ -195,13 +206,22 @@ def _metadata_xml(spec: dict) -> str:
 def _prepare_target(client: Lxd, where: Located, target: str) -> None:
     """The destination needs the guest's kernel and initrd at the same paths, and (for a disk copy) an
     image of the same size where the source has it."""
+    paths, q = domain.paths(where.name), shlex.quote
+    if where.spec.get("image") == "file":  # the same imported base (every host of the lab has it) and size
+        base = domain.file_image_path(where.spec["file_key"])
+        if client.execute(target, ["test", "-s", base]).exit_code != 0:
+            raise LxdkvmError(f"{target} has no copy of image {where.spec.get('file')}: run `lxdkvm up` first")
+        agent.push_agent(client, target)
+        _run(client, target, f"mkdir -p {q(paths.directory)} && rm -f {q(paths.disk)} && qemu-img create -q "
+                             f"-f qcow2 -F qcow2 -b {q(base)} {q(paths.disk)} {int(where.spec['disk_mib'])}M")
+        client.push(target, paths.seed, client.pull(where.host, paths.seed))
+        return
     artifacts = tiny.build()
     if artifacts.key != where.spec.get("tiny"):
         raise LxdkvmError(f"guest {where.name} runs tiny guest build {where.spec.get('tiny')}, this machine now "
                           f"builds {artifacts.key}: recreate the guest (`lxdkvm up`) before moving it")
     runtime.push_tiny(client, target, artifacts)
     agent.push_agent(client, target)
-    paths, q = domain.paths(where.name), shlex.quote
     script = f"mkdir -p {q(paths.directory)}"
     if where.spec.get("image") == "debian":  # the same base and size; the seed (read-only) is copied
         base = domain.debian_paths(where.spec["debian"])

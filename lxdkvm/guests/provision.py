@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 
 from .. import hostcaps, provision
 from .. import topology as t
+from ..errors import LxdkvmError
 from ..labobjects import Desired
 from ..lxd import LabLxd
 from ..plan import Observed, Plan
-from . import debian, kvmboot, runtime, spec, tiny
+from . import debian, kvmboot, runtime, spec, store, tiny
 
 Report = Callable[[str, str], None]
 DEFAULT_WORKERS = 4  # TCG boots are CPU-bound
@@ -26,17 +27,25 @@ class Images:
     tiny: tiny.TinyArtifacts
     debian: debian.DebianDisk | None  # only when a guest uses it
     verdict: kvmboot.Verdict  # what is known of KVM for guests here
+    files: tuple[store.StoredImage, ...] = ()  # the imported images the lab's guests boot
 
 
 def images(lab: t.Lab, say: Callable[[str], None]) -> Images:
     artifacts = tiny.build(report=say)
     disk = debian.build(report=say) if any(g.disk == "debian" for g in lab.guests) else None
     verdict = kvmboot.cached(hostcaps.hardware_virt(hostcaps.read_host()) is not None, artifacts.key)
-    return Images(artifacts, disk, verdict)
+    files = []
+    for name in sorted({g.disk_file for g in lab.guests if g.disk == "file" and g.disk_file}):
+        found = store.get(name)
+        if found is None:
+            raise LxdkvmError(f"no imported guest image {name}: `lxdkvm guest-image import FILE --name {name}`")
+        files.append(found)
+    return Images(artifacts, disk, verdict, tuple(files))
 
 
 def desired(lab: t.Lab, built: Images) -> dict[str, spec.GuestSpec]:
-    return spec.desired(lab, built.tiny.key, built.verdict, built.debian.key if built.debian else None)
+    return spec.desired(lab, built.tiny.key, built.verdict, built.debian.key if built.debian else None,
+                        {f.name: (f.key, f.virtual_mib) for f in built.files})
 
 
 def _unprepared(lab: t.Lab, want: Desired) -> bool:
@@ -92,7 +101,7 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, built: Images |
     hosts = sorted(h.name for h in lab.hosts)
     for host in hosts:
         report(host, "preparing for guests (guest images, agent, migration listener)")
-        runtime.prepare_host(conn, lab, lab.host(host), built.tiny, built.debian)
+        runtime.prepare_host(conn, lab, lab.host(host), built.tiny, built.debian, built.files)
     want = _probed(lab, want, conn, hosts, built, report)
     for name in sorted(verbs):
         if want.guests[name].accel_note:

@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 from .. import topology as t
 from ..errors import LxdkvmError
-from ..lxd import Lxd
+from ..lxd import LabLxd, Lxd
 from ..templating import data_dir, render_template
-from . import agent, debian, domain, seed, tiny
+from . import agent, debian, domain, seed, store, tiny
 from .spec import GuestSpec
 
 Report = Callable[[str, str], None]
@@ -73,6 +73,13 @@ def guest_status(client: Lxd, host: str, lab: str) -> list[dict]:
     rows = []
     for name, state, spec, marker_line in _domains(client, host):
         if not spec or spec.get("lab") != lab:
+            continue
+        if spec.get("image") == "file":  # no marker: running is booted; addresses are the static ones and
+            rows.append({"name": name, "host": host, "state": state, "booted": state == "running",  # leases
+                         "boot_id": "", "addresses": {f"nic{i}": nic[2] for i, nic in enumerate(spec["nics"])
+                                                      if nic[2] != "dhcp"},
+                         "dhcp_macs": {f"nic{i}": nic[1] for i, nic in enumerate(spec["nics"]) if nic[2] == "dhcp"},
+                         "image": spec.get("file", "")})
             continue
         marker = agent.parse_marker(marker_line) if state == "running" else None
         rows.append({"name": name, "host": host, "state": state, "booted": marker is not None,
@@ -164,14 +171,28 @@ def push_debian(client: Lxd, host: str, disk: debian.DebianDisk) -> None:
         _run(client, host, f"mv {shlex.quote(target + '.part')} {shlex.quote(target)}")
 
 
+def push_file(client: Lxd, host: str, image: store.StoredImage) -> None:
+    """An imported guest image (the base of its guests' overlays), once per host and content."""
+    target = domain.file_image_path(image.key)
+    if client.execute(host, ["test", "-s", target]).exit_code == 0:
+        return
+    _run(client, host, f"mkdir -p {shlex.quote(target.rsplit('/', 1)[0])}")
+    with open(store.path(image.name), "rb") as data:
+        client.push(host, target + ".part", data)
+    _run(client, host, f"mv {shlex.quote(target + '.part')} {shlex.quote(target)}")
+
+
 def prepare_host(client: Lxd, lab: t.Lab, host: t.Host, artifacts: tiny.TinyArtifacts | None,
-                 debian_disk: debian.DebianDisk | None = None) -> None:
-    """What a host needs before its guests: the tiny guest's files (and the Debian disk when the lab has
-    Debian guests: any host may receive one by migration), lxdkvm's agent, the migration listener."""
+                 debian_disk: debian.DebianDisk | None = None, files: tuple[store.StoredImage, ...] = ()) -> None:
+    """What a host needs before its guests: the tiny guest's files (and the Debian disk and imported
+    images the lab's guests boot: any host may receive one by migration), lxdkvm's agent, the migration
+    listener."""
     if artifacts is not None:
         push_tiny(client, host.name, artifacts)
     if debian_disk is not None:
         push_debian(client, host.name, debian_disk)
+    for image in files:
+        push_file(client, host.name, image)
     agent.push_agent(client, host.name)
     _listener(client, lab, host)
 
@@ -234,8 +255,8 @@ def bring_up(client: Lxd, lab: t.Lab, spec: GuestSpec, verbs: set[str], report: 
 
     def define() -> None:
         disk, q = "", shlex.quote
-        if spec.base_disk:  # a Debian guest: its own copy-on-write disk on the shared base, and its seed
-            size = max(spec.disk_mib, debian.SIZE_MIB)
+        if spec.base_disk:  # a Debian guest or an imported image: its own copy-on-write disk on the shared
+            size = spec.disk_mib if spec.spec.get("image") == "file" else max(spec.disk_mib, debian.SIZE_MIB)  # base
             disk = (f"[ -e {q(paths.disk)} ] || qemu-img create -q -f qcow2 -F qcow2 -b {q(spec.base_disk)} "
                     f"{q(paths.disk)} {size}M && ")
         elif spec.disk_mib:
@@ -268,6 +289,8 @@ def bring_up(client: Lxd, lab: t.Lab, spec: GuestSpec, verbs: set[str], report: 
             raise LxdkvmError(result.stderr.strip()[-1500:] or f"no boot marker within {limit:.0f}s")
         return json.loads(result.stdout)
 
+    if not spec.marker:
+        return _file_guest_ready(client, lab, spec, host, after, stage, report, took)
     found = stage("boot marker", marker)
 
     def addresses() -> None:
@@ -278,3 +301,55 @@ def bring_up(client: Lxd, lab: t.Lab, spec: GuestSpec, verbs: set[str], report: 
     stage("addresses", addresses)
     report(name, "ready")
     return {"marker": found, "took": took}
+
+
+def _file_guest_ready(client: Lxd, lab: t.Lab, spec: GuestSpec, host: str, after: int, stage, report: Report,
+                      took: dict[str, float]) -> dict[str, object]:
+    """A guest from an imported image prints no boot marker: booted is the lab file's console text (or,
+    without one, QEMU still running a moment after the start); its addresses are proven by ping from its
+    host: the static ones, and the DHCP leases LXD's dnsmasq gave its MACs."""
+    limit = spec.boot_timeout or BOOT_TIMEOUT
+    deadline = time.monotonic() + limit
+
+    def console() -> dict:
+        command = ["python3", agent.AGENT_PATH, "wait-boot", spec.paths.serial_log, "--after-bytes", str(after),
+                   "--timeout", str(int(limit)), "--text", spec.ready_text or ""]
+        result = client.execute(host, command, timeout=limit + 30)
+        if result.exit_code != 0:
+            raise LxdkvmError(result.stderr.strip()[-1500:] or f"no {spec.ready_text!r} within {limit:.0f}s")
+        return json.loads(result.stdout)
+
+    def running() -> dict:
+        time.sleep(2.0)  # a disk that does not boot makes QEMU stop (or the guest power off) quickly
+        state = client.execute(host, ["virsh", "-q", "domstate", spec.name]).stdout.strip()
+        if state != "running":
+            raise LxdkvmError(f"the domain is {state or 'gone'}; its console: `lxdkvm console {lab.name} "
+                              f"{spec.name}` (log {spec.paths.serial_log})")
+        return {}
+
+    found = stage("console text", console) if spec.ready_text else stage("running", running)
+
+    def addresses() -> dict[str, str]:
+        wanted = {}
+        for (network, address), nic in zip(spec.expect, spec.domain.nics, strict=True):
+            wanted[network] = (address.split("/")[0] if address else None, nic.mac)
+        found_at: dict[str, str] = {}
+        while True:
+            leases = LabLxd(lab.project).dhcp_leases([lab.bridge(n) for n, (a, _m) in wanted.items() if a is None]) \
+                if any(a is None for a, _m in wanted.values()) else {}
+            for network, (address, mac) in wanted.items():
+                candidate = address or leases.get(mac)
+                if network not in found_at and candidate and client.execute(
+                        host, ["ping", "-c", "1", "-W", "1", candidate]).exit_code == 0:
+                    found_at[network] = candidate
+            if len(found_at) == len(wanted):
+                return found_at
+            if time.monotonic() >= deadline:
+                missing = [f"{n}: {a or 'a DHCP lease for ' + m} does not answer ping from {host}"
+                           for n, (a, m) in wanted.items() if n not in found_at]
+                raise LxdkvmError("; ".join(missing) + f" within {limit:.0f}s")
+            time.sleep(1.0)
+
+    found_addresses = stage("addresses", addresses)
+    report(spec.name, "ready")
+    return {"marker": {**found, "name": spec.name, "boot_id": "", "addrs": found_addresses}, "took": took}

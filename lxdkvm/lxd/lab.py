@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import LxdkvmError
-from .client import Lxd
+from .client import Lxd, socket_path
 from .messages import _refused
 
 
@@ -35,6 +35,29 @@ class LabLxd(Lxd):
     def networks(self) -> dict[str, dict[str, str]]:
         with _refused("cannot list networks"):
             return {n.name: dict(n.config or {}) for n in self.client.networks.all() if n.managed}
+
+    def dhcp_leases(self, bridges: list[str]) -> dict[str, str]:
+        """MAC → IPv4 address of the DHCP leases LXD's dnsmasq gave on BRIDGES, guests' included.
+
+        LXD's API lists only the leases of its instances' MACs (a guest inside a host is not one), so
+        the guests' come from the lease file LXD's dnsmasq writes, which only a local daemon has."""
+        leases: dict[str, str] = {}
+        for bridge in bridges:
+            with _refused(f"cannot read the DHCP leases of network {bridge}"):
+                found = self.client.api.networks[bridge].leases.get().json()["metadata"] or []
+            for lease in found:
+                if lease.get("hwaddr") and ":" not in lease.get("address", ":"):
+                    leases[lease["hwaddr"].lower()] = lease["address"]
+            lease_file = os.path.join(os.path.dirname(socket_path()), "networks", bridge, "dnsmasq.leases")
+            try:
+                with open(lease_file) as text:  # "EXPIRY MAC ADDRESS HOSTNAME CLIENT-ID"
+                    lines = text.read().splitlines()
+            except OSError:
+                continue
+            for fields in (line.split() for line in lines):
+                if len(fields) >= 3 and "." in fields[2]:
+                    leases.setdefault(fields[1].lower(), fields[2])
+        return leases
 
     def profiles(self) -> dict[str, dict]:
         with _refused(f"cannot list the profiles of project {self.project}"):

@@ -17,7 +17,7 @@ MACHINE = labcheck.Machine(
     routes=((ipaddress.IPv4Network("192.0.2.0/24"), "eth0"), (ipaddress.IPv4Network("10.87.0.0/24"), "lxdkvmbr0")),
     cpus=2, isolated_capacity=8, isolated_elsewhere=0,
     images=frozenset({"lxdkvm/base", "lxdkvm/kvm-host"}), pools=frozenset({"default", "lxdkvm-cow"}),
-    hardware_virt=False,
+    hardware_virt=False, guest_images={"router": 512},
 )
 
 
