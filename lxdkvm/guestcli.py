@@ -92,9 +92,11 @@ def register(main: click.Group, out, err, errors) -> None:
         if as_json:
             click.echo(json.dumps(result, indent=2))
         else:
-            kept = ("kept its boot id" if result["same_boot"] else "[bold red]did NOT keep its boot id[/]") \
-                if result["same_boot"] is not None else \
-                ("kept running (no agent: boot id not compared)" if result["running"] else "[bold red]is not running[/]")
+            if result["same_boot"] is None:  # an imported image without lxdkvm's agent
+                kept = "kept running (no agent: boot id not compared)" if result["running"] else \
+                    "[bold red]is not running[/]"
+            else:
+                kept = "kept its boot id" if result["same_boot"] else "[bold red]did NOT keep its boot id[/]"
             answers = "answers" if result["address_answers"] else "[bold red]does not answer[/]"
             out.print(f"{guest} moved {result['from']} → {result['to']} over {result['over']} in "
                       f"{result['seconds']}s (libvirt {result['libvirt_ms']} ms, downtime {result['downtime_ms']} ms,"
