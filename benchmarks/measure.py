@@ -28,3 +28,44 @@ def machine_lines(lxd_version: str, storage: str) -> str:
     return (f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
             f"- machine: {os.cpu_count()} cores, {memory:.0f} GiB,\n"
             f"  kernel {platform.release()}, LXD {lxd_version}, {storage}")
+
+
+def _payload(instance: str, project: str) -> str:
+    return f"lxc.payload.{instance}" if project == "default" else f"lxc.payload.{project}_{instance}"
+
+
+def cpu_seconds(instance: str, project: str = "default") -> float:
+    """CPU time used so far by everything in a container (its cgroup: v1 cpuacct.usage, or v2
+    cpu.stat usage_usec)."""
+    payload = _payload(instance, project)
+    v1, v2 = Path(f"/sys/fs/cgroup/cpuacct/{payload}/cpuacct.usage"), Path(f"/sys/fs/cgroup/{payload}/cpu.stat")
+    if v1.exists():
+        return int(v1.read_text()) / 1e9
+    if v2.exists():
+        for line in v2.read_text().splitlines():
+            field, _, value = line.partition(" ")
+            if field == "usage_usec":
+                return int(value) / 1e6
+    raise RuntimeError(f"no cpu cgroup found for {project}/{instance}")
+
+
+def machine_busy_seconds() -> float:
+    """CPU-seconds the whole machine spent busy since boot (all cores; /proc/stat minus idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def daemon_seconds(names: tuple[str, ...] = ("lxd", "incusd")) -> float:
+    """CPU-seconds of the container daemon(s): their own time and that of children they have reaped
+    (LXD's forkstart/forkexec helpers; the remap runs in the daemon itself)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        if comm in names:
+            fields = text[text.rindex(")") + 2:].split()
+            total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
