@@ -18,6 +18,7 @@ Run as root from the repository:  python3 benchmarks/floor.py [--runs 3] [--save
 from __future__ import annotations
 
 import argparse
+import resource
 import json
 import statistics
 import subprocess
@@ -47,11 +48,18 @@ class Meter:
 
     def __init__(self) -> None:
         self.start, self.busy, self.daemon = time.monotonic(), machine_busy_seconds(), daemon_seconds()
+        self.client = self._client()
+
+    @staticmethod
+    def _client() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
 
     def read(self, hosts: int) -> dict:
         return {"seconds": time.monotonic() - self.start,
                 "machine_cpu": (machine_busy_seconds() - self.busy) / hosts,
-                "daemon_cpu": (daemon_seconds() - self.daemon) / hosts}
+                "daemon_cpu": (daemon_seconds() - self.daemon) / hosts,
+                "client_cpu": (self._client() - self.client) / hosts}
 
 
 def floor(hosts: int, image: str, pool: str) -> dict:
@@ -130,6 +138,7 @@ def row(r: dict) -> str:
     return (f"| {r['label']} | {r['hosts']} | {f['seconds']:.1f} s ({', '.join(map(str, f['runs']))}) | "
             f"{u['seconds']:.1f} s ({', '.join(map(str, u['runs']))}) | **{r['ratio']:.2f}** | "
             f"{f['container_cpu']:.2f} / {u['container_cpu']:.2f} | {f['daemon_cpu']:.2f} / {u['daemon_cpu']:.2f} | "
+            f"{f.get('client_cpu', float('nan')):.2f} / {u.get('client_cpu', float('nan')):.2f} | "
             f"{f['machine_cpu']:.2f} / {u['machine_cpu']:.2f} | {u['down']:.1f} s |")
 
 
@@ -195,13 +204,14 @@ Written by `python3 benchmarks/floor.py --runs {args.runs}`; rerun it to measure
   libvirt-qemu, the declared addresses. Then `down`, timed until no object of the lab remains.
 - f and u are interleaved in one run (f, u, f, u, ...); times are medians of {args.runs} runs (each in
   brackets). CPU columns are CPU-seconds per host, floor / up: *container* = the container's cgroup from
-  its start to ready; *daemon* = the container daemon and its reaped helpers during the interval;
+  its start to ready; *daemon* = the container daemon process itself during the interval (the remap
+  runs there); *client* = the benchmark's own process (lxdkvm, or the floor's threads);
   *machine* = the whole machine's busy time during the interval, divided by N.
 
 {machine}
 
-| run | hosts | floor | up | u/f | CPU container | CPU daemon | CPU machine | down |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| run | hosts | floor | up | u/f | CPU container | CPU daemon | CPU client | CPU machine | down |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
 Targets on a 2-core machine: {TARGETS}.

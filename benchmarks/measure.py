@@ -55,17 +55,24 @@ def machine_busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def daemon_seconds(names: tuple[str, ...] = ("lxd", "incusd")) -> float:
-    """CPU-seconds of the container daemon(s): their own time and that of children they have reaped
-    (LXD's forkstart/forkexec helpers; the remap runs in the daemon itself)."""
+def daemon_seconds(names: tuple[str, ...] = ("lxd", "incusd"), state_dirs: tuple[str, ...] = (
+        "/var/lib/lxd", "/var/lib/incus")) -> float:
+    """CPU-seconds of the machine's container daemon process(es) themselves: the remap of a new
+    container's filesystem runs there. Not their reaped children: those include every command run by
+    exec, whose CPU the container's cgroup already counts. Daemons with another state directory
+    (LXD_DIR/INCUS_DIR, e.g. a cluster sandbox) are not counted."""
     total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            text = stat.read_text()
+            text = (proc / "stat").read_text()
+            comm = text[text.index("(") + 1:text.rindex(")")]
+            if comm not in names:
+                continue
+            env = dict(v.split("=", 1) for v in (proc / "environ").read_text().split("\0") if "=" in v)
         except OSError:
             continue
-        comm = text[text.index("(") + 1:text.rindex(")")]
-        if comm in names:
-            fields = text[text.rindex(")") + 2:].split()
-            total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        if env.get("LXD_DIR", env.get("INCUS_DIR", state_dirs[names.index(comm)])) not in state_dirs:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        total += sum(int(v) for v in fields[11:13]) / os.sysconf("SC_CLK_TCK")
     return total
