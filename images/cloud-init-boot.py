@@ -32,8 +32,17 @@ def notify(state: str) -> None:
 if __name__ == "__main__":
     os.environ.setdefault("TZ", ":/etc/localtime")
     local = main(["cloud-init", "init", "--local"])
+    # What the local stage printed (ssh key fingerprints) reaches cloud-init-output.log now, before the
+    # final stage's output, as when it was its own process that exited here.
+    sys.stdout.flush()
+    sys.stderr.flush()
     notify("READY=1")
     # cloud-final.service's ordering: After=network-online.target multi-user.target
     subprocess.run(["systemctl", "start", "network-online.target", "multi-user.target"], check=False)
+    # stdout and stderr already go through the local stage's `tee -a /var/log/cloud-init-output.log`:
+    # a second tee would write every line of the final stage twice
+    os.environ["_CLOUD_INIT_SAVE_STDOUT"] = "true"
     final = main(["cloud-init", "modules", "--mode=final"])
+    sys.stdout.flush()
+    sys.stderr.flush()
     sys.exit(1 if local or final else 0)
