@@ -118,9 +118,11 @@ class Lxd:
             info = self.client.host_info
             pools = [{"name": p.name, "driver": p.driver, "source": p.config.get("source", "")}
                      for p in self.client.storage_pools.all()]
-            networks = [{"name": n.name, "type": n.type, "managed": n.managed,
-                         "ipv4": (n.config or {}).get("ipv4.address", "")}
-                        for n in self.client.networks.all()]
+            # one request with recursion, not one per interface: Incus cannot describe some unmanaged
+            # interfaces one by one (an Open vSwitch check fails where OVS is not running)
+            listed = self.client.api.networks.get(params={"recursion": "1"}).json()["metadata"]
+            networks = [{"name": n["name"], "type": n.get("type", ""), "managed": n.get("managed", False),
+                         "ipv4": (n.get("config") or {}).get("ipv4.address", "")} for n in listed]
         env = info.get("environment", {})
         extensions = set(info.get("api_extensions", []))
         return ServerFacts(
