@@ -215,6 +215,9 @@ Written by `python3 benchmarks/floor.py --runs {args.runs}`; rerun it to measure
 {rows}
 
 Targets on a 2-core machine: {TARGETS}.
+
+Most of the floor is the daemon's, not the containers': LXD 5.0.2 remaps every new container's
+filesystem at its first start; Incus does not ([container-cost.md](container-cost.md)).
 """)
     print(f"wrote {args.out}")
 
