@@ -34,7 +34,7 @@ class LabLxd(Lxd):
 
     def networks(self) -> dict[str, dict[str, str]]:
         with _refused("cannot list networks"):
-            return {n.name: dict(n.config or {}) for n in self.client.networks.all() if n.managed}
+            return {n["name"]: dict(n.get("config") or {}) for n in self.list_networks() if n.get("managed")}
 
     def profiles(self) -> dict[str, dict]:
         with _refused(f"cannot list the profiles of project {self.project}"):
