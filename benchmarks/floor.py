@@ -18,8 +18,8 @@ Run as root from the repository:  python3 benchmarks/floor.py [--runs 3] [--save
 from __future__ import annotations
 
 import argparse
-import resource
 import json
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -72,13 +72,19 @@ def floor(hosts: int, image: str, pool: str) -> dict:
 
     def one(name: str) -> None:
         conn = Lxd()
-        conn.launch(name, image, ["default"], pool=pool)
+        # the daemon's own API, as a plain client would call it: not lxdkvm's creation lock, which
+        # serialises creations for isolated id maps (LXD 5.0) and would make the floor higher
+        conn.client.instances.create({"name": name, "type": "container", "profiles": ["default"],
+                                      "source": {"type": "image", "alias": image},
+                                      "devices": {"root": {"type": "disk", "path": "/", "pool": pool}}},
+                                     wait=True).start(wait=True)
         while True:
             try:
                 if conn.execute(name, ["true"], timeout=5).exit_code == 0:
                     break
             except Exception:  # noqa: BLE001 - not answering yet
-                pass
+                time.sleep(0.1)
+                continue
             time.sleep(0.1)
         cpu[name] = cpu_seconds(name)
 
@@ -143,8 +149,51 @@ def row(r: dict) -> str:
 
 
 def commit() -> str:
-    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         check=False)
     return out.stdout.strip() or "unknown"
+
+
+def write(out: Path, machine: str, results: list[dict], runs: int, image: str, save: str | None) -> None:
+    """The document: every saved result (benchmarks/results/*.json) and this run's."""
+    earlier = []
+    for path in sorted(RESULTS.glob("*.json")) if RESULTS.exists() else []:
+        if path.stem != save:
+            earlier += json.loads(path.read_text())["results"]
+    order = {"before": 0, "after": 1}  # then any other saved run (another daemon), by name
+    rows = "\n".join(row(r) for r in sorted(earlier, key=lambda r: (r["hosts"], order.get(r["label"], 2), r["label"]))
+                      + results)
+    out.write_text(f"""# Benchmarks: `lxdkvm up` against the floor
+
+Written by `python3 benchmarks/floor.py --runs {runs}`; rerun it to measure your machine.
+
+- **floor (f)**: N plain containers of the baked KVM-host image (`{image}`, default profile, the
+  daemon's default id map) on the host pool, created and started in parallel through the daemon's API
+  (not lxdkvm's creation lock) until `exec true` answers in every one: what the daemon alone does with
+  this image.
+- **up (u)**: `lxdkvm up` of an N-host lab (a NAT network with DHCP and an isolated one with static
+  addresses) until every host is ready: exec, cloud-init done, libvirtd active, the KVM probe as
+  libvirt-qemu, the declared addresses. Then `down`, timed until no object of the lab remains.
+- f and u are interleaved in one run (f, u, f, u, ...); times are medians of {runs} runs (each in
+  brackets). CPU columns are CPU-seconds per host, floor / up: *container* = the container's cgroup from
+  its start to ready; *daemon* = the container daemon process itself during the interval (the remap
+  runs there); *client* = the benchmark's own process (lxdkvm, or the floor's threads);
+  *machine* = the whole machine's busy time during the interval, divided by N.
+
+{machine}
+
+| run | hosts | floor | up | u/f | CPU container | CPU daemon | CPU client | CPU machine | down |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+Rows are named by `--save` (a run of this script kept in `benchmarks/results/`), "this run" is the
+one that wrote the page; [container-cost.md](container-cost.md) says what each named run was.
+
+Targets on a 2-core machine: {TARGETS}.
+
+Most of the floor is the daemon's, not the containers': LXD 5.0.2 remaps every new container's
+filesystem at its first start; Incus does not ([container-cost.md](container-cost.md)).
+""")
 
 
 def main() -> None:
@@ -153,7 +202,14 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, nargs="+", default=[3, 10], choices=sorted(SUBNET))
     parser.add_argument("--save", help="also keep this run as benchmarks/results/NAME.json")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--render", metavar="NAME", help="measure nothing: rewrite the document from the "
+                        "saved results, with NAME's machine line")
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads((RESULTS / f"{args.render}.json").read_text())
+        write(args.out, saved["machine"], [], args.runs, bake.DEFAULT_ALIAS, None)
+        print(f"wrote {args.out}")
+        return
 
     client = lxdsetup.ensure_lxd(print)
     pool = lxdsetup.ensure_hosts_pool(client, print).name
@@ -187,38 +243,7 @@ def main() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         saved = [{**r, "label": args.save} for r in results]
         (RESULTS / f"{args.save}.json").write_text(json.dumps({"machine": machine, "results": saved}, indent=1) + "\n")
-    earlier = []
-    for path in sorted(RESULTS.glob("*.json")) if RESULTS.exists() else []:
-        if path.stem != args.save:
-            earlier += json.loads(path.read_text())["results"]
-    rows = "\n".join(row(r) for r in sorted(earlier, key=lambda r: (r["hosts"], r["label"])) + results)
-    args.out.write_text(f"""# Benchmarks: `lxdkvm up` against the floor
-
-Written by `python3 benchmarks/floor.py --runs {args.runs}`; rerun it to measure your machine.
-
-- **floor (f)**: N plain containers of the baked KVM-host image (`{image}`, default profile) on the
-  host pool, created and started in parallel until `exec true` answers in every one: what the daemon
-  alone does with this image.
-- **up (u)**: `lxdkvm up` of an N-host lab (a NAT network with DHCP and an isolated one with static
-  addresses) until every host is ready: exec, cloud-init done, libvirtd active, the KVM probe as
-  libvirt-qemu, the declared addresses. Then `down`, timed until no object of the lab remains.
-- f and u are interleaved in one run (f, u, f, u, ...); times are medians of {args.runs} runs (each in
-  brackets). CPU columns are CPU-seconds per host, floor / up: *container* = the container's cgroup from
-  its start to ready; *daemon* = the container daemon process itself during the interval (the remap
-  runs there); *client* = the benchmark's own process (lxdkvm, or the floor's threads);
-  *machine* = the whole machine's busy time during the interval, divided by N.
-
-{machine}
-
-| run | hosts | floor | up | u/f | CPU container | CPU daemon | CPU client | CPU machine | down |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-{rows}
-
-Targets on a 2-core machine: {TARGETS}.
-
-Most of the floor is the daemon's, not the containers': LXD 5.0.2 remaps every new container's
-filesystem at its first start; Incus does not ([container-cost.md](container-cost.md)).
-""")
+    write(args.out, machine, results, args.runs, image, args.save)
     print(f"wrote {args.out}")
 
 
