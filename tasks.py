@@ -60,8 +60,14 @@ def lab_provision(c, lab=None, playbook="site.yml"):
 
 
 @task
-def bench(c, hosts=3):
-    """Time N hosts to ready: seed method vs baked image on dir vs on copy-on-write (docs/benchmarks.md)."""
+def bench(c, runs=3):
+    """Time `up` of 3 and 10 hosts against the floor (plain containers of the same image) (docs/benchmarks.md)."""
+    c.run(f"python3 benchmarks/floor.py --runs {runs}")
+
+
+@task
+def bench_seed(c, hosts=3):
+    """Time N hosts to ready: seed method vs baked image on dir vs on copy-on-write (docs/seed-benchmarks.md)."""
     c.run(f"python3 benchmarks/ready_hosts.py --hosts {hosts}")
 
 

@@ -28,3 +28,51 @@ def machine_lines(lxd_version: str, storage: str) -> str:
     return (f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
             f"- machine: {os.cpu_count()} cores, {memory:.0f} GiB,\n"
             f"  kernel {platform.release()}, LXD {lxd_version}, {storage}")
+
+
+def _payload(instance: str, project: str) -> str:
+    return f"lxc.payload.{instance}" if project == "default" else f"lxc.payload.{project}_{instance}"
+
+
+def cpu_seconds(instance: str, project: str = "default") -> float:
+    """CPU time used so far by everything in a container (its cgroup: v1 cpuacct.usage, or v2
+    cpu.stat usage_usec)."""
+    payload = _payload(instance, project)
+    v1, v2 = Path(f"/sys/fs/cgroup/cpuacct/{payload}/cpuacct.usage"), Path(f"/sys/fs/cgroup/{payload}/cpu.stat")
+    if v1.exists():
+        return int(v1.read_text()) / 1e9
+    if v2.exists():
+        for line in v2.read_text().splitlines():
+            field, _, value = line.partition(" ")
+            if field == "usage_usec":
+                return int(value) / 1e6
+    raise RuntimeError(f"no cpu cgroup found for {project}/{instance}")
+
+
+def machine_busy_seconds() -> float:
+    """CPU-seconds the whole machine spent busy since boot (all cores; /proc/stat minus idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def daemon_seconds(names: tuple[str, ...] = ("lxd", "incusd"), state_dirs: tuple[str, ...] = (
+        "/var/lib/lxd", "/var/lib/incus")) -> float:
+    """CPU-seconds of the machine's container daemon process(es) themselves: the remap of a new
+    container's filesystem runs there. Not their reaped children: those include every command run by
+    exec, whose CPU the container's cgroup already counts. Daemons with another state directory
+    (LXD_DIR/INCUS_DIR, e.g. a cluster sandbox) are not counted."""
+    total = 0.0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            text = (proc / "stat").read_text()
+            comm = text[text.index("(") + 1:text.rindex(")")]
+            if comm not in names:
+                continue
+            env = dict(v.split("=", 1) for v in (proc / "environ").read_text().split("\0") if "=" in v)
+        except OSError:
+            continue
+        if env.get("LXD_DIR", env.get("INCUS_DIR", state_dirs[names.index(comm)])) not in state_dirs:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        total += sum(int(v) for v in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+    return total

@@ -8,7 +8,7 @@
 "Ready" means libvirtd is active and the KVM probe passes as libvirt's qemu user. Images are built,
 baked and unpacked before timing starts (the targets are for a warm cache). Prints each time, the ratios
 a/b and a/c, and the idle anonymous memory of each ready host (from its memory cgroup); writes the
-table to docs/benchmarks.md.
+table to docs/seed-benchmarks.md.
 
 Run as root from the repository:  python3 benchmarks/ready_hosts.py [--hosts 3]
 """
@@ -28,7 +28,7 @@ from lxdkvm import profile as profile_mod
 from lxdkvm.lxd import Lxd
 
 READY = [stage for stage in kvmhost.STAGES if stage.name != "cloud-init finished"]
-OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+OUT = Path(__file__).resolve().parent.parent / "docs" / "seed-benchmarks.md"
 
 
 def run_scenario(label: str, hosts: int, image_alias: str, profile: str, pool: str, tag: str) -> dict:
@@ -104,7 +104,7 @@ def main() -> None:
         f"| ({r['label']}) | {what[r['label']]} | {r['pool']} | {r['seconds']:.1f} s | "
         f"{a / r['seconds']:.1f} | {r['memory']:.1f} MiB |" for r in results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(f"""# Benchmarks
+    args.out.write_text(f"""# Benchmarks: the seed method against the baked image
 
 Written by `python3 benchmarks/ready_hosts.py --hosts {args.hosts}`; rerun it to measure your machine.
 

@@ -4,10 +4,13 @@
 # (benchmarks/ready_hosts.py, benchmarks/lab_up.py measure it).
 set -eu
 
-# cloud-init in two processes per boot instead of four. The image's meta-data template says
+# cloud-init in one process per boot instead of four. The image's meta-data template says
 # `dsmode: local` (bake replaces cloud-init-meta.tpl), so the local stage reads the NoCloud seed, applies
 # the network config and runs the init modules; the final stage runs everything else. The network and
-# config stages would only import cloud-init again to do nothing, so their units are masked.
+# config stages would only import cloud-init again to do nothing, so their units are masked; the final
+# stage runs in the local stage's process (cloud-init-boot.py, which bake installs as
+# /usr/local/sbin/lxdkvm-cloud-init-boot): it reports the unit ready after the local stage, waits for
+# what cloud-final.service waited for, then runs the final modules. cloud-final.service is masked.
 cat > /etc/cloud/cloud.cfg.d/90-lxdkvm-lab-host.cfg <<'CFG'
 # lxdkvm lab host (baked image): see images/bake-lean-boot.sh in lxdkvm
 datasource_list: [NoCloud]
@@ -21,12 +24,22 @@ cloud_final_modules: [set-passwords, apt-configure, package-update-upgrade-insta
                       scripts-user, ssh-authkey-fingerprints, final-message]
 CFG
 
+mkdir -p /etc/systemd/system/cloud-init-local.service.d
+cat > /etc/systemd/system/cloud-init-local.service.d/lxdkvm-one-process.conf <<'UNIT'
+# lxdkvm lab host (baked image): local and final stage in one process, see images/bake-lean-boot.sh
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=
+ExecStart=/usr/local/sbin/lxdkvm-cloud-init-boot
+UNIT
+
 # Units a lab host does not need: cloud-init's now-empty stages, periodic maintenance of a disposable
 # container, and probes of things a container cannot use (binfmt, pstore, module loading, hotplug).
 # libvirt-guests too: at shutdown it asks every guest to power off and waits up to minutes for guests
 # that ignore ACPI (the tiny guest does), so a host with guests took > 2 min to restart; lxdkvm starts a
 # lab's guests itself (`up` after a host restart), and QEMU stops with the container.
-for unit in cloud-init.service cloud-config.service cloud-init-hotplugd.socket \
+for unit in cloud-init.service cloud-config.service cloud-final.service cloud-init-hotplugd.socket \
             apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer \
             e2scrub_reap.service fstrim.timer systemd-pstore.service systemd-binfmt.service \
             modprobe@.service ifupdown-pre.service libvirt-guests.service; do

@@ -20,7 +20,8 @@ BAKE_VERSION = "1"
 DEFAULT_ALIAS = "lxdkvm/kvm-host"
 CONTENTS = ("libvirt-daemon-system", "qemu-system-x86", "qemu-utils")
 # What the bake runs inside the container, and the meta-data template that goes with the lean boot.
-BAKE_FILES = ("bake-lean-boot.sh", "bake-clean.sh", "bake-meta-data.tpl")
+BAKE_FILES = ("bake-lean-boot.sh", "bake-clean.sh", "bake-meta-data.tpl", "cloud-init-boot.py")
+CLOUD_INIT_BOOT = "/usr/local/sbin/lxdkvm-cloud-init-boot"  # where the lean boot's unit runs it
 
 Report = Callable[[str], None]
 
@@ -62,6 +63,7 @@ def bake(from_alias: str = image.DEFAULT_ALIAS, alias: str = DEFAULT_ALIAS, forc
         kvmhost.launch(client, name, from_alias, ["default", name],
                        report=lambda _host, stage: report(f"bake container: {stage}"))
         versions = client.execute(name, ["dpkg-query", "-W", "-f", "${Package}=${Version} ", *CONTENTS])
+        client.push(name, CLOUD_INIT_BOOT, (data_dir("images") / "cloud-init-boot.py").read_bytes(), mode="0755")
         for script, what in (("bake-lean-boot.sh", "trimming the boot (cloud-init stages, unneeded units)"),
                              ("bake-clean.sh", "cleaning for reuse (cloud-init, machine-id, ssh keys, caches, logs)")):
             report(what)

@@ -118,9 +118,8 @@ class Lxd:
             info = self.client.host_info
             pools = [{"name": p.name, "driver": p.driver, "source": p.config.get("source", "")}
                      for p in self.client.storage_pools.all()]
-            networks = [{"name": n.name, "type": n.type, "managed": n.managed,
-                         "ipv4": (n.config or {}).get("ipv4.address", "")}
-                        for n in self.client.networks.all()]
+            networks = [{"name": n["name"], "type": n.get("type", ""), "managed": n.get("managed", False),
+                         "ipv4": (n.get("config") or {}).get("ipv4.address", "")} for n in self.list_networks()]
         env = info.get("environment", {})
         extensions = set(info.get("api_extensions", []))
         return ServerFacts(
@@ -131,6 +130,12 @@ class Lxd:
         )
 
     # ------------------------------------------------------------------ storage and networks
+    def list_networks(self) -> list[dict]:
+        """Every network as the API describes it (name, type, managed, config), in one request with
+        recursion, not one per interface: Incus cannot describe some unmanaged interfaces one by one (an
+        Open vSwitch check fails where OVS is not running)."""
+        return self.client.api.networks.get(params={"recursion": "1"}).json()["metadata"] or []
+
     def ensure_storage_pool(self, name: str, driver: str, config: dict[str, str] | None = None) -> bool:
         """Create the pool unless it exists. Returns True when it was created."""
         with _refused(f"cannot create storage pool {name} ({driver})"):
@@ -362,7 +367,9 @@ class Lxd:
             metadata = self._finish(what, api.exec.post(json=body))
             streams = []
             for fd in ("1", "2"):
-                log = metadata.get("output", {}).get(fd, "").rsplit("/", 1)[-1]
+                # LXD: …/logs/exec_ID.stdout; Incus: …/logs/exec-output/exec_ID.stdout
+                path = metadata.get("output", {}).get(fd, "")
+                log = path.split("/logs/", 1)[1] if "/logs/" in path else path.rsplit("/", 1)[-1]
                 # is_api=False: the output is raw text, which may happen to parse as JSON
                 streams.append(api.logs[log].get(is_api=False).text if log else "")
                 if log:

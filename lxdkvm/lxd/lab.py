@@ -34,7 +34,7 @@ class LabLxd(Lxd):
 
     def networks(self) -> dict[str, dict[str, str]]:
         with _refused("cannot list networks"):
-            return {n.name: dict(n.config or {}) for n in self.client.networks.all() if n.managed}
+            return {n["name"]: dict(n.get("config") or {}) for n in self.list_networks() if n.get("managed")}
 
     def dhcp_leases(self, bridges: list[str]) -> dict[str, str]:
         """MAC → IPv4 address of the DHCP leases LXD's dnsmasq gave on BRIDGES, guests' included.

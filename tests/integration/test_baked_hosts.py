@@ -67,3 +67,16 @@ def test_hosts_are_on_the_copy_on_write_pool(lxd, two_hosts):
     for name in two_hosts:
         assert lxd.instance_info(name)["expanded_devices"]["root"]["pool"] == pool.name
     assert pool.cow  # btrfs-progs is installed by setup and this kernel has btrfs
+
+
+def test_cloud_init_runs_in_one_process_and_its_log_reads_in_order(lxd, two_hosts):
+    for name in two_hosts:
+        assert out(lxd, name, "systemctl", "show", "-p", "UnitFileState", "cloud-final.service") == "UnitFileState=masked"
+        # both stages ran, in the one process of cloud-init-local.service, the local stage first
+        stages = [line for line in out(lxd, name, "journalctl", "-b", "-o", "cat", "-u", "cloud-init-local.service")
+                  .splitlines() if line.startswith("Cloud-init v.") and "running" in line]
+        assert [s.split("running ")[1].split(" ")[0] for s in stages] == ["'init-local'", "'modules:final'"], stages
+        log = out(lxd, name, "cat", "/var/log/cloud-init-output.log").splitlines()
+        running = [line for line in log if line.startswith("Cloud-init v.") and "running" in line]
+        assert len(running) == 2 and "'init-local'" in running[0] and "'modules:final'" in running[1], running
+        assert log.index(running[0]) < log.index("+----[SHA256]-----+") < log.index(running[1])
