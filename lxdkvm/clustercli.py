@@ -32,7 +32,7 @@ def register(main: click.Group, out, err, errors) -> None:
         else:
             out.print("no sandbox cluster (`lxdkvm cluster sandbox up`)")
 
-    @sandbox.command("up")
+    @sandbox.command("up", epilog="Example: lxdkvm cluster sandbox up --members 3")
     @click.option("--members", default=3, show_default=True, type=click.IntRange(1, 9),
                   help="How many LXD daemons form the cluster.")
     @click.option("--no-images", is_flag=True, help="Do not copy lxdkvm's images from the main LXD.")
@@ -43,7 +43,7 @@ def register(main: click.Group, out, err, errors) -> None:
         with errors():
             show(sandbox_mod.up(members, say, images=not no_images))
 
-    @sandbox.command("down")
+    @sandbox.command("down", epilog="Example: lxdkvm cluster sandbox down")
     def sandbox_down() -> None:
         """Remove the cluster completely: daemons, their containers, namespaces, bridge, directories."""
         from .cluster import sandbox as sandbox_mod
@@ -52,7 +52,7 @@ def register(main: click.Group, out, err, errors) -> None:
             sandbox_mod.down(say)
         out.print("sandbox cluster removed")
 
-    @sandbox.command("stop")
+    @sandbox.command("stop", epilog="Example: lxdkvm cluster sandbox stop && lxdkvm cluster sandbox up")
     def sandbox_stop() -> None:
         """Stop the daemons and namespaces but keep the cluster (`up` starts it again), like a reboot."""
         from .cluster import sandbox as sandbox_mod
@@ -60,7 +60,7 @@ def register(main: click.Group, out, err, errors) -> None:
         with errors():
             sandbox_mod.stop(None, say)
 
-    @sandbox.command("status")
+    @sandbox.command("status", epilog="Example: lxdkvm cluster sandbox status --json")
     @click.option("--json", "as_json", is_flag=True, help="Print the members as JSON.")
     def sandbox_status(as_json: bool) -> None:
         """The members: address, state in the cluster, daemon, LXD_DIR."""
