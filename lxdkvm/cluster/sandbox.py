@@ -119,6 +119,13 @@ def recorded_count() -> int:
 
 
 # ------------------------------------------------------------------------------------ the network
+def _nat_rule() -> list[str]:
+    """Masquerade what the members send out of the machine, and only that: with br_netfilter, packets
+    between members (the tunnels' multicast too) also pass POSTROUTING, and must keep their source."""
+    return ["POSTROUTING", "-s", str(SUBNET), "!", "-d", str(SUBNET), "!", "-o", BRIDGE, "-j", "MASQUERADE",
+            "-m", "comment", "--comment", NAT_COMMENT]
+
+
 def _ensure_bridge(say: Report) -> None:
     if not _link_exists(BRIDGE):
         _run(["ip", "link", "add", BRIDGE, "type", "bridge"], f"creating bridge {BRIDGE}")
@@ -127,15 +134,13 @@ def _ensure_bridge(say: Report) -> None:
     _run(["ip", "link", "set", BRIDGE, "up"], f"bringing {BRIDGE} up")
     # members reach the outside (for their NAT lab networks) through this machine, like LXD's test suite
     Path("/proc/sys/net/ipv4/ip_forward").write_text("1")
-    rule = ["POSTROUTING", "-s", str(SUBNET), "!", "-d", str(SUBNET), "-j", "MASQUERADE",
-            "-m", "comment", "--comment", NAT_COMMENT]
+    rule = _nat_rule()
     if _run(["iptables", "-w", "-t", "nat", "-C", *rule], "", check=False).returncode != 0:
         _run(["iptables", "-w", "-t", "nat", "-A", *rule], "adding the sandbox's NAT rule")
 
 
 def _remove_bridge() -> None:
-    rule = ["POSTROUTING", "-s", str(SUBNET), "!", "-d", str(SUBNET), "-j", "MASQUERADE",
-            "-m", "comment", "--comment", NAT_COMMENT]
+    rule = _nat_rule()
     while shutil.which("iptables") and _run(["iptables", "-w", "-t", "nat", "-D", *rule], "",
                                             check=False).returncode == 0:
         pass
@@ -245,16 +250,21 @@ def _join(member: Member, first: Member, say: Report) -> None:
     say(f"{member.name}: joined the cluster")
 
 
+def _fingerprints(env: dict[str, str]) -> dict[str, str]:
+    proc = _run(["lxc", "image", "list", "--format", "csv", "-c", "lf"], "listing images", env=env, check=False)
+    return {line.split(",")[0]: line.split(",")[1] for line in proc.stdout.splitlines() if line.count(",") >= 1}
+
+
 def _copy_images(first: Member, say: Report) -> None:
-    """The main LXD's lxdkvm images, exported and imported into the cluster (when it lacks them)."""
-    have = _run(["lxc", "image", "alias", "list", "--format", "csv"], "listing the cluster's images",
-                env=first.env()).stdout
+    """The main LXD's lxdkvm images, exported and imported into the cluster when it lacks them or has
+    other ones (the main LXD's were baked again)."""
     main_env = {k: v for k, v in os.environ.items() if k != "LXD_DIR"}
+    main, have = _fingerprints(main_env), _fingerprints(first.env())
     for alias in IMAGES:
-        if any(line.split(",")[0] == alias for line in have.splitlines()):
+        if alias not in main:
+            say(f"the main LXD has no image {alias}: `lxdkvm image bake` there, then `sandbox up` again")
             continue
-        if _run(["lxc", "image", "info", alias], "", env=main_env, check=False).returncode != 0:
-            say(f"the main LXD has no image {alias}: `lxdkvm up` will build it in the cluster")
+        if have.get(alias) == main[alias]:
             continue
         work = ROOT / "run" / "image-export"
         shutil.rmtree(work, ignore_errors=True)
@@ -262,13 +272,16 @@ def _copy_images(first: Member, say: Report) -> None:
         try:
             _run(["lxc", "image", "export", alias, str(work / "image")], f"exporting image {alias}",
                  env=main_env, timeout=600)
-            files = sorted(work.iterdir(), key=lambda p: (not p.name.endswith(".tar.gz") or ".root" in p.name,
-                                                          p.name))
+            files = sorted(work.iterdir(), key=lambda p: (".root" in p.name or p.name.endswith(".squashfs"), p.name))
+            if alias in have:
+                _run(["lxc", "image", "alias", "delete", alias], f"replacing image {alias}", env=first.env())
             _run(["lxc", "image", "import", *map(str, files), "--alias", alias],
                  f"importing image {alias} into the cluster", env=first.env(), timeout=600)
+            if alias in have and have[alias] not in main.values():
+                _run(["lxc", "image", "delete", have[alias]], "", env=first.env(), check=False)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        say(f"image {alias} copied from the main LXD")
+        say(f"image {alias} copied from the main LXD ({main[alias]})")
 
 
 def up(count: int = 3, say: Report = lambda _m: None, images: bool = True) -> dict:

@@ -130,6 +130,10 @@ class Lxd:
             pools=pools, networks=networks,
         )
 
+    def clustered(self) -> bool:
+        with _refused("cannot read the LXD cluster"):
+            return bool((self.client.api.cluster.get().json()["metadata"] or {}).get("enabled"))
+
     # ------------------------------------------------------------------ storage and networks
     def ensure_storage_pool(self, name: str, driver: str, config: dict[str, str] | None = None) -> bool:
         """Create the pool unless it exists. Returns True when it was created."""
@@ -304,13 +308,15 @@ class Lxd:
 
     def create_instance(self, name: str, image_alias: str, profiles: list[str],
                         config: dict[str, str] | None = None,
-                        devices: dict[str, dict[str, str]] | None = None) -> None:
-        """Create (not start) an instance. Creation is serialised across threads and processes: LXD 5.0
-        allocates the same or an invalid isolated id range to containers created at the same moment."""
+                        devices: dict[str, dict[str, str]] | None = None, target: str = "") -> None:
+        """Create (not start) an instance, on cluster member TARGET when given. Creation is serialised across
+        threads and processes: LXD 5.0 allocates the same or an invalid isolated id range to containers
+        created at the same moment."""
         definition = {"name": name, "type": "container", "profiles": profiles, "config": config or {},
                       "devices": devices or {}, "source": {"type": "image", "alias": image_alias}}
-        with _refused(f"{name}: LXD could not create the container"), _creating():
-            self.client.instances.create(definition, wait=True)
+        where = f" on member {target}" if target else ""
+        with _refused(f"{name}: LXD could not create the container{where}"), _creating():
+            self.client.instances.create(definition, wait=True, target=target or None)
 
     def start_instance(self, name: str) -> None:
         with _refused(f"{name}: LXD could not start the container"):

@@ -33,8 +33,42 @@ class LabLxd(Lxd):
             return dict(self.client.projects.get(self.project).config or {})
 
     def networks(self) -> dict[str, dict[str, str]]:
+        """Managed networks; on a cluster, one only defined on some members (pending) is not there yet."""
         with _refused("cannot list networks"):
-            return {n.name: dict(n.config or {}) for n in self.client.networks.all() if n.managed}
+            response = self.client.api.networks.get(params={"recursion": "1"})
+        return {n["name"]: dict(n.get("config") or {}) for n in response.json()["metadata"]
+                if n.get("managed") and n.get("status", "Created") != "Pending"}
+
+    def cluster(self):
+        """The cluster this LXD belongs to (cluster.placement.Cluster), or None for a single daemon."""
+        from ..cluster.placement import Cluster, Member
+        from ..cluster.stretch import KEYS, VXLAN_OVERHEAD
+
+        with _refused("cannot read the LXD cluster"):
+            if not (self.client.api.cluster.get().json()["metadata"] or {}).get("enabled"):
+                return None
+            response = self.client.api.cluster.members.get(params={"recursion": "1"})
+            members = tuple(Member(m["server_name"], m.get("status", ""), tuple(m.get("groups") or ()),
+                                   m.get("url", "").removeprefix("https://").rsplit(":", 1)[0], m.get("message", ""))
+                            for m in response.json()["metadata"])
+            mtus = [mtu for m in members if m.status == "Online" and (mtu := self._uplink_mtu(m.name, m.address))]
+            taken = frozenset(int(c[KEYS[1]]) for c in self.networks().values()
+                              if c.get(KEYS[1], "").isdigit() and c.get("user.lxdkvm.lab") != self._lab())
+        return Cluster(members, min(mtus) - VXLAN_OVERHEAD if mtus else None, taken)
+
+    def _lab(self) -> str:
+        return self.project.removeprefix("lxdkvm-")
+
+    def _uplink_mtu(self, member: str, address: str) -> int | None:
+        """The MTU of the member's interface that holds its cluster address (the tunnel's underlay)."""
+        listing = self.client.api.networks.get(params={"recursion": "1", "target": member}).json()["metadata"]
+        for network in listing:
+            if network.get("managed") or network.get("type") == "loopback":
+                continue
+            state = self.client.api.networks[network["name"]].state.get(params={"target": member}).json()["metadata"]
+            if any(a.get("address") == address for a in state.get("addresses") or []):
+                return int(state.get("mtu") or 0) or None
+        return None
 
     def profiles(self) -> dict[str, dict]:
         with _refused(f"cannot list the profiles of project {self.project}"):
@@ -46,7 +80,8 @@ class LabLxd(Lxd):
             response = self.scoped.client.api.instances.get(params={"recursion": "1"})
         return {i["name"]: {"status": i["status"], "config": dict(i.get("config") or {}),
                             "devices": dict(i.get("devices") or {}),
-                            "profiles": list(i.get("profiles") or [])}
+                            "profiles": list(i.get("profiles") or []),
+                            "location": i.get("location", "") if i.get("location") != "none" else ""}
                 for i in response.json()["metadata"]}
 
     def isolated_elsewhere(self) -> int:
@@ -83,7 +118,17 @@ class LabLxd(Lxd):
             if self.client.projects.exists(self.project):
                 self.client.projects.get(self.project).delete()
 
-    def create_network(self, name: str, config: dict[str, str], description: str) -> None:
+    def create_network(self, name: str, config: dict[str, str], description: str,
+                       members: list[str] | None = None) -> None:
+        """On a cluster (MEMBERS), LXD wants the network defined on each member first, then created once."""
+        for member in members or []:
+            with _refused(f"cannot define network {name} on member {member}"):
+                try:
+                    self.client.api.networks.post(json={"name": name, "type": "bridge", "config": {}},
+                                                  params={"target": member})
+                except Exception as exc:  # a rerun after a failure: already defined there is fine
+                    if "already" not in str(exc).lower():
+                        raise
         self._call(f"cannot create network {name}", lambda: self.client.networks.create(
             name, description=description, type="bridge", config=config))
 
@@ -107,8 +152,8 @@ class LabLxd(Lxd):
 
     def create_instance(self, name: str, image_alias: str, profiles: list[str],
                         config: dict[str, str] | None = None,
-                        devices: dict[str, dict[str, str]] | None = None) -> None:
-        self.scoped.create_instance(name, image_alias, profiles, config, devices)
+                        devices: dict[str, dict[str, str]] | None = None, target: str = "") -> None:
+        self.scoped.create_instance(name, image_alias, profiles, config, devices, target)
 
     def start_instance(self, name: str) -> None:
         self.scoped.start_instance(name)
