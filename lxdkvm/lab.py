@@ -370,7 +370,8 @@ def status(lab: str | Path | None) -> dict:
                 guest["addresses"] = {net: [a for a in guest["addresses"].values() if _in(a, subnet)]
                                       for net, subnet in subnets.items()}
                 guest["addresses"] = {net: found for net, found in guest["addresses"].items() if found}
-        hosts.append({"name": host, "state": info["status"], "member": info.get("location", ""),
+        where = {"member": info["location"]} if info.get("location") else {}  # on a cluster only
+        hosts.append({"name": host, "state": info["status"], **where,
                       "ready": info["status"] == "Running" and info["config"].get(labobjects.READY) == "true",
                       "addresses": per_network, "guests": guests})
     return {

@@ -100,7 +100,9 @@ def assign(lab: t.Lab, cluster: Cluster, located: dict[str, str]) -> dict[str, s
         allowed = cluster.allowed(host.placement)
         if located.get(host.name) in allowed:
             chosen[host.name] = located[host.name]
-    for host in lab.hosts:
+    # then hosts pinned to a member, groups, spread: so spread hosts count the pinned ones
+    order = sorted(lab.hosts, key=lambda h: 2 if h.placement == SPREAD else 1 if h.placement.startswith(GROUP) else 0)
+    for host in order:
         if host.name in chosen:
             continue
         candidates = [m for m in online if m in cluster.allowed(host.placement)] or cluster.allowed(host.placement)
