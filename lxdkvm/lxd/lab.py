@@ -40,35 +40,9 @@ class LabLxd(Lxd):
                 if n.get("managed") and n.get("status", "Created") != "Pending"}
 
     def cluster(self):
-        """The cluster this LXD belongs to (cluster.placement.Cluster), or None for a single daemon."""
-        from ..cluster.placement import Cluster, Member
-        from ..cluster.stretch import KEYS, VXLAN_OVERHEAD
-
-        with _refused("cannot read the LXD cluster"):
-            if not (self.client.api.cluster.get().json()["metadata"] or {}).get("enabled"):
-                return None
-            response = self.client.api.cluster.members.get(params={"recursion": "1"})
-            members = tuple(Member(m["server_name"], m.get("status", ""), tuple(m.get("groups") or ()),
-                                   m.get("url", "").removeprefix("https://").rsplit(":", 1)[0], m.get("message", ""))
-                            for m in response.json()["metadata"])
-            mtus = [mtu for m in members if m.status == "Online" and (mtu := self._uplink_mtu(m.name, m.address))]
-            taken = frozenset(int(c[KEYS[1]]) for c in self.networks().values()
-                              if c.get(KEYS[1], "").isdigit() and c.get("user.lxdkvm.lab") != self._lab())
-        return Cluster(members, min(mtus) - VXLAN_OVERHEAD if mtus else None, taken)
-
-    def _lab(self) -> str:
-        return self.project.removeprefix("lxdkvm-")
-
-    def _uplink_mtu(self, member: str, address: str) -> int | None:
-        """The MTU of the member's interface that holds its cluster address (the tunnel's underlay)."""
-        listing = self.client.api.networks.get(params={"recursion": "1", "target": member}).json()["metadata"]
-        for network in listing:
-            if network.get("managed") or network.get("type") == "loopback":
-                continue
-            state = self.client.api.networks[network["name"]].state.get(params={"target": member}).json()["metadata"]
-            if any(a.get("address") == address for a in state.get("addresses") or []):
-                return int(state.get("mtu") or 0) or None
-        return None
+        """The cluster this LXD belongs to (cluster.placement.Cluster), or None for a single daemon; the
+        tunnel ids taken are those of networks that are not this lab's."""
+        return super().cluster(exclude_lab=self.project.removeprefix("lxdkvm-"))
 
     def profiles(self) -> dict[str, dict]:
         with _refused(f"cannot list the profiles of project {self.project}"):
