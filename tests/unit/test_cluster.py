@@ -122,3 +122,12 @@ def test_a_host_on_a_member_its_placement_does_not_allow_is_recreated():
     actions = plan.make_plan(want, have).select("host")
     assert [(a.verb, a.name) for a in actions] == [("recreate", "node-1")]
     assert "placement: it is on m3, the lab file wants m1" in actions[0].reason
+
+
+def test_lxd_refusals_of_a_cluster_say_what_to_do():
+    from lxdkvm.lxd.messages import hint
+
+    gone = 'Get "https://100.64.40.13:8443/1.0/operations/37d5/wait?project=lxdkvm-itcl": EOF'
+    assert hint(gone).startswith("a member of the LXD cluster does not answer")
+    assert "lower `mtu:`" in hint("Failed to run: ip link set dev itcl-back-lk mtu 1500: exit status 2")
+    assert not hint("Image not found").startswith("a member")
