@@ -12,6 +12,7 @@ Never the main LXD's directory: every member has its own LXD_DIR under ROOT, and
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -311,9 +312,23 @@ def up(count: int = 3, say: Report = lambda _m: None, images: bool = True) -> di
             _bootstrap(member, say)
         else:
             _join(member, group[0], say)
+    _wait_online(count)
     if images:
         _copy_images(group[0], say)
     return status(count)
+
+
+def _wait_online(count: int, timeout: float = 90) -> None:
+    """Until the cluster lists every member online: a restarted member is "offline" until its heartbeat."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [m["state"] for m in status(count)["members"]]
+        if states == ["ONLINE"] * count:
+            return
+        if time.monotonic() > deadline:
+            raise LxdkvmError(f"the sandbox's members are not all online after {timeout:.0f}s: {states} "
+                              f"(logs: {ROOT / 'run'}/mN/lxd.log)")
+        time.sleep(1)
 
 
 def _processes_in(holder: int) -> list[int]:
@@ -376,9 +391,26 @@ def _loops_under(root: Path) -> list[str]:
             if len(line.split()) > 1 and line.split()[1].startswith(str(root))]
 
 
+def _force_stop_instances(group: list[Member], say: Report) -> None:
+    running = [m for m in group if _daemon_pid(m) is not None]
+    if not running:
+        return
+    listing = _run(["lxc", "list", "--all-projects", "--format", "json"], "", env=running[0].env(), check=False)
+    try:
+        instances = json.loads(listing.stdout or "[]")
+    except ValueError:
+        return
+    for instance in instances:
+        if instance.get("status") == "Running":
+            _run(["lxc", "stop", "--force", "--project", instance.get("project", "default"), instance["name"]],
+                 "", env=running[0].env(), check=False, timeout=60)
+            say(f"stopped {instance.get('project', 'default')}/{instance['name']} on {instance.get('location')}")
+
+
 def down(say: Report = lambda _m: None) -> None:
     """Remove the sandbox completely: daemons, holders, veths, bridge, NAT rule, loop devices, directories."""
     _safe_root()
+    _force_stop_instances(members(recorded_count()), say)  # everything goes: no clean shutdown to wait for
     stop(recorded_count() or None, say)
     if ROOT.exists():  # mounts are in the holders' namespaces, gone with them; any left here are removed
         for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):

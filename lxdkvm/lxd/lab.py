@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+
+from pylxd import exceptions as pylxd_exc
 
 from ..errors import LxdkvmError
 from .client import Lxd
-from .messages import _refused
+from .messages import _refused, refusal
 
 
 class LabLxd(Lxd):
@@ -94,17 +97,26 @@ class LabLxd(Lxd):
 
     def create_network(self, name: str, config: dict[str, str], description: str,
                        members: list[str] | None = None) -> None:
-        """On a cluster (MEMBERS), LXD wants the network defined on each member first, then created once."""
-        for member in members or []:
-            with _refused(f"cannot define network {name} on member {member}"):
-                try:
-                    self.client.api.networks.post(json={"name": name, "type": "bridge", "config": {}},
-                                                  params={"target": member})
-                except Exception as exc:  # a rerun after a failure: already defined there is fine
-                    if "already" not in str(exc).lower():
-                        raise
-        self._call(f"cannot create network {name}", lambda: self.client.networks.create(
-            name, description=description, type="bridge", config=config))
+        """On a cluster (MEMBERS), LXD wants the network defined on each member first, then created once. A
+        network LXD does not create is not left defined: a pending one carries no mark of the lab, so `down`
+        could not find it."""
+        try:
+            for member in members or []:
+                with _refused(f"cannot define network {name} on member {member}"):
+                    try:
+                        self.client.api.networks.post(json={"name": name, "type": "bridge", "config": {}},
+                                                      params={"target": member})
+                    except pylxd_exc.LXDAPIException as exc:  # a rerun after a failure: defined there is fine
+                        if "already" not in refusal("", exc).lxd_message.lower():
+                            raise
+            self._call(f"cannot create network {name}", lambda: self.client.networks.create(
+                name, description=description, type="bridge", config=config))
+        except LxdkvmError:
+            if members:
+                with contextlib.suppress(LxdkvmError, pylxd_exc.LXDAPIException):
+                    with _refused(f"cannot delete network {name}"):
+                        self.client.api.networks[name].delete()
+            raise
 
     def update_network(self, name: str, config: dict[str, str]) -> None:
         def update() -> None:

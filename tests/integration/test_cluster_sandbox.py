@@ -54,22 +54,50 @@ def traces() -> list[str]:
     return left
 
 
+PROBE = "sandbox-probe"
+
+
+def probe_processes() -> list[int]:
+    """Processes of the probe container (its cgroup says so), wherever their namespaces are."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if f"lxc.payload.{PROBE}" in Path(f"/proc/{pid}/cgroup").read_text():
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def eventually(check, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def test_sandbox_forms_restarts_and_leaves_no_trace():
     if os.geteuid() != 0:
         pytest.fail("the sandbox needs root")
     sandbox.down()  # an earlier run's leftovers (the lock is ours)
-    assert traces() == []
+    assert traces() == [] and probe_processes() == []
     try:
         lifecycle()
     finally:
         sandbox.down()
-    assert traces() == []
+    assert traces() == [] and probe_processes() == []
 
 
 def lifecycle():
     start = time.monotonic()
-    lxdkvm("cluster", "sandbox", "up", "--members", "3", "--no-images")
+    lxdkvm("cluster", "sandbox", "up", "--members", "3")
     formed = time.monotonic() - start
+    # a running container on m2, so stop and down must deal with one
+    subprocess.run(["lxc", "launch", "lxdkvm/base", PROBE, "--target", "m2", "-c", "boot.host_shutdown_timeout=5"], check=True, capture_output=True,
+                   env={**os.environ, "LXD_DIR": str(sandbox.ROOT / "m1")})
+    assert eventually(lambda: probe_processes() != [])
     assert members_seen("m2") == {"m1": "Online", "m2": "Online", "m3": "Online"}
     certificate = (sandbox.ROOT / "m1" / "cluster.crt").read_text()
     holders = [int((sandbox.ROOT / "run" / m / "holder.pid").read_text()) for m in ("m1", "m2", "m3")]
@@ -78,6 +106,7 @@ def lifecycle():
 
     lxdkvm("cluster", "sandbox", "stop")  # what a reboot does to the members: daemons and namespaces gone
     assert not any(sandbox._alive(p) for p in holders)
+    assert eventually(lambda: probe_processes() == [])  # the container stopped with its daemon
     assert not any(n.startswith(f"{sandbox.BRIDGE}-") for n in os.listdir("/sys/class/net"))
     start = time.monotonic()
     lxdkvm("cluster", "sandbox", "up", "--no-images")
@@ -86,8 +115,15 @@ def lifecycle():
     assert [m["state"] for m in status["members"]] == ["ONLINE"] * 3
     assert members_seen("m3") == {"m1": "Online", "m2": "Online", "m3": "Online"}
     assert (sandbox.ROOT / "m1" / "cluster.crt").read_text() == certificate  # the same cluster, not a new one
+    probe = subprocess.run(["lxc", "list", PROBE, "--format", "json"], capture_output=True, text=True, check=True,
+                           env={**os.environ, "LXD_DIR": str(sandbox.ROOT / "m3")})
+    assert [(i["name"], i["location"]) for i in json.loads(probe.stdout)] == [(PROBE, "m2")]  # kept
+    if not probe_processes():  # LXD starts what was running when it stopped; else start it
+        subprocess.run(["lxc", "start", PROBE], capture_output=True, check=True,
+                       env={**os.environ, "LXD_DIR": str(sandbox.ROOT / "m1")})
+    assert eventually(lambda: probe_processes() != [])  # running again, for `down` to remove
 
     start = time.monotonic()
     lxdkvm("cluster", "sandbox", "down")
     print(f"formed in {formed:.1f}s, started again in {restarted:.1f}s, removed in {time.monotonic() - start:.1f}s")
-    assert traces() == []
+    assert traces() == [] and probe_processes() == []
