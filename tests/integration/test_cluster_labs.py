@@ -92,9 +92,12 @@ def timed(label: str, took: dict, *args: str, **kwargs) -> subprocess.CompletedP
 
 
 @pytest.fixture(scope="module")
-def cluster(lxd):
+def cluster(lxd, base_image):
     if os.geteuid() != 0:
         pytest.fail("the sandbox cluster needs root")
+    from lxdkvm import bake
+
+    bake.bake()  # the machine's LXD has the baked image (instant when it is up to date): the sandbox copies it
     sandbox.down()
     sandbox.up(3, lambda m: print(f"[sandbox] {m}", flush=True))
     yield

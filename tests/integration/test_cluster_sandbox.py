@@ -78,7 +78,7 @@ def eventually(check, timeout: float = 20) -> bool:
     return True
 
 
-def test_sandbox_forms_restarts_and_leaves_no_trace():
+def test_sandbox_forms_restarts_and_leaves_no_trace(base_image):  # copied into the cluster, for a container
     if os.geteuid() != 0:
         pytest.fail("the sandbox needs root")
     sandbox.down()  # an earlier run's leftovers (the lock is ours)
