@@ -81,7 +81,7 @@ def _safe_root() -> None:
 
 def _run(command: list[str], what: str, env: dict[str, str] | None = None, stdin: str | None = None,
          check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, input=stdin, timeout=timeout)
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, input=stdin, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise LxdkvmError(f"{what} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
     return proc

@@ -113,9 +113,8 @@ class LabLxd(Lxd):
                 name, description=description, type="bridge", config=config))
         except LxdkvmError:
             if members:
-                with contextlib.suppress(LxdkvmError, pylxd_exc.LXDAPIException):
-                    with _refused(f"cannot delete network {name}"):
-                        self.client.api.networks[name].delete()
+                with contextlib.suppress(LxdkvmError), _refused(f"cannot delete network {name}"):
+                    self.client.api.networks[name].delete()
             raise
 
     def update_network(self, name: str, config: dict[str, str]) -> None:

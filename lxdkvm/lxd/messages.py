@@ -32,8 +32,8 @@ HINTS = (
       "root's ranges in /etc/subuid and /etc/subgid (`lxdkvm doctor` shows them)")),
     (r"[Nn]o root device|[Ss]torage pool not found|[Ff]ailed (to find|getting) (the )?storage pool",
      "LXD has no storage for the container: run `lxdkvm setup`"),
-    (r"https://[^ ]+/1\.0/[^ ]*\": (EOF|dial tcp)|:8443: connect: connection refused|[Mm]ember .* (is )?offline|"
-     r"[Mm]issing event connection|[Cc]luster member .* unreachable",
+    ((r"https://[^ ]+/1\.0/[^ ]*\": (EOF|dial tcp)|:8443: connect: connection refused|[Mm]ember .* (is )?offline|"
+      r"[Mm]issing event connection|[Cc]luster member .* unreachable"),
      ("a member of the LXD cluster does not answer: `lxc cluster list` shows which; start its LXD again "
       "(the sandbox: `lxdkvm cluster sandbox up`), then run `lxdkvm up` again, or place the lab's hosts "
       "elsewhere (`placement:`, docs/cluster.md)")),

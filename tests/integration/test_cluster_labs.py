@@ -29,7 +29,7 @@ def env(member: str = "m1") -> dict[str, str]:
 def lxdkvm(*args: str, ok: bool = True, member: str | None = "m1", timeout: float = 900) -> subprocess.CompletedProcess:
     environment = env(member) if member else {k: v for k, v in os.environ.items() if k != "LXD_DIR"}
     proc = subprocess.run([sys.executable, "-m", "lxdkvm", *args], capture_output=True, text=True,
-                          timeout=timeout, env=environment)
+                          timeout=timeout, env=environment, check=False)
     print(f"$ lxdkvm {' '.join(args)} → {proc.returncode}\n{proc.stdout}{proc.stderr[-3000:]}", flush=True)
     if ok:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -79,7 +79,7 @@ def gateway_rtts() -> dict[str, str]:
     out = {}
     for host in ("node-1", "node-2", "node-3"):
         proc = subprocess.run(["lxc", "exec", "--project", PROJECT, host, "--", "ping", "-c5", "-i0.2", "-q",
-                               "10.241.10.1"], env=env(), capture_output=True, text=True)
+                               "10.241.10.1"], env=env(), capture_output=True, text=True, check=False)
         out[host] = proc.stdout.strip().splitlines()[-1].split("=")[-1].strip() if proc.returncode == 0 else "FAILED"
     return out
 
@@ -101,7 +101,7 @@ def cluster(lxd, base_image):
     sandbox.down()
     sandbox.up(3, lambda m: print(f"[sandbox] {m}", flush=True))
     yield
-    subprocess.run([sys.executable, "-m", "lxdkvm", "down", "itcl"], env=env(), capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "lxdkvm", "down", "itcl"], env=env(), capture_output=True, timeout=300, check=False)
     sandbox.down()
 
 

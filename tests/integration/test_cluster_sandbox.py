@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def lxdkvm(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "lxdkvm", *args], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "lxdkvm", *args], capture_output=True, text=True, timeout=600, check=False)
     print(f"$ lxdkvm {' '.join(args)} → {proc.returncode}\n{proc.stdout}{proc.stderr}", flush=True)
     assert proc.returncode == 0, proc.stderr
     return proc
@@ -39,9 +39,9 @@ def traces() -> list[str]:
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         if line.split()[4].startswith(str(sandbox.ROOT)):
             left.append(f"mount {line.split()[4]}")
-    loops = subprocess.run(["losetup", "--list", "--noheadings", "-O", "BACK-FILE"], capture_output=True, text=True)
+    loops = subprocess.run(["losetup", "--list", "--noheadings", "-O", "BACK-FILE"], capture_output=True, text=True, check=False)
     left += [f"loop {f}" for f in loops.stdout.split() if f.startswith(str(sandbox.ROOT))]
-    nat = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+    nat = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True, check=False).stdout
     left += [f"rule {r}" for r in nat.splitlines() if sandbox.NAT_COMMENT in r]
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:

@@ -51,12 +51,12 @@ def test_placement_names_a_member_or_group_that_can_host_with_file_and_line():
     text = HOSTS.replace("placement: m1", "placement: m9").replace("group:fast", "group:gpu")
     assert problems(text, THREE) == [
         "lab.yaml:5: hosts[1].placement: host pinned: the cluster has no member 'm9'\n    hint: members: m1, m2, m3",
-        "lab.yaml:6: hosts[2].placement: host grouped: the cluster has no group 'gpu'\n"
-        "    hint: groups: default, fast (`lxc cluster group list`)"]
+        ("lab.yaml:6: hosts[2].placement: host grouped: the cluster has no group 'gpu'\n"
+         "    hint: groups: default, fast (`lxc cluster group list`)")]
     offline = Cluster((Member("m1", "Offline", message="No heartbeat since 30s"), Member("m2", "Online")))
     assert problems(HOSTS.replace("group:fast", "m2"), offline) == [
-        "lab.yaml:5: hosts[1].placement: host pinned: member m1 is offline\n"
-        "    hint: No heartbeat since 30s; place the host elsewhere or bring the member back"]
+        ("lab.yaml:5: hosts[1].placement: host pinned: member m1 is offline\n"
+         "    hint: No heartbeat since 30s; place the host elsewhere or bring the member back")]
 
 
 def test_a_single_daemon_ignores_placement():
