@@ -318,12 +318,19 @@ def up(count: int = 3, say: Report = lambda _m: None, images: bool = True) -> di
     return status(count)
 
 
+def _pool_ready(member: Member) -> bool:
+    """The member's pool is mounted (a restarted daemon brings its pools up after it answers)."""
+    return _run(["lxc", "query", f"/1.0/storage-pools/{POOL}/resources?target={member.name}"], "",
+                env=member.env(), check=False).returncode == 0
+
+
 def _wait_online(count: int, timeout: float = 90) -> None:
-    """Until the cluster lists every member online: a restarted member is "offline" until its heartbeat."""
+    """Until the cluster lists every member online (a restarted member is "offline" until its heartbeat) and
+    every member's pool is available."""
     deadline = time.monotonic() + timeout
     while True:
         states = [m["state"] for m in status(count)["members"]]
-        if states == ["ONLINE"] * count:
+        if states == ["ONLINE"] * count and all(_pool_ready(m) for m in members(count)):
             return
         if time.monotonic() > deadline:
             raise LxdkvmError(f"the sandbox's members are not all online after {timeout:.0f}s: {states} "

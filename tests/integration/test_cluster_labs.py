@@ -152,12 +152,19 @@ def test_a_member_killed_during_up_then_a_rerun_converges(cluster):
     lxdkvm("down", "itcl")
     proc = subprocess.Popen([sys.executable, "-m", "lxdkvm", "up", str(LAB)], env=env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and "node-3" not in locations():  # node-3 is being made on m3
-        time.sleep(0.3)
-    daemon = int((sandbox.ROOT / "run" / "m3" / "lxd.pid").read_text())
-    os.kill(daemon, signal.SIGKILL)
-    output, _ = proc.communicate(timeout=600)
+    seen = []
+    for line in proc.stdout:  # m3 has made node-3 and is asked to start it: kill m3's daemon now
+        seen.append(line)
+        if "node-3: starting" in line:
+            os.kill(int((sandbox.ROOT / "run" / "m3" / "lxd.pid").read_text()), signal.SIGKILL)
+            break
+    assert any("node-3: starting" in line for line in seen), "".join(seen)
+    try:
+        rest, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    output = "".join(seen) + rest
     print(output[-3000:])
     assert proc.returncode != 0  # m3's host cannot come up without its daemon: `up` says so, and what to do
     assert "node-3" in output and "a member of the LXD cluster does not answer" in output
