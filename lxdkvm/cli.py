@@ -19,6 +19,7 @@ from . import image as image_mod
 from . import kvmprobe
 from . import profile as profile_mod
 from .errors import LxdkvmError
+from .clustercli import register as register_cluster_commands
 from .guestcli import register as register_guest_commands
 from .labcli import register as register_lab_commands
 from .outputcli import register as register_output_commands
@@ -57,8 +58,15 @@ def _progress(message: str) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Example: lxdkvm doctor && lxdkvm up && lxdkvm status --watch")
-def main() -> None:
+@click.option("--lxd-dir", metavar="DIR", envvar="LXD_DIR",
+              help="The LXD to use: its directory (its unix.socket), e.g. a member of the sandbox cluster. "
+                   "Default: $LXD_DIR, else the machine's LXD.")
+def main(lxd_dir: str | None) -> None:
     """Multi-host QEMU/KVM labs in unprivileged LXD containers."""
+    if lxd_dir:  # pylxd, `lxc` and lxdkvm's own code all read LXD_DIR
+        import os
+
+        os.environ["LXD_DIR"] = lxd_dir
 
 
 @main.command(epilog="Example: lxdkvm doctor --json")
@@ -251,6 +259,7 @@ def delete(names) -> None:
 register_lab_commands(main, out, err, _errors)
 register_guest_commands(main, out, err, _errors)
 register_output_commands(main, out, err, _errors)
+register_cluster_commands(main, out, err, _errors)
 
 
 if __name__ == "__main__":

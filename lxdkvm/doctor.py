@@ -104,11 +104,38 @@ def _lxd(server: ServerFacts) -> list[Check]:
     else:
         checks.append(Check("lxd storage", WARN, "no storage pool", "run `lxdkvm setup`"))
     bridges = [n for n in server.networks if n["managed"] and n["type"] == "bridge"]
-    if bridges:
+    if server.cluster is not None:
+        checks += _cluster(server.cluster)
+    elif bridges:
         checks.append(Check("lxd network", PASS, ", ".join(f"{n['name']} {n['ipv4']}" for n in bridges)))
     else:
         checks.append(Check("lxd network", WARN, "no managed bridge", "run `lxdkvm setup`"))
     return checks
+
+
+def _cluster(cluster) -> list[Check]:
+    """An LXD cluster: its members, their state, which can host labs, what a stretched network carries."""
+    members = ", ".join(f"{m.name} {m.status.lower()}{f' ({m.address})' if m.address else ''}"
+                        for m in sorted(cluster.members, key=lambda m: m.name))
+    able = [m.name for m in cluster.members if m.can_host]
+    down = [m for m in cluster.members if not m.can_host]
+    if not able:
+        state = Check("lxd cluster", FAIL, f"{len(cluster.members)} members, none can host labs: {members}",
+                      "`lxc cluster list` says why; bring a member back")
+    elif down:
+        state = Check("lxd cluster", WARN, f"{len(cluster.members)} members ({members}); can host labs: "
+                      f"{', '.join(sorted(able))}", "; ".join(f"{m.name}: {m.message or m.status}" for m in down)
+                      + " — hosts placed there cannot start")
+    else:
+        state = Check("lxd cluster", PASS, f"{len(cluster.members)} members ({members}); can host labs: "
+                      f"{', '.join(sorted(able))}; groups: {', '.join(cluster.groups) or 'none'}")
+    if cluster.tunnel_mtu is None:
+        tunnel = Check("cluster networks", WARN, "the MTU between members is unknown (no interface holds a "
+                       "member's cluster address)", "lab networks keep their MTU: make sure it fits a vxlan tunnel")
+    else:
+        tunnel = Check("cluster networks", PASS, f"lab networks are stretched over the members by vxlan "
+                       f"(multicast): at most MTU {cluster.tunnel_mtu}")
+    return [state, tunnel]
 
 
 def _storage(server: ServerFacts, btrfs: storage.BtrfsSupport) -> list[Check]:

@@ -41,7 +41,8 @@ def machine_facts(lab_name: str, connect: bool = True,
         try:
             lxd = LabLxd(t.project_name(lab_name))
             facts.update({"isolated_elsewhere": lxd.isolated_elsewhere(),
-                          "images": frozenset(lxd.image_aliases()), "pools": frozenset(lxd.pool_names())})
+                          "images": frozenset(lxd.image_aliases()), "pools": frozenset(lxd.pool_names()),
+                          "cluster": lxd.cluster()})
         except LxdkvmError:
             pass  # not installed or not running yet: `up` prepares it, then checks again
     return labcheck.Machine(**facts)
@@ -53,12 +54,31 @@ def load(path: str | Path | None, connect: bool = True, allow: Allowances = NO_A
 
     text, source = labfile.read(path)
     lab, problems, _ = labfile.parse(text, source)
+    cluster = None
     if lab is not None:
         connect = connect and bool(labcheck.LAB_NAME.match(lab.name))  # never ask LXD about a bad name
-        problems += labcheck.check(lab, machine_facts(lab.name, connect, allow))
+        facts = machine_facts(lab.name, connect, allow)
+        problems += labcheck.check(lab, facts)
+        cluster = facts.cluster
     if problems:
         raise t.LabInvalid(source, problems)
-    return lab
+    return on_cluster(lab, cluster)
+
+
+def on_cluster(lab: t.Lab, cluster) -> t.Lab:
+    """The lab as LXD runs it: on a cluster, its networks stretched over the members (cluster.stretch)."""
+    if cluster is None:
+        return lab
+    from .cluster import stretch
+
+    return stretch.for_cluster(lab, cluster)
+
+
+def _cluster_of(project: str):
+    try:
+        return LabLxd(project).cluster()
+    except LxdkvmError:
+        return None
 
 
 def lab_name(lab: str | Path | None) -> str:
@@ -106,7 +126,12 @@ def prepare(lab: t.Lab, say: Callable[[str], None]) -> Prepared:
     else:
         pool = lab.storage
     found = client.image_by_alias(lab.image)
-    if lab.image == t.DEFAULT_IMAGE:  # lxdkvm's own image: (re)built and (re)baked when its inputs change
+    if lab.image == t.DEFAULT_IMAGE and client.clustered():  # baking needs this machine's LXD (docs/cluster.md)
+        if found is None:
+            raise LxdkvmError(f"the LXD cluster has no image {lab.image}: bake it on this machine's LXD "
+                              "(`lxdkvm image bake`) and copy it (`lxc image export` then `lxc image import`; "
+                              "`lxdkvm cluster sandbox up` does it for the sandbox)")
+    elif lab.image == t.DEFAULT_IMAGE:  # lxdkvm's own image: (re)built and (re)baked when its inputs change
         if found is None:
             say(f"image {lab.image} is missing: building the base image and baking it (a few minutes, once)")
         image.build(report=say)
@@ -167,8 +192,15 @@ def plan(path: str | Path | None, allow: Allowances = NO_ALLOWANCES) -> tuple[t.
     lab = load(path, allow=allow)
     lxd = LabLxd(lab.project)
     built = _guest_images(lab, lambda _m: None)
-    want = _with_guests(lab, labobjects.desired(lab, **vars(_planned_prepared(lab, lxd))), built)
-    return lab, make_plan(want, observe(lxd, guests=True))
+    have = observe(lxd, guests=True)
+    want = _with_guests(lab, _desired(lab, lxd, _planned_prepared(lab, lxd), have), built)
+    return lab, make_plan(want, have)
+
+
+def _desired(lab: t.Lab, lxd: LabLxd, prepared: Prepared, have: Observed) -> labobjects.Desired:
+    """What the lab needs; on a cluster, with each host on a member (existing hosts stay where they are)."""
+    located = {name: info.get("location", "") for name, info in have.instances.items()}
+    return labobjects.desired(lab, prepared.pool, prepared.kvm_profile, lxd.cluster(), located)
 
 
 @dataclass
@@ -193,8 +225,8 @@ def up(path: str | Path | None, report: Report, workers: int = provision.DEFAULT
         prepared = prepare(lab, say)
         lxd = LabLxd(lab.project)
         built = _guest_images(lab, say)
-        want = _with_guests(lab, labobjects.desired(lab, prepared.pool, prepared.kvm_profile), built)
         have = observe(lxd, guests=True)
+        want = _with_guests(lab, _desired(lab, lxd, prepared, have), built)
         the_plan = make_plan(want, have)
         applied = provision.Applied() if the_plan.empty else provision.apply(lab, want, the_plan, report, workers)
         trust_host_keys(lab.name, say)
@@ -218,12 +250,14 @@ def _remember(lab: t.Lab, path: str | Path | None) -> None:
 def remembered(lab: str | Path | None) -> t.Lab:
     """The lab from its file, or, for the name of a lab that is up, from the file its last `up` used."""
     if lab is None or Path(lab).is_file():
-        return load(lab, connect=False)
-    name = lab_name(lab)
-    copy = labstate.path(name) / LAB_COPY
-    if not copy.is_file():
-        raise LxdkvmError(f"no lab file remembered for lab {name}: give the lab file instead of its name")
-    return load(copy, connect=False)
+        the_lab = load(lab, connect=False)
+    else:
+        name = lab_name(lab)
+        copy = labstate.path(name) / LAB_COPY
+        if not copy.is_file():
+            raise LxdkvmError(f"no lab file remembered for lab {name}: give the lab file instead of its name")
+        the_lab = load(copy, connect=False)
+    return on_cluster(the_lab, _cluster_of(the_lab.project))
 
 
 # ------------------------------------------------------------------------------------ guests
@@ -345,7 +379,8 @@ def status(lab: str | Path | None) -> dict:
                 guest["addresses"] = {net: [a for a in guest["addresses"].values() if _in(a, subnet)]
                                       for net, subnet in subnets.items()}
                 guest["addresses"] = {net: found for net, found in guest["addresses"].items() if found}
-        hosts.append({"name": host, "state": info["status"],
+        where = {"member": info["location"]} if info.get("location") else {}  # on a cluster only
+        hosts.append({"name": host, "state": info["status"], **where,
                       "ready": info["status"] == "Running" and info["config"].get(labobjects.READY) == "true",
                       "addresses": per_network, "guests": guests})
     return {

@@ -95,15 +95,16 @@ def status_view(status: dict):
         return Text(f"lab {status['lab']} is not up (no LXD project {status['project']})")
     networks = [n["name"] for n in status["networks"]]
     table = Table(header_style="bold", title=f"lab {status['lab']} (project {status['project']})")
-    for column in ("host", "state", "ready", *networks):
+    clustered = any(host.get("member") for host in status["hosts"])  # a single daemon shows no member column
+    for column in ("host", *(["member"] if clustered else []), "state", "ready", *networks):
         table.add_column(column)
     for host in status["hosts"]:
         ready = "[green]yes[/]" if host["ready"] else "[yellow]no[/]"
-        table.add_row(host["name"], host["state"], ready,
+        table.add_row(host["name"], *([host.get("member") or "-"] if clustered else []), host["state"], ready,
                       *[", ".join(host["addresses"].get(n, [])) or "-" for n in networks])
         for guest in host.get("guests", []):  # guests run inside their host: one row each, under it
             booted = "[green]booted[/]" if guest.get("booted") else "[yellow]no[/]"
-            table.add_row(f"  └ {guest['name']}", guest.get("state", "?"), booted,
+            table.add_row(f"  └ {guest['name']}", *([""] if clustered else []), guest.get("state", "?"), booted,
                           *[", ".join(guest.get("addresses", {}).get(n, [])) for n in networks])
     lines = [Text(f"  network {net['name']}: {net['subnet']} on bridge {net['bridge']} "
                   f"(gateway {net['gateway']})") for net in status["networks"]]

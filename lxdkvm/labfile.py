@@ -27,6 +27,7 @@ MEMORY = r"^\d+(\.\d+)?\s*(B|kB|KiB|MB|MiB|GB|GiB|TB|TiB)$|^\d+%$"
 SIZE = r"^\d+(\.\d+)?\s*(B|kB|KiB|MB|MiB|GB|GiB|TB|TiB)$"
 RANGE = re.compile(r"\[(\d+)-(\d+)\]")
 MAX_RANGE = 256
+PLACEMENT = r"^(spread|group:[A-Za-z0-9][A-Za-z0-9_.-]{0,62}|[A-Za-z0-9][A-Za-z0-9.-]{0,62})$"
 
 
 # ---------------------------------------------------------------------------------------- schema
@@ -82,6 +83,10 @@ class HostSettingsIn(_Model):
     profiles: list[str] | None = Field(None, description="Names of profiles from the lab's `profiles:`.")
     groups: list[str] | None = Field(None, description="Ansible groups, added to `defaults:`' ones (a range "
                                                        "such as compute-[1-4] also joins group compute).")
+    placement: str | None = Field(
+        None, pattern=PLACEMENT, description="On an LXD cluster, where the host runs: a member's name, "
+        "group:<cluster group>, or spread (default: hosts spread over the online members). Ignored by a "
+        "single LXD daemon (docs/cluster.md).")
 
 
 class HostIn(HostSettingsIn):
@@ -211,6 +216,9 @@ def _schema_problem(error: dict, positions: _Positions) -> t.Problem:
     if kind == "string_pattern_mismatch" and loc[-1] == "memory":
         return t.Problem(key_path(loc), f"{got!r} is not a memory size", "use a size such as 512MiB or 2GiB, "
                          "or a share such as 50%", line)
+    if kind == "string_pattern_mismatch" and loc[-1] == "placement":
+        return t.Problem(key_path(loc), f"{got!r} is not a placement", "write a cluster member's name (such as "
+                         "m2), group:<cluster group>, or spread", line)
     if kind in ("model_type", "dict_type"):
         hint = "write a network name, or `{network: NAME, ipv4: ADDRESS}`" \
             if len(loc) == 4 and loc[2] == "networks" else ""
@@ -261,7 +269,7 @@ def _network(i: int, spec: NetworkIn, positions: _Positions, problems: list[t.Pr
         return None
     dhcp = spec.dhcp if spec.dhcp is not None else spec.mode == "nat"
     return t.Network(spec.name, subnet, spec.mode, dhcp, spec.mtu, key_path(("networks", i)),
-                     positions.line(("networks", i)))
+                     positions.line(("networks", i)), mtu_given="mtu" in spec.model_fields_set)
 
 
 def range_group(pattern: str) -> list[str]:
@@ -318,6 +326,7 @@ def _hosts(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> list
         config_from = {**{k: key_path(("defaults", "config", k)) for k in defaults.config or {}},
                        **{k: key_path(("hosts", i, "config", k)) for k in spec.config or {}}}
         groups = tuple(dict.fromkeys([*range_group(spec.name), *(defaults.groups or []), *(spec.groups or [])]))
+        placement_loc: Loc = ("hosts", i, "placement") if spec.placement else ("defaults", "placement")
         for offset, name in enumerate(names):
             attachments = _attachments(attach_items, attach_base, offset, positions,
                                        problems if offset == 0 else [])
@@ -328,7 +337,8 @@ def _hosts(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> list
                 config={k: _text(v) for k, v in {**(defaults.config or {}), **(spec.config or {})}.items()},
                 profiles=tuple(spec.profiles if spec.profiles is not None else (defaults.profiles or [])),
                 path=key_path(("hosts", i)), line=positions.line(("hosts", i)), config_from=config_from,
-                groups=groups,
+                groups=groups, placement=spec.placement or defaults.placement or "spread",
+                placement_path=key_path(placement_loc),
             ))
     return hosts
 

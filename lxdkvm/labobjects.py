@@ -6,6 +6,7 @@ out. Every object is marked as the lab's, so `plan` can tell it from anything el
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ class InstanceSpec:
     config: dict[str, str]  # includes SPEC
     devices: dict[str, dict[str, str]]
     spec: dict  # the fields that need a new container when they change
+    target: str = ""  # on a cluster: the member it is created on ("": a single daemon)
+    allowed: tuple[str, ...] = ()  # on a cluster: the members its placement allows (a host elsewhere moves)
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,16 @@ class Desired:
     profiles: dict[str, dict]  # name → {description, config, devices}
     instances: dict[str, InstanceSpec] = field(default_factory=dict)
     guests: dict[str, object] = field(default_factory=dict)  # name → guests.spec.GuestSpec
+    members: tuple[str, ...] = ()  # on a cluster: every member (networks are defined on each)
 
 
-def network_config(lab: t.Lab, net: t.Network) -> dict[str, str]:
+def network_config(lab: t.Lab, net: t.Network, cluster=None) -> dict[str, str]:
+    """CLUSTER (cluster.placement.Cluster): the bridge is stretched over its members (see cluster.stretch)."""
+    tunnel = {}
+    if cluster is not None:
+        from .cluster import stretch
+
+        tunnel = stretch.tunnel_config(lab.name, net.name, cluster.vnis_taken)
     if net.mode == "nat":
         config = {"ipv4.address": f"{net.gateway}/{net.subnet.prefixlen}", "ipv4.nat": "true",
                   "ipv4.dhcp": str(net.dhcp).lower()}
@@ -49,7 +59,7 @@ def network_config(lab: t.Lab, net: t.Network) -> dict[str, str]:
             config["ipv4.dhcp.ranges"] = f"{net.dhcp_range[0]}-{net.dhcp_range[1]}"
     else:  # no address on this machine: a plain layer-2 segment between the lab's hosts
         config = {"ipv4.address": "none"}
-    return {**config, "ipv6.address": "none", "bridge.mtu": str(net.mtu),
+    return {**config, **tunnel, "ipv6.address": "none", "bridge.mtu": str(net.mtu),
             MARK: lab.name, NETWORK: net.name, "user.lxdkvm.subnet": str(net.subnet)}
 
 
@@ -101,8 +111,10 @@ def profile_device(lab: t.Lab, device: dict[str, str]) -> dict[str, str]:
     return dict(device)
 
 
-def desired(lab: t.Lab, pool: str, kvm_profile: dict) -> Desired:
-    """Everything `up` makes for LAB: hosts' root disks on POOL, KVM_PROFILE as the kvm-host profile."""
+def desired(lab: t.Lab, pool: str, kvm_profile: dict, cluster=None,
+            located: dict[str, str] | None = None) -> Desired:
+    """Everything `up` makes for LAB: hosts' root disks on POOL, KVM_PROFILE as the kvm-host profile. On a
+    CLUSTER (cluster.placement.Cluster), each host on a member (LOCATED: where existing hosts are)."""
     profiles = {
         "default": {"description": f"lxdkvm lab {lab.name}: root disk on {pool}", "config": {},
                     "devices": {"root": {"type": "disk", "path": "/", "pool": pool}}},
@@ -115,7 +127,19 @@ def desired(lab: t.Lab, pool: str, kvm_profile: dict) -> Desired:
         lab=lab.name, project=lab.project,
         project_config={"features.images": "false", "features.profiles": "true",
                         "features.storage.volumes": "true", "features.networks": "false", MARK: lab.name},
-        networks={lab.bridge(n.name): network_config(lab, n) for n in lab.networks},
+        networks={lab.bridge(n.name): network_config(lab, n, cluster) for n in lab.networks},
         profiles=profiles,
-        instances={h.name: instance(lab, h) for h in lab.hosts},
+        instances=_placed(lab, {h.name: instance(lab, h) for h in lab.hosts}, cluster, located or {}),
+        members=tuple(cluster.names) if cluster is not None else (),
     )
+
+
+def _placed(lab: t.Lab, instances: dict[str, InstanceSpec], cluster, located: dict[str, str]) -> dict[str, InstanceSpec]:
+    if cluster is None:
+        return instances
+    from .cluster import placement
+
+    chosen = placement.assign(lab, cluster, located)
+    return {name: dataclasses.replace(spec, target=chosen.get(name, ""),
+                                      allowed=tuple(cluster.allowed(lab.host(name).placement)))
+            for name, spec in instances.items()}

@@ -48,7 +48,7 @@ EXAMPLES: dict[str, str] = {
     "HostSettingsIn.networks": "[mgmt, {network: data, ipv4: 10.200.20.11}]",
     "HostSettingsIn.limits": "{cpu: 2, memory: 4GiB}", "HostSettingsIn.idmap": "shared",
     "HostSettingsIn.config": "{user.role: compute}", "HostSettingsIn.profiles": "[big]",
-    "HostSettingsIn.groups": "[compute, openstack]",
+    "HostSettingsIn.groups": "[compute, openstack]", "HostSettingsIn.placement": "m2",
     "HostIn.name": "compute-[1-4]",
     "ProfileIn.name": "big", "ProfileIn.config": '{limits.processes: "2000"}',
     "ProfileIn.devices": "{eth2: {type: nic, network: data}}",

@@ -115,6 +115,9 @@ def initialise(client: lxd.Lxd, report: Report) -> dict[str, str]:
 def ensure_hosts_pool(client: lxd.Lxd, report: Report = lambda _msg: None) -> storage.PoolChoice:
     """The pool KVM hosts go on (see storage.choose_pool), created when it does not exist yet."""
     choice = storage.choose_pool(client.server_facts().pools, storage.btrfs_support())
+    if choice.create and client.clustered():  # a cluster's pool is made on every member: not lxdkvm's job
+        raise LxdkvmError("the LXD cluster has no storage pool for the hosts: create one on every member "
+                          "(docs/cluster.md), or name one with `storage:` in the lab file")
     if choice.create and client.ensure_storage_pool(choice.name, choice.driver, dict(choice.config)):
         report(f"created storage pool {choice.name} ({choice.driver}): {choice.reason}")
     if not choice.cow:
@@ -127,5 +130,6 @@ def ensure_lxd(report: Report = lambda _msg: None) -> lxd.Lxd:
     install_packages(report)
     start_daemon(report)
     client = lxd.Lxd()
-    initialise(client, report)
+    if not client.clustered():  # a cluster is set up by whoever runs it (docs/cluster.md)
+        initialise(client, report)
     return client

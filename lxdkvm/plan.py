@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from .cluster.stretch import KEYS as STRETCH_KEYS
 from .labobjects import MARK, NETWORK, READY, SPEC, Desired
 
 # Instance config keys LXD or lxdkvm keep for themselves: never a reason to change anything.
 UNMANAGED_PREFIXES = ("volatile.", "image.", READY)
 # Network keys lxdkvm sets (see labobjects.network_config); others LXD or a person may add are left alone.
-NETWORK_KEYS = {"ipv4.address", "ipv4.nat", "ipv4.dhcp", "ipv4.dhcp.ranges", "ipv6.address", "bridge.mtu"}
+NETWORK_KEYS = {"ipv4.address", "ipv4.nat", "ipv4.dhcp", "ipv4.dhcp.ranges", "ipv6.address", "bridge.mtu",
+                *STRETCH_KEYS}
 
 
 @dataclass
@@ -90,9 +92,13 @@ def _hosts(want: Desired, have: Observed) -> list[Action]:
     for name, spec in sorted(want.instances.items()):
         current = have.instances.get(name)
         if current is None:
-            actions.append(Action("create", "host", name, "new host"))
+            actions.append(Action("create", "host", name, f"new host on {spec.target}" if spec.target else "new host"))
             continue
         spec_changes = _spec_changes(spec.spec, current["config"].get(SPEC))
+        where = current.get("location", "")
+        if spec.allowed and where not in spec.allowed:
+            spec_changes.append(f"placement: it is on {where or 'no member'}, the lab file wants "
+                                f"{' or '.join(spec.allowed)}")
         if spec_changes:
             actions.append(Action("recreate", "host", name, "; ".join(spec_changes)))
             continue

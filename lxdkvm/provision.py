@@ -71,8 +71,8 @@ def _bring_up(lab: t.Lab, want: Desired, name: str, verbs: set[str], report: Rep
         report(name, "deleting the old container")
         conn.delete_lab_instance(name)
     if verbs & {"create", "recreate"}:
-        report(name, "creating")
-        conn.create_instance(name, spec.image, spec.profiles, spec.config, spec.devices)
+        report(name, f"creating on {spec.target}" if spec.target else "creating")
+        conn.create_instance(name, spec.image, spec.profiles, spec.config, spec.devices, spec.target)
     if verbs & {"create", "recreate", "start"}:
         report(name, "starting")
         conn.start_instance(name)
@@ -135,7 +135,7 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, report: Report, workers: int = 
         config = want.networks[action.name]
         description = f"lxdkvm lab {lab.name}: network {config['user.lxdkvm.network']}"
         if action.verb == "create":
-            lxd.create_network(action.name, config, description)
+            lxd.create_network(action.name, config, description, list(want.members))
         else:
             lxd.update_network(action.name, config)
     for action in plan.select("profile", "create", "update"):

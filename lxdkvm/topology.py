@@ -72,6 +72,7 @@ class Network:
     mtu: int
     path: str = ""
     line: int = 0
+    mtu_given: bool = False  # the lab file sets `mtu:` (on a cluster, a default MTU fits the tunnel instead)
 
     @property
     def gateway(self) -> ipaddress.IPv4Address | None:
@@ -114,6 +115,8 @@ class Host:
     line: int = 0
     config_from: dict[str, str] = field(default_factory=dict)  # config key → key path that set it
     groups: tuple[str, ...] = ()  # Ansible groups: the range's (compute-[1-4] → compute), then `groups:`
+    placement: str = "spread"  # on an LXD cluster: a member, group:<cluster group>, or spread (ignored otherwise)
+    placement_path: str = ""  # the key that set it, for problems
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,7 @@ class Lab:
     profiles: tuple[ExtraProfile, ...] = ()
     guests: tuple[Guest, ...] = ()
     lines: dict[str, int] = field(default_factory=dict, compare=False)  # key path → line in the file
+    bridge_max: int = IFNAME_MAX  # on a cluster, shorter: LXD names a bridge's tunnel `<bridge>-<tunnel>`
 
     def line_of(self, path: str, fallback: int = 1) -> int:
         return self.lines.get(path, fallback)
@@ -168,7 +172,7 @@ class Lab:
         return next((n for n in self.networks if n.name == name), None)
 
     def bridge(self, network: str) -> str:
-        return bridge_name(self.name, network)
+        return bridge_name(self.name, network, self.bridge_max)
 
     def host(self, name: str) -> Host | None:
         return next((h for h in self.hosts if h.name == name), None)
@@ -191,11 +195,11 @@ def in_host_bridge(network: str) -> str:
     return f"br-{network[:IFNAME_MAX - 8]}-{digest}"
 
 
-def bridge_name(lab: str, network: str) -> str:
-    """The LXD bridge of a lab network: `<lab>-<network>` when that fits an interface name, else a
+def bridge_name(lab: str, network: str, limit: int = IFNAME_MAX) -> str:
+    """The LXD bridge of a lab network: `<lab>-<network>` when that fits LIMIT (an interface name), else a
     short hash of both plus the start of the network name (still unique and still recognisable)."""
     plain = f"{lab}-{network}"
-    if len(plain) <= IFNAME_MAX:
+    if len(plain) <= limit:
         return plain
     digest = hashlib.sha256(f"{lab}/{network}".encode()).hexdigest()[:5]
-    return f"lk{digest}-{network[:IFNAME_MAX - 8]}"
+    return f"lk{digest}-{network[:limit - 8]}"

@@ -58,6 +58,7 @@ class ServerFacts:
     missing_extensions: list[str] = field(default_factory=list)
     pools: list[dict] = field(default_factory=list)  # name, driver, source
     networks: list[dict] = field(default_factory=list)  # name, type, managed, ipv4
+    cluster: object = None  # cluster.placement.Cluster when this LXD is a cluster member
 
 
 @dataclass
@@ -122,12 +123,47 @@ class Lxd:
                          "ipv4": (n.get("config") or {}).get("ipv4.address", "")} for n in self.list_networks()]
         env = info.get("environment", {})
         extensions = set(info.get("api_extensions", []))
-        return ServerFacts(
+        cluster = self.cluster() if "clustering" in extensions else None
+        return ServerFacts(cluster=cluster,
             socket=socket_path(), reachable=True, version=env.get("server_version", ""),
             driver=env.get("driver", ""), firewall=env.get("firewall", ""),
             missing_extensions=[e for e in REQUIRED_EXTENSIONS if e not in extensions],
             pools=pools, networks=networks,
         )
+
+    def cluster(self, exclude_lab: str | None = None):
+        """The cluster this LXD belongs to (cluster.placement.Cluster), or None for a single daemon. Tunnel ids
+        taken: those of managed networks, except EXCLUDE_LAB's."""
+        from ..cluster.placement import Cluster, Member
+        from ..cluster.stretch import KEYS, VXLAN_OVERHEAD
+
+        with _refused("cannot read the LXD cluster"):
+            if not self.clustered():
+                return None
+            response = self.client.api.cluster.members.get(params={"recursion": "1"})
+            members = tuple(Member(m["server_name"], m.get("status", ""), tuple(m.get("groups") or ()),
+                                   m.get("url", "").removeprefix("https://").rsplit(":", 1)[0], m.get("message", ""))
+                            for m in response.json()["metadata"])
+            mtus = [mtu for m in members if m.status == "Online" and (mtu := self._uplink_mtu(m.name, m.address))]
+            networks = self.client.api.networks.get(params={"recursion": "1"}).json()["metadata"]
+            taken = frozenset(int(c[KEYS[1]]) for n in networks if (c := n.get("config") or {}).get(KEYS[1], "").isdigit()
+                              and c.get("user.lxdkvm.lab") != exclude_lab)
+        return Cluster(members, min(mtus) - VXLAN_OVERHEAD if mtus else None, taken)
+
+    def _uplink_mtu(self, member: str, address: str) -> int | None:
+        """The MTU of the member's interface that holds its cluster address (the tunnel's underlay)."""
+        listing = self.client.api.networks.get(params={"recursion": "1", "target": member}).json()["metadata"]
+        for network in listing:
+            if network.get("managed") or network.get("type") == "loopback":
+                continue
+            state = self.client.api.networks[network["name"]].state.get(params={"target": member}).json()["metadata"]
+            if any(a.get("address") == address for a in state.get("addresses") or []):
+                return int(state.get("mtu") or 0) or None
+        return None
+
+    def clustered(self) -> bool:
+        with _refused("cannot read the LXD cluster"):
+            return bool((self.client.api.cluster.get().json()["metadata"] or {}).get("enabled"))
 
     # ------------------------------------------------------------------ storage and networks
     def list_networks(self) -> list[dict]:
@@ -309,13 +345,15 @@ class Lxd:
 
     def create_instance(self, name: str, image_alias: str, profiles: list[str],
                         config: dict[str, str] | None = None,
-                        devices: dict[str, dict[str, str]] | None = None) -> None:
-        """Create (not start) an instance. Creation is serialised across threads and processes: LXD 5.0
-        allocates the same or an invalid isolated id range to containers created at the same moment."""
+                        devices: dict[str, dict[str, str]] | None = None, target: str = "") -> None:
+        """Create (not start) an instance, on cluster member TARGET when given. Creation is serialised across
+        threads and processes: LXD 5.0 allocates the same or an invalid isolated id range to containers
+        created at the same moment."""
         definition = {"name": name, "type": "container", "profiles": profiles, "config": config or {},
                       "devices": devices or {}, "source": {"type": "image", "alias": image_alias}}
-        with _refused(f"{name}: LXD could not create the container"), _creating():
-            self.client.instances.create(definition, wait=True)
+        where = f" on member {target}" if target else ""
+        with _refused(f"{name}: LXD could not create the container{where}"), _creating():
+            self.client.instances.create(definition, wait=True, target=target or None)
 
     def start_instance(self, name: str) -> None:
         with _refused(f"{name}: LXD could not start the container"):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+
+from pylxd import exceptions as pylxd_exc
 
 from ..errors import LxdkvmError
 from .client import Lxd, socket_path
-from .messages import _refused
+from .messages import _refused, refusal
 
 
 class LabLxd(Lxd):
@@ -33,8 +36,10 @@ class LabLxd(Lxd):
             return dict(self.client.projects.get(self.project).config or {})
 
     def networks(self) -> dict[str, dict[str, str]]:
+        """Managed networks; on a cluster, one only defined on some members (pending) is not there yet."""
         with _refused("cannot list networks"):
-            return {n["name"]: dict(n.get("config") or {}) for n in self.list_networks() if n.get("managed")}
+            return {n["name"]: dict(n.get("config") or {}) for n in self.list_networks()
+                    if n.get("managed") and n.get("status", "Created") != "Pending"}
 
     def dhcp_leases(self, bridges: list[str]) -> dict[str, str]:
         """MAC → IPv4 address of the DHCP leases LXD's dnsmasq gave on BRIDGES, guests' included.
@@ -59,6 +64,11 @@ class LabLxd(Lxd):
                     leases.setdefault(fields[1].lower(), fields[2])
         return leases
 
+    def cluster(self):
+        """The cluster this LXD belongs to (cluster.placement.Cluster), or None for a single daemon; the
+        tunnel ids taken are those of networks that are not this lab's."""
+        return super().cluster(exclude_lab=self.project.removeprefix("lxdkvm-"))
+
     def profiles(self) -> dict[str, dict]:
         with _refused(f"cannot list the profiles of project {self.project}"):
             return {p.name: {"description": p.description or "", "config": dict(p.config or {}),
@@ -69,7 +79,8 @@ class LabLxd(Lxd):
             response = self.scoped.client.api.instances.get(params={"recursion": "1"})
         return {i["name"]: {"status": i["status"], "config": dict(i.get("config") or {}),
                             "devices": dict(i.get("devices") or {}),
-                            "profiles": list(i.get("profiles") or [])}
+                            "profiles": list(i.get("profiles") or []),
+                            "location": i.get("location", "") if i.get("location") != "none" else ""}
                 for i in response.json()["metadata"]}
 
     def isolated_elsewhere(self) -> int:
@@ -106,9 +117,27 @@ class LabLxd(Lxd):
             if self.client.projects.exists(self.project):
                 self.client.projects.get(self.project).delete()
 
-    def create_network(self, name: str, config: dict[str, str], description: str) -> None:
-        self._call(f"cannot create network {name}", lambda: self.client.networks.create(
-            name, description=description, type="bridge", config=config))
+    def create_network(self, name: str, config: dict[str, str], description: str,
+                       members: list[str] | None = None) -> None:
+        """On a cluster (MEMBERS), LXD wants the network defined on each member first, then created once. A
+        network LXD does not create is not left defined: a pending one carries no mark of the lab, so `down`
+        could not find it."""
+        try:
+            for member in members or []:
+                with _refused(f"cannot define network {name} on member {member}"):
+                    try:
+                        self.client.api.networks.post(json={"name": name, "type": "bridge", "config": {}},
+                                                      params={"target": member})
+                    except pylxd_exc.LXDAPIException as exc:  # a rerun after a failure: defined there is fine
+                        if "already" not in refusal("", exc).lxd_message.lower():
+                            raise
+            self._call(f"cannot create network {name}", lambda: self.client.networks.create(
+                name, description=description, type="bridge", config=config))
+        except LxdkvmError:
+            if members:
+                with contextlib.suppress(LxdkvmError), _refused(f"cannot delete network {name}"):
+                    self.client.api.networks[name].delete()
+            raise
 
     def update_network(self, name: str, config: dict[str, str]) -> None:
         def update() -> None:
@@ -130,8 +159,8 @@ class LabLxd(Lxd):
 
     def create_instance(self, name: str, image_alias: str, profiles: list[str],
                         config: dict[str, str] | None = None,
-                        devices: dict[str, dict[str, str]] | None = None) -> None:
-        self.scoped.create_instance(name, image_alias, profiles, config, devices)
+                        devices: dict[str, dict[str, str]] | None = None, target: str = "") -> None:
+        self.scoped.create_instance(name, image_alias, profiles, config, devices, target)
 
     def start_instance(self, name: str) -> None:
         self.scoped.start_instance(name)

@@ -31,7 +31,16 @@ HINTS = (
      ("no free isolated id range is left for this container: delete containers that hold one, or widen "
       "root's ranges in /etc/subuid and /etc/subgid (`lxdkvm doctor` shows them)")),
     (r"[Nn]o root device|[Ss]torage pool not found|[Ff]ailed (to find|getting) (the )?storage pool",
-     "LXD has no storage for the container: run `lxdkvm setup`"),
+     ("LXD has no storage for the container: run `lxdkvm setup` (on a cluster: the pool is not available on "
+      "that member yet, `lxc storage show POOL --target MEMBER`; run `lxdkvm up` again once it is)")),
+    ((r"https://[^ ]+/1\.0/[^ ]*\": (EOF|dial tcp)|:8443: connect: connection refused|[Mm]ember .* (is )?offline|"
+      r"[Mm]issing event connection|[Cc]luster member .* unreachable"),
+     ("a member of the LXD cluster does not answer: `lxc cluster list` shows which; start its LXD again "
+      "(the sandbox: `lxdkvm cluster sandbox up`), then run `lxdkvm up` again, or place the lab's hosts "
+      "elsewhere (`placement:`, docs/cluster.md)")),
+    (r"ip link set dev [^ ]+-lk mtu|vxlan",
+     ("the lab network's tunnel between cluster members cannot carry its MTU: lower `mtu:` of the network "
+      "(docs/cluster.md)")),
     (r"[Ff]ailed (loading|getting) image|[Ii]mage not found",
      "LXD has no such image: `lxc image alias list` shows the images; `lxdkvm image build` makes the base image"),
 )

@@ -72,3 +72,21 @@ def test_storage_row_reports_the_pool_hosts_would_use():
     assert will_create.status == "PASS" and "lxdkvm-cow (btrfs, to be created" in will_create.evidence
     fallback = by_name(doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, dir_only, NO_BTRFS))["host storage"]
     assert fallback.status == "WARN" and "btrfs-progs" in fallback.evidence + fallback.fix
+
+
+def test_a_cluster_is_reported_with_its_members_and_what_can_host_labs():
+    from lxdkvm.cluster.placement import Cluster, Member
+
+    members = (Member("m1", "Online", ("default",), "100.64.40.11"), Member("m2", "Online", ("default",)),
+               Member("m3", "Offline", ("default",), message="No heartbeat for 20s"))
+    clustered = replace(SERVER, networks=[], cluster=Cluster(members, tunnel_mtu=1450))
+    checks = by_name(doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, clustered, BTRFS_OK))
+    assert "lxd network" not in checks  # a cluster needs no management bridge of lxdkvm's
+    assert checks["lxd cluster"].status == "WARN"
+    assert "3 members" in checks["lxd cluster"].evidence and "can host labs: m1, m2" in checks["lxd cluster"].evidence
+    assert "m3: No heartbeat for 20s" in checks["lxd cluster"].fix
+    assert checks["cluster networks"].status == "PASS" and "MTU 1450" in checks["cluster networks"].evidence
+    healthy = replace(clustered, cluster=Cluster(members[:2], tunnel_mtu=1450))
+    assert by_name(doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, healthy, BTRFS_OK))["lxd cluster"].status == "PASS"
+    single = by_name(doctor.diagnose(load_host("pvm-sandbox"), PROBE_OK, SERVER, BTRFS_OK))
+    assert "lxd cluster" not in single and single["lxd network"].status == "PASS"  # nothing changes for one daemon
