@@ -18,8 +18,8 @@ from rich.markup import escape
 from . import image as image_mod
 from . import kvmprobe
 from . import profile as profile_mod
-from .errors import LxdkvmError
 from .clustercli import register as register_cluster_commands
+from .errors import LxdkvmError
 from .guestcli import register as register_guest_commands
 from .labcli import register as register_lab_commands
 from .outputcli import register as register_output_commands

@@ -5,7 +5,18 @@ imports pylxd or knows its exception types. `client` is a connection (`Lxd`), `l
 (`LabLxd`), `messages` LXD's own words for a failure and what to do.
 """
 
-from .client import CREATE_LOCK, REQUIRED_EXTENSIONS, SOCKETS, ExecResult, Lxd, ServerFacts, probe_server, socket_path, split_image_fingerprint, wait_for_socket
+from .client import (
+           CREATE_LOCK,
+           REQUIRED_EXTENSIONS,
+           SOCKETS,
+           ExecResult,
+           Lxd,
+           ServerFacts,
+           probe_server,
+           socket_path,
+           split_image_fingerprint,
+           wait_for_socket,
+)
 from .lab import LabLxd, exec_interactive
 from .messages import HINTS, IMAGE_EXISTS, explain, hint, lxd_message, refusal
 
