@@ -6,6 +6,7 @@ import os
 
 from ..errors import LxdkvmError
 from .client import Lxd, socket_path
+from .daemon import selected
 from .messages import _refused
 
 
@@ -160,11 +161,13 @@ class LabLxd(Lxd):
 
 
 def exec_interactive(project: str, name: str, command: list[str]) -> None:
-    """Replace this process with `lxc exec` (a terminal, signals and exit status come for free)."""
+    """Replace this process with `lxc exec` (`incus exec` on Incus): a terminal, signals and exit status
+    come for free."""
     with _refused(f"cannot read LXD project {project}"):
         exists = Lxd().client.projects.exists(project)
     if not exists:
         raise LxdkvmError(f"no lab project {project}: is the lab up? (`lxdkvm status`)")
     if not Lxd(project).instance_exists(name):
         raise LxdkvmError(f"lab project {project} has no host {name} (`lxdkvm status` lists them)")
-    os.execvp("lxc", ["lxc", "exec", "--project", project, name, "--", *command])
+    client = selected().client
+    os.execvp(client, [client, "exec", "--project", project, name, "--", *command])
