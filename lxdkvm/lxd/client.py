@@ -122,8 +122,8 @@ class Lxd:
     def server_facts(self) -> ServerFacts:
         with _refused("reading the server's facts"):
             info = self.client.host_info
-            pools = [{"name": p.name, "driver": p.driver, "source": p.config.get("source", "")}
-                     for p in self.client.storage_pools.all()]
+            pools = [{"name": p["name"], "driver": p.get("driver", ""),
+                      "source": (p.get("config") or {}).get("source", "")} for p in self.list_storage_pools()]
             networks = [{"name": n["name"], "type": n.get("type", ""), "managed": n.get("managed", False),
                          "ipv4": (n.get("config") or {}).get("ipv4.address", "")} for n in self.list_networks()]
         env = info.get("environment", {})
@@ -143,6 +143,11 @@ class Lxd:
         recursion, not one per interface: Incus cannot describe some unmanaged interfaces one by one (an
         Open vSwitch check fails where OVS is not running)."""
         return self.client.api.networks.get(params={"recursion": "1"}).json()["metadata"] or []
+
+    def list_storage_pools(self) -> list[dict]:
+        """Every storage pool as the API describes it, in one request. Incus answers `null`, not `[]`,
+        when it has none (pylxd's `storage_pools.all()` fails on that)."""
+        return self.client.api.storage_pools.get(params={"recursion": "1"}).json()["metadata"] or []
 
     def ensure_storage_pool(self, name: str, driver: str, config: dict[str, str] | None = None) -> bool:
         """Create the pool unless it exists. Returns True when it was created."""

@@ -87,7 +87,7 @@ class LabLxd(Lxd):
 
     def pool_names(self) -> set[str]:
         with _refused("cannot list storage pools"):
-            return {p.name for p in self.client.storage_pools.all()}
+            return {p["name"] for p in self.list_storage_pools()}
 
     def addresses(self, name: str) -> dict[str, list[str]]:
         """IPv4 addresses (with prefix) of each interface inside a running instance."""
