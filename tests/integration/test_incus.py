@@ -21,10 +21,10 @@ LAB = """\
 name: itest-incus
 networks:
   - name: mgmt
-    subnet: 10.233.10.0/24
+    subnet: 10.236.10.0/24
     mode: nat
   - name: data
-    subnet: 10.233.20.0/24
+    subnet: 10.236.20.0/24
     mode: isolated
 defaults:
   limits:
@@ -35,7 +35,7 @@ hosts:
     networks:
       - mgmt
       - network: data
-        ipv4: 10.233.20.11
+        ipv4: 10.236.20.11
 """
 PROJECT = "lxdkvm-itest-incus"
 
@@ -152,7 +152,7 @@ def test_lab_on_incus_up_ready_verify_noop_down(incus_ready, tmp_path):
         status = json.loads(lxdkvm("status", str(path), "--json").stdout)
         assert all(h["ready"] and h["state"] == "Running" for h in status["hosts"]), status
         assert {h["name"]: h["addresses"]["data"] for h in status["hosts"]} == {
-            "node-1": ["10.233.20.11/24"], "node-2": ["10.233.20.12/24"]}
+            "node-1": ["10.236.20.11/24"], "node-2": ["10.236.20.12/24"]}
 
         verify = lxdkvm("verify", str(path), "--json", ok=False)
         report = json.loads(verify.stdout)
