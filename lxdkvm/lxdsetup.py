@@ -128,10 +128,11 @@ def initialise(client: lxd.Lxd, report: Report) -> dict[str, str]:
     bridge, start = BRIDGES[client.daemon.kind]
     network = (nic or {}).get("network") or (nic or {}).get("parent") or bridge
     if not nic and not any(n["name"] == network for n in facts.networks):
-        # `lxd init --auto` cannot pick a subnet on some machines: choose one that overlaps nothing (the
-        # other daemon's bridge is one of this machine's routes).
-        taken = [net for net, _dev in hostcaps.routes()] + [ipaddress.IPv4Network(n["ipv4"], strict=False)
-                             for n in facts.networks if n["ipv4"] and "/" in n["ipv4"]]
+        # `lxd init --auto` cannot pick a subnet on some machines: choose one that overlaps nothing: no
+        # route, no address of any interface (the other daemon's bridge keeps its address, but not its
+        # route, while that daemon is stopped) and no network of this daemon.
+        taken = [net for net, _dev in [*hostcaps.routes(), *hostcaps.interface_subnets()]] + [
+            ipaddress.IPv4Network(n["ipv4"], strict=False) for n in facts.networks if n["ipv4"] and "/" in n["ipv4"]]
         subnet = free_subnet(taken, start)
         address = f"{subnet.network_address + 1}/{subnet.prefixlen}"
         client.ensure_network(network, {"ipv4.address": address, "ipv4.nat": "true",

@@ -1,8 +1,10 @@
 """Which daemon lxdkvm talks to (LXD or Incus), and finding bookworm-backports in apt's sources."""
 
+import ipaddress
+
 import pytest
 
-from lxdkvm import incussetup
+from lxdkvm import hostcaps, incussetup, lxdsetup
 from lxdkvm.errors import LxdkvmError
 from lxdkvm.lxd import daemon
 
@@ -84,3 +86,19 @@ def test_backports_suite_found_in_deb822_and_one_line_sources(tmp_path):
 def test_codename_from_os_release(tmp_path):
     root = _root(tmp_path, {"etc/os-release": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_CODENAME=bookworm\n'})
     assert incussetup.codename(root) == "bookworm"
+
+
+IP_ADDR = r"""\
+1: lo    inet 127.0.0.1/8 scope host lo\       valid_lft forever preferred_lft forever
+2: eth0    inet 192.0.2.2/24 brd 192.0.2.255 scope global eth0\       valid_lft forever preferred_lft forever
+5: lxdkvmbr0    inet 10.87.0.1/24 scope global lxdkvmbr0\       valid_lft forever preferred_lft forever
+"""
+
+
+def test_a_stopped_daemons_bridge_still_takes_its_subnet():
+    """LXD stopped: lxdkvmbr0 is down, has no route, but keeps 10.87.0.1/24 — Incus must not take it."""
+    taken = [net for net, _dev in hostcaps.parse_interface_subnets(IP_ADDR)]
+    assert ("lxdkvmbr0" in [dev for _net, dev in hostcaps.parse_interface_subnets(IP_ADDR)])
+    assert lxdsetup.free_subnet(taken, start=87) == ipaddress.IPv4Network("10.88.0.0/24")
+    assert lxdsetup.free_subnet(taken + [ipaddress.IPv4Network("10.88.0.0/16")], start=88) == \
+        ipaddress.IPv4Network("10.89.0.0/24")
