@@ -1,4 +1,7 @@
-"""invoke tasks: thin wrappers over the `lxdkvm` command. `invoke --list` shows them."""
+"""invoke tasks: thin wrappers over the `lxdkvm` command. `invoke --list` shows them.
+
+They talk to LXD, or to Incus with LXDKVM_DAEMON=incus in the environment (`LXDKVM_DAEMON=incus invoke
+lab-up`), which the `lxdkvm` they run reads."""
 
 from pathlib import Path
 
@@ -7,7 +10,7 @@ from invoke import task
 
 @task
 def setup(c):
-    """Install, start and initialise LXD (pool, NAT bridge) when needed."""
+    """Install, start and initialise LXD (or Incus, with LXDKVM_DAEMON=incus): pool, NAT bridge, when needed."""
     c.run("lxdkvm setup", pty=False)
 
 
@@ -89,7 +92,8 @@ def render_profiles(c):
 
 @task
 def test(c, unit=False):
-    """Run the tests: unit tests, then integration tests against a real LXD (needs root)."""
+    """Run the tests: unit tests, then integration tests against a real LXD, and test_incus.py against a real
+    Incus that it installs and sets up through `lxdkvm setup --daemon incus` when missing (needs root)."""
     c.run("python3 -m pytest tests/unit" if unit else "python3 -m pytest tests", pty=False)
 
 

@@ -193,6 +193,11 @@ Targets on a 2-core machine: {TARGETS}.
 
 Most of the floor is the daemon's, not the containers': LXD 5.0.2 remaps every new container's
 filesystem at its first start; Incus does not ([container-cost.md](container-cost.md)).
+
+The script measures the daemon lxdkvm talks to: `LXDKVM_DAEMON=incus python3 benchmarks/floor.py` measures
+Incus (the `incus-6.0.4` run was made with `LXD_DIR=/var/lib/incus`, before that setting existed). *CPU
+daemon* counts both daemons' processes (`lxd` and `incusd` of /var/lib/lxd and /var/lib/incus): stop the
+one not measured (`incus admin shutdown`, after `invoke test` has set Incus up) for clean numbers.
 """)
 
 
@@ -238,7 +243,7 @@ def main() -> None:
               f"u/f = {r['ratio']:.2f}; CPU-s per host in the container {r['up']['container_cpu']:.2f}, "
               f"machine {r['up']['machine_cpu']:.2f}; down {r['up']['down']:.1f}s")
     server = client.server_facts()
-    machine = machine_lines(server.version, f"host pool {pool}")
+    machine = machine_lines(server.version, f"host pool {pool}", server.daemon)
     if args.save:
         RESULTS.mkdir(parents=True, exist_ok=True)
         saved = [{**r, "label": args.save} for r in results]

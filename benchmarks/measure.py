@@ -22,12 +22,12 @@ def anon_bytes(instance: str, project: str = "default") -> int:
     raise RuntimeError(f"no memory cgroup found for {project}/{instance}")
 
 
-def machine_lines(lxd_version: str, storage: str) -> str:
-    """The date and machine lines of a results file (markdown list items)."""
+def machine_lines(lxd_version: str, storage: str, daemon: str = "LXD") -> str:
+    """The date and machine lines of a results file (markdown list items); DAEMON: "LXD" or "Incus"."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n"
             f"- machine: {os.cpu_count()} cores, {memory:.0f} GiB,\n"
-            f"  kernel {platform.release()}, LXD {lxd_version}, {storage}")
+            f"  kernel {platform.release()}, {daemon} {lxd_version}, {storage}")
 
 
 def _payload(instance: str, project: str) -> str:

@@ -56,13 +56,30 @@ def _progress(message: str) -> None:
     err.print(f"[dim]·[/] {message}", highlight=False)
 
 
+def _choose_daemon(_ctx, _param, value: str | None) -> str | None:
+    """--daemon sets LXDKVM_DAEMON, which lxdkvm.lxd reads (and the subprocesses lxdkvm starts inherit)."""
+    if value:
+        import os
+
+        os.environ["LXDKVM_DAEMON"] = value
+    return value
+
+
+def _daemon_option(func):
+    return click.option("--daemon", type=click.Choice(["lxd", "incus"]), expose_value=False,
+                        callback=_choose_daemon, is_eager=True,
+                        help="Talk to LXD or Incus [default: $LXDKVM_DAEMON, else LXD where it is "
+                             "installed, else Incus where only it is].")(func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Example: lxdkvm doctor && lxdkvm up && lxdkvm status --watch")
+@_daemon_option
 @click.option("--lxd-dir", metavar="DIR", envvar="LXD_DIR",
               help="The LXD to use: its directory (its unix.socket), e.g. a member of the sandbox cluster. "
                    "Default: $LXD_DIR, else the machine's LXD.")
 def main(lxd_dir: str | None) -> None:
-    """Multi-host QEMU/KVM labs in unprivileged LXD containers."""
+    """Multi-host QEMU/KVM labs in unprivileged LXD (or Incus) containers."""
     if lxd_dir:  # pylxd, `lxc` and lxdkvm's own code all read LXD_DIR
         import os
 
@@ -71,6 +88,7 @@ def main(lxd_dir: str | None) -> None:
 
 @main.command(epilog="Example: lxdkvm doctor --json")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@_daemon_option
 def doctor(as_json: bool) -> None:
     """Check that this host can run a KVM lab, with evidence and fixes. Exit 1 if it cannot."""
     from rich.table import Table
@@ -214,15 +232,16 @@ def image_bake(from_alias, alias, force) -> None:
               f"{result.properties.get('lxdkvm.contains', '')})")
 
 
-@main.command(epilog="Example: lxdkvm setup")
+@main.command(epilog="Example: lxdkvm setup --daemon incus")
+@_daemon_option
 def setup() -> None:
-    """Install, start and initialise LXD (storage pool, NAT bridge) as needed."""
+    """Install, start and initialise LXD or Incus (storage pool, NAT bridge) as needed."""
     from . import lxdsetup
 
     with _errors():
         client = lxdsetup.ensure_lxd(_progress)
         facts = client.server_facts()
-    out.print(f"LXD {facts.version} ready: pools {', '.join(p['name'] for p in facts.pools)}; "
+    out.print(f"{facts.daemon} {facts.version} ready: pools {', '.join(p['name'] for p in facts.pools)}; "
               f"networks {', '.join(n['name'] for n in facts.networks if n['managed'])}")
 
 

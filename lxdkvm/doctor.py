@@ -91,11 +91,14 @@ def _devices(facts: hostcaps.HostFacts) -> list[Check]:
 
 def _lxd(server: ServerFacts) -> list[Check]:
     if not server.reachable:
-        return [Check("lxd", FAIL, server.error, "run `lxdkvm setup` (installs, starts and initialises LXD)")]
-    checks = [Check("lxd", PASS, f"LXD {server.version} on {server.socket} (firewall {server.firewall or '?'})")]
+        setup = "lxdkvm setup --daemon incus" if server.daemon == "Incus" else "lxdkvm setup"
+        return [Check("lxd", FAIL, server.error, f"run `{setup}` (installs, starts and initialises {server.daemon})")]
+    why = f"; {server.reason}" if server.reason else ""
+    checks = [Check("lxd", PASS, f"{server.daemon} {server.version} on {server.socket} "
+                                 f"(firewall {server.firewall or '?'}{why})")]
     if server.missing_extensions:
         checks.append(Check("lxd api", FAIL, f"missing extensions: {', '.join(server.missing_extensions)}",
-                            "upgrade LXD to 5.0 or later"))
+                            "upgrade LXD to 5.0 or later (or Incus to 6.0)"))
     else:
         checks.append(Check("lxd api", PASS, f"has {', '.join(REQUIRED_EXTENSIONS)}"))
     if server.pools:

@@ -302,6 +302,28 @@ def routes(root: str | Path = "/") -> list[tuple[ipaddress.IPv4Network, str]]:
     return found
 
 
+def parse_interface_subnets(ip_output: str) -> list[tuple[ipaddress.IPv4Network, str]]:
+    """(subnet, device) of each line of `ip -o -4 addr show`."""
+    found = []
+    for line in ip_output.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[2] == "inet":
+            found.append((ipaddress.IPv4Network(fields[3], strict=False), fields[1].split("@")[0]))
+    return found
+
+
+def interface_subnets() -> list[tuple[ipaddress.IPv4Network, str]]:
+    """The subnets of this machine's IPv4 addresses, on every interface whether up or down: a bridge
+    whose daemon is stopped keeps its address but loses its route (so `routes` misses it)."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(["ip", "-o", "-4", "addr", "show"], check=False, capture_output=True, text=True)
+    except OSError:
+        return []
+    return parse_interface_subnets(proc.stdout)
+
+
 def isolated_capacity(ranges: list[tuple[int, int]]) -> int:
     """How many containers with an isolated 65536-id map fit in root's subordinate ranges."""
     # LXD gives the first block to the shared (default) map and isolated maps the blocks after it.

@@ -1,6 +1,8 @@
-"""Make this machine's LXD usable: install the packages, start the daemon, give it a pool and a bridge.
+"""Make this machine's LXD (or Incus) usable: install the packages, start the daemon, give it a pool and
+a bridge.
 
-Every step first checks whether it is needed, so running it again changes nothing.
+Which daemon is lxd.selected_daemon()'s choice; Incus's installation and start are in incussetup. Every
+step first checks whether it is needed, so running it again changes nothing.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from . import hostcaps, lxd, storage
+from . import hostcaps, incussetup, lxd, storage
 from .errors import LxdkvmError
 
-# LXD itself, what its bridge needs (firewall, DHCP/DNS), and what image builds need.
-PACKAGES = ["lxd", "lxd-client", "iptables", "dnsmasq-base", "debootstrap", "squashfs-tools",
-            "btrfs-progs", "xz-utils", "qemu-utils"]
+# What a daemon's bridge needs (firewall, DHCP/DNS), and what image builds need.
+TOOLS = ["iptables", "dnsmasq-base", "debootstrap", "squashfs-tools", "btrfs-progs", "xz-utils", "qemu-utils"]
+PACKAGES = ["lxd", "lxd-client", *TOOLS]  # LXD and the tools
 BRIDGE = "lxdkvmbr0"
+# Incus's management bridge: its own name (both daemons' bridges are interfaces of this machine) and a
+# subnet searched from 10.88.0.0/24 on, so it does not take LXD's (lxdkvmbr0 is usually 10.87.0.1/24).
+BRIDGES = {"lxd": (BRIDGE, 87), "incus": ("lxdkvmibr0", 88)}
 POOL = "default"
 LOG = Path("/var/log/lxd/lxd.log")
 
@@ -32,37 +37,61 @@ def _run(command: list[str], what: str) -> None:
         raise LxdkvmError(f"{what} failed ({' '.join(command[:3])}...): {' | '.join(tail)}")
 
 
-def _missing_commands() -> list[str]:
-    return [p for p in ("lxd", "debootstrap", "iptables", "dnsmasq", "mkfs.btrfs", "unsquashfs")
-            if not shutil.which(p) and not Path("/usr/sbin", p).exists()]
+def _missing_commands(daemon: str = "lxd") -> list[str]:
+    """The commands of the packages setup installs that are missing (Incus's are incussetup's)."""
+    commands = ["debootstrap", "iptables", "dnsmasq", "mkfs.btrfs", "unsquashfs"]
+    if daemon == "lxd":
+        commands.insert(0, "lxd")
+    return [p for p in commands if not shutil.which(p) and not Path("/usr/sbin", p).exists()]
 
 
 def lxd_installed() -> bool:
-    """Whether LXD's package is installed: what it sets up (root's subordinate ids, the daemon) exists."""
-    return bool(shutil.which("lxd") or Path("/usr/sbin/lxd").exists() or Path("/usr/bin/lxd").exists())
+    """Whether the selected daemon is installed: what LXD's package sets up (root's subordinate ids, the
+    daemon) exists; for Incus, its daemon."""
+    if lxd.selected_daemon().kind == "incus":
+        return incussetup.installed()
+    return lxd.lxd_present()
 
 
 def install_packages(report: Report) -> None:
-    missing = _missing_commands()
-    if not missing:
+    kind = lxd.selected_daemon().kind
+    missing = _missing_commands(kind)
+    if kind == "incus":
+        if missing:  # the tools first, from Debian 12 itself
+            _install(TOOLS, missing, "the tools lxdkvm needs", report)
+        incussetup.install(report)
         return
+    if missing:
+        _install(PACKAGES, missing, "LXD", report)
+
+
+def _install(packages: list[str], missing: list[str], what: str, report: Report) -> None:
     if os.geteuid() != 0:
-        raise LxdkvmError(f"LXD is not installed ({', '.join(missing)} missing) and installing it needs root")
-    report(f"installing {' '.join(PACKAGES)} (apt)")
+        raise LxdkvmError(f"{what} is not installed ({', '.join(missing)} missing) and installing it needs root")
+    report(f"installing {' '.join(packages)} (apt)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *PACKAGES]):
+    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *packages]):
         proc = subprocess.run(command, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             tail = proc.stderr.strip().splitlines()[-3:]
             raise LxdkvmError(f"{' '.join(command[:2])} failed: {' | '.join(tail)}")
 
 
-def start_daemon(report: Report) -> None:
+def _answers() -> bool:
     try:
         lxd.Lxd()
-        return
+        return True
     except LxdkvmError:
-        pass
+        return False
+
+
+def start_daemon(report: Report) -> None:
+    if lxd.selected_daemon().kind == "incus":
+        incussetup.start(report, _answers)
+        lxd.wait_for_socket()
+        return
+    if _answers():
+        return
     if Path("/run/systemd/system").is_dir():
         report("starting LXD (systemctl start lxd)")
         _run(["systemctl", "start", "lxd.socket", "lxd.service"], "starting LXD")
@@ -83,7 +112,8 @@ def free_subnet(taken: list[ipaddress.IPv4Network], start: int = 87) -> ipaddres
         candidate = ipaddress.IPv4Network(f"10.{n}.0.0/24")
         if not any(candidate.overlaps(t) for t in taken):
             return candidate
-    raise LxdkvmError("no free 10.N.0.0/24 subnet for the LXD bridge")
+    raise LxdkvmError("no free 10.N.0.0/24 subnet for the management bridge: every one overlaps a route of "
+                      "this machine (`ip route`)")
 
 
 def initialise(client: lxd.Lxd, report: Report) -> dict[str, str]:
@@ -95,12 +125,15 @@ def initialise(client: lxd.Lxd, report: Report) -> dict[str, str]:
     pool = root["pool"] if root else POOL
     if not root and client.ensure_storage_pool(pool, "dir"):
         report(f"created storage pool {pool} (dir)")
-    network = (nic or {}).get("network") or (nic or {}).get("parent") or BRIDGE
+    bridge, start = BRIDGES[client.daemon.kind]
+    network = (nic or {}).get("network") or (nic or {}).get("parent") or bridge
     if not nic and not any(n["name"] == network for n in facts.networks):
-        # `lxd init --auto` cannot pick a subnet on some machines: choose one that overlaps nothing.
-        taken = [net for net, _dev in hostcaps.routes()] + [ipaddress.IPv4Network(n["ipv4"], strict=False)
-                             for n in facts.networks if n["ipv4"] and "/" in n["ipv4"]]
-        subnet = free_subnet(taken)
+        # `lxd init --auto` cannot pick a subnet on some machines: choose one that overlaps nothing: no
+        # route, no address of any interface (the other daemon's bridge keeps its address, but not its
+        # route, while that daemon is stopped) and no network of this daemon.
+        taken = [net for net, _dev in [*hostcaps.routes(), *hostcaps.interface_subnets()]] + [
+            ipaddress.IPv4Network(n["ipv4"], strict=False) for n in facts.networks if n["ipv4"] and "/" in n["ipv4"]]
+        subnet = free_subnet(taken, start)
         address = f"{subnet.network_address + 1}/{subnet.prefixlen}"
         client.ensure_network(network, {"ipv4.address": address, "ipv4.nat": "true",
                                         "ipv6.address": "none"}, description="lxdkvm management bridge")
@@ -126,7 +159,7 @@ def ensure_hosts_pool(client: lxd.Lxd, report: Report = lambda _msg: None) -> st
 
 
 def ensure_lxd(report: Report = lambda _msg: None) -> lxd.Lxd:
-    """Install, start and initialise LXD as needed; return a connection."""
+    """Install, start and initialise the selected daemon (LXD, or Incus) as needed; return a connection."""
     install_packages(report)
     start_daemon(report)
     client = lxd.Lxd()

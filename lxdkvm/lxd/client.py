@@ -1,4 +1,5 @@
-"""A connection to the local LXD daemon (pylxd), returning lxdkvm's plain values and raising its errors."""
+"""A connection to the local LXD or Incus daemon (pylxd), returning lxdkvm's plain values and raising its
+errors. Which daemon: see daemon.py."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import pylxd
 from pylxd import exceptions as pylxd_exc
 
 from ..errors import LxdkvmError, LxdRefused, LxdUnavailable
+from . import daemon as daemon_mod
 from .messages import IMAGE_EXISTS, _refused, explain, lxd_message, refusal
 
-SOCKETS = ("/var/snap/lxd/common/lxd/unix.socket", "/var/lib/lxd/unix.socket")
+SOCKETS = daemon_mod.LXD_SOCKETS
 # API extensions lxdkvm relies on (LXD 5.0 has them all).
 REQUIRED_EXTENSIONS = ("instances", "projects", "projects_networks", "network", "storage",
                        "cloud_init", "id_map_base")
@@ -42,9 +44,8 @@ def _creating():
 
 
 def socket_path() -> str:
-    if os.environ.get("LXD_DIR"):
-        return os.path.join(os.environ["LXD_DIR"], "unix.socket")
-    return next((p for p in SOCKETS if os.path.exists(p)), SOCKETS[-1])
+    """The socket of the daemon lxdkvm talks to (daemon.selected)."""
+    return daemon_mod.selected().socket
 
 
 @dataclass
@@ -52,6 +53,8 @@ class ServerFacts:
     socket: str
     reachable: bool
     error: str = ""
+    daemon: str = "LXD"  # "LXD" or "Incus": what the server says it is (or would be, when unreachable)
+    reason: str = ""  # why lxdkvm talks to this daemon (daemon.Daemon.reason)
     version: str = ""
     driver: str = ""
     firewall: str = ""
@@ -79,19 +82,22 @@ def split_image_fingerprint(metadata: Path, rootfs: Path) -> str:
 
 
 class Lxd:
-    """A connection to the local LXD daemon, within one project."""
+    """A connection to the local LXD (or Incus) daemon, within one project."""
 
     def __init__(self, project: str = "default") -> None:
-        path = socket_path()
+        self.daemon = daemon_mod.selected()
+        path, name = self.daemon.socket, self.daemon.name
         if not os.path.exists(path):
-            raise LxdUnavailable(f"LXD is not running: no socket at {path} (run `lxdkvm setup`)")
+            setup = "lxdkvm setup --daemon incus" if self.daemon.kind == "incus" else "lxdkvm setup"
+            raise LxdUnavailable(f"{name} is not running: no socket at {path} ({self.daemon.reason}; "
+                                 f"run `{setup}`)")
         try:
-            self.client = pylxd.Client(project=None if project == "default" else project)
+            self.client = pylxd.Client(endpoint=path, project=None if project == "default" else project)
             self.client.host_info  # noqa: B018 - forces the first request
         except (pylxd_exc.ClientConnectionFailed, OSError) as exc:
-            raise LxdUnavailable(f"LXD does not answer on {path}: {exc}") from None
+            raise LxdUnavailable(f"{name} does not answer on {path}: {exc}") from None
         except pylxd_exc.LXDAPIException as exc:
-            raise refusal(f"LXD refused a connection to project {project}", exc) from None
+            raise refusal(f"{name} refused a connection to project {project}", exc) from None
         self.project = project
 
     def _call(self, what: str, action: Callable[[], object]) -> object:
@@ -117,15 +123,18 @@ class Lxd:
     def server_facts(self) -> ServerFacts:
         with _refused("reading the server's facts"):
             info = self.client.host_info
-            pools = [{"name": p.name, "driver": p.driver, "source": p.config.get("source", "")}
-                     for p in self.client.storage_pools.all()]
+            pools = [{"name": p["name"], "driver": p.get("driver", ""),
+                      "source": (p.get("config") or {}).get("source", "")} for p in self.list_storage_pools()]
             networks = [{"name": n["name"], "type": n.get("type", ""), "managed": n.get("managed", False),
                          "ipv4": (n.get("config") or {}).get("ipv4.address", "")} for n in self.list_networks()]
         env = info.get("environment", {})
         extensions = set(info.get("api_extensions", []))
         cluster = self.cluster() if "clustering" in extensions else None
-        return ServerFacts(cluster=cluster,
-            socket=socket_path(), reachable=True, version=env.get("server_version", ""),
+        return ServerFacts(
+            cluster=cluster,
+            socket=self.daemon.socket, reachable=True, reason=self.daemon.reason,
+            daemon=daemon_mod.NAMES.get(env.get("server", ""), env.get("server", "") or self.daemon.name),
+            version=env.get("server_version", ""),
             driver=env.get("driver", ""), firewall=env.get("firewall", ""),
             missing_extensions=[e for e in REQUIRED_EXTENSIONS if e not in extensions],
             pools=pools, networks=networks,
@@ -171,6 +180,11 @@ class Lxd:
         recursion, not one per interface: Incus cannot describe some unmanaged interfaces one by one (an
         Open vSwitch check fails where OVS is not running)."""
         return self.client.api.networks.get(params={"recursion": "1"}).json()["metadata"] or []
+
+    def list_storage_pools(self) -> list[dict]:
+        """Every storage pool as the API describes it, in one request. Incus answers `null`, not `[]`,
+        when it has none (pylxd's `storage_pools.all()` fails on that)."""
+        return self.client.api.storage_pools.get(params={"recursion": "1"}).json()["metadata"] or []
 
     def ensure_storage_pool(self, name: str, driver: str, config: dict[str, str] | None = None) -> bool:
         """Create the pool unless it exists. Returns True when it was created."""
@@ -428,7 +442,12 @@ def probe_server() -> ServerFacts:
     try:
         return Lxd().server_facts()
     except LxdkvmError as exc:
-        return ServerFacts(socket=socket_path(), reachable=False, error=str(exc))
+        try:
+            chosen = daemon_mod.selected()
+        except LxdkvmError:  # a bad LXDKVM_DAEMON: the error says so
+            return ServerFacts(socket="", reachable=False, error=str(exc))
+        return ServerFacts(socket=chosen.socket, reachable=False, error=str(exc), daemon=chosen.name,
+                           reason=chosen.reason)
 
 
 def wait_for_socket(timeout: float = 60) -> None:
@@ -439,4 +458,5 @@ def wait_for_socket(timeout: float = 60) -> None:
             return
         except LxdUnavailable:
             time.sleep(0.5)
-    raise LxdUnavailable(f"LXD did not answer on {socket_path()} within {timeout:.0f}s")
+    chosen = daemon_mod.selected()
+    raise LxdUnavailable(f"{chosen.name} did not answer on {chosen.socket} within {timeout:.0f}s")

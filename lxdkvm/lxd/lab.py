@@ -9,6 +9,7 @@ from pylxd import exceptions as pylxd_exc
 
 from ..errors import LxdkvmError
 from .client import Lxd, socket_path
+from .daemon import selected
 from .messages import _refused, refusal
 
 
@@ -97,7 +98,7 @@ class LabLxd(Lxd):
 
     def pool_names(self) -> set[str]:
         with _refused("cannot list storage pools"):
-            return {p.name for p in self.client.storage_pools.all()}
+            return {p["name"] for p in self.list_storage_pools()}
 
     def addresses(self, name: str) -> dict[str, list[str]]:
         """IPv4 addresses (with prefix) of each interface inside a running instance."""
@@ -189,11 +190,13 @@ class LabLxd(Lxd):
 
 
 def exec_interactive(project: str, name: str, command: list[str]) -> None:
-    """Replace this process with `lxc exec` (a terminal, signals and exit status come for free)."""
+    """Replace this process with `lxc exec` (`incus exec` on Incus): a terminal, signals and exit status
+    come for free."""
     with _refused(f"cannot read LXD project {project}"):
         exists = Lxd().client.projects.exists(project)
     if not exists:
         raise LxdkvmError(f"no lab project {project}: is the lab up? (`lxdkvm status`)")
     if not Lxd(project).instance_exists(name):
         raise LxdkvmError(f"lab project {project} has no host {name} (`lxdkvm status` lists them)")
-    os.execvp("lxc", ["lxc", "exec", "--project", project, name, "--", *command])
+    client = selected().client
+    os.execvp(client, [client, "exec", "--project", project, name, "--", *command])
