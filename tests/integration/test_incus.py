@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from .test_labs import lxd_snapshot
+
 pytestmark = pytest.mark.integration
 INCUS_DIR = "/var/lib/incus"
 LAB = """\
@@ -73,14 +75,7 @@ def incus_query(path: str):
 
 def incus_snapshot() -> dict:
     """Every project, managed network, instance and profile in Incus."""
-    projects = sorted(p["name"] for p in incus_json("project", "list"))
-    return {
-        "projects": projects,
-        "networks": sorted(n["name"] for n in incus_json("network", "list") if n["managed"]),
-        "instances": sorted(f"{i['project']}/{i['name']}" for i in incus_json("list", "--all-projects")),
-        "profiles": sorted(f"{p}/{pr['name']}" for p in projects
-                           for pr in incus_json("profile", "list", "--project", p)),
-    }
+    return lxd_snapshot(incus_json)
 
 
 def lxd_projects() -> list[str]:

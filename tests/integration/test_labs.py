@@ -37,14 +37,16 @@ def lxc_json(*args: str):
                                      text=True).stdout)
 
 
-def lxd_snapshot() -> dict:
-    """Every project, network, and the instances and profiles of every project."""
-    projects = sorted(p["name"] for p in lxc_json("project", "list"))
+def lxd_snapshot(query=None) -> dict:
+    """Every project, network, and the instances and profiles of every project; QUERY (default `lxc …
+    --format json`) asks another daemon's client, e.g. Incus's."""
+    query = query or lxc_json
+    projects = sorted(p["name"] for p in query("project", "list"))
     return {
         "projects": projects,
-        "networks": sorted(n["name"] for n in lxc_json("network", "list") if n["managed"]),
-        "instances": sorted(f"{i['project']}/{i['name']}" for i in lxc_json("list", "--all-projects")),
-        "profiles": sorted(f"{p}/{pr['name']}" for p in projects for pr in lxc_json("profile", "list", "--project", p)),
+        "networks": sorted(n["name"] for n in query("network", "list") if n["managed"]),
+        "instances": sorted(f"{i['project']}/{i['name']}" for i in query("list", "--all-projects")),
+        "profiles": sorted(f"{p}/{pr['name']}" for p in projects for pr in query("profile", "list", "--project", p)),
     }
 
 
