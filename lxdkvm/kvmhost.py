@@ -54,15 +54,23 @@ def _until(condition: str, then: str) -> list[str]:
 RESULT_SEPARATOR = "--- result.json ---"
 
 
+def _cloud_init_state(output: str) -> tuple[dict, dict] | None:
+    """(status.json's stages, result.json's result) from the stage's output, or None while cloud-init has
+    not written them (or is writing them)."""
+    status_text, _, result_text = output.partition(RESULT_SEPARATOR)
+    try:
+        return json.loads(status_text)["v1"], json.loads(result_text)["v1"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def cloud_init_errors(output: str) -> str:
     """Errors cloud-init recorded, from its status.json and result.json (what `cloud-init status`
     reads, without starting a Python process that imports cloud-init: ~0.14 CPU-s per host)."""
-    status_text, _, result_text = output.partition(RESULT_SEPARATOR)
-    try:
-        stages = json.loads(status_text)["v1"]
-        result = json.loads(result_text)["v1"]
-    except (ValueError, KeyError, TypeError):
+    state = _cloud_init_state(output)
+    if state is None:
         return ""  # not written yet (or mid-write): `cloud_init_done` says what is missing
+    stages, result = state
     errors = [*result.get("errors", []),
               *(e for stage in stages.values() if isinstance(stage, dict) for e in stage.get("errors", []))]
     return "status: error: " + "; ".join(dict.fromkeys(errors)) if errors else ""
@@ -71,12 +79,10 @@ def cloud_init_errors(output: str) -> str:
 def cloud_init_done(output: str) -> str:
     """"" when cloud-init's last stage wrote its result and no stage is running, as `cloud-init status`
     says `done`; else what is missing."""
-    status_text, _, result_text = output.partition(RESULT_SEPARATOR)
-    try:
-        stages = json.loads(status_text)["v1"]
-        json.loads(result_text)["v1"]
-    except (ValueError, KeyError, TypeError):
+    state = _cloud_init_state(output)
+    if state is None:
         return "cloud-init has not written its status and result yet"
+    stages, _result = state
     running = [name for name, stage in stages.items()
                if isinstance(stage, dict) and stage.get("start") and not stage.get("finished")]
     if stages.get("stage") or running:

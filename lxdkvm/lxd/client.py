@@ -154,8 +154,7 @@ class Lxd:
                                    m.get("url", "").removeprefix("https://").rsplit(":", 1)[0], m.get("message", ""))
                             for m in response.json()["metadata"])
             mtus = [mtu for m in members if m.status == "Online" and (mtu := self._uplink_mtu(m.name, m.address))]
-            networks = self.client.api.networks.get(params={"recursion": "1"}).json()["metadata"]
-            taken = frozenset(int(c[KEYS[1]]) for n in networks if (c := n.get("config") or {}).get(KEYS[1], "").isdigit()
+            taken = frozenset(int(c[KEYS[1]]) for n in self.list_networks() if (c := n.get("config") or {}).get(KEYS[1], "").isdigit()
                               and c.get("user.lxdkvm.lab") != exclude_lab)
         return Cluster(members, min(mtus) - VXLAN_OVERHEAD if mtus else None, taken)
 
