@@ -13,6 +13,7 @@ import shlex
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 
 from .. import topology as t
 from ..errors import LxdkvmError
@@ -88,15 +89,23 @@ def guest_status(client: Lxd, host: str, lab: str) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------ the host
+def _push_missing(client: Lxd, host: str, files: list[tuple[Path, str]]) -> None:
+    """Each (local file, path in HOST), streamed, unless HOST has them all already (non-empty). A file
+    arrives under a temporary name and is renamed, so a push cut short is never taken for a whole one."""
+    test = " -a ".join(f"-s {shlex.quote(target)}" for _source, target in files)
+    if client.execute(host, ["sh", "-c", f"test {test}"]).exit_code == 0:
+        return
+    folders = sorted({target.rsplit("/", 1)[0] for _source, target in files})
+    _run(client, host, "mkdir -p " + " ".join(shlex.quote(f) for f in folders))
+    for source, target in files:
+        with open(source, "rb") as data:
+            client.push(host, target + ".part", data)
+        _run(client, host, f"mv {shlex.quote(target + '.part')} {shlex.quote(target)}")
+
+
 def push_tiny(client: Lxd, host: str, artifacts: tiny.TinyArtifacts) -> None:
     where = domain.tiny_paths(artifacts.key)
-    have = client.execute(host, ["test", "-s", where.kernel, "-a", "-s", where.initrd])
-    if have.exit_code == 0:
-        return
-    _run(client, host, f"mkdir -p {shlex.quote(where.directory)}")
-    for source, target in ((artifacts.kernel, where.kernel), (artifacts.initrd, where.initrd)):
-        client.push(host, target + ".part", source.read_bytes())
-        _run(client, host, f"mv {shlex.quote(target + '.part')} {shlex.quote(target)}")
+    _push_missing(client, host, [(artifacts.kernel, where.kernel), (artifacts.initrd, where.initrd)])
 
 
 def migration_addresses(lab: t.Lab, host: t.Host) -> list[str]:
@@ -161,25 +170,12 @@ def push_debian(client: Lxd, host: str, disk: debian.DebianDisk) -> None:
     """The Debian guest disk (the base of each Debian guest's overlay), its kernel and initramfs: once per
     host and build, streamed from files (the disk is ~140 MiB)."""
     where = domain.debian_paths(disk.key)
-    if client.execute(host, ["test", "-s", where.disk, "-a", "-s", where.kernel, "-a", "-s", where.initrd]
-                      ).exit_code == 0:
-        return
-    _run(client, host, f"mkdir -p {shlex.quote(where.directory)}")
-    for source, target in ((disk.path, where.disk), (disk.kernel, where.kernel), (disk.initrd, where.initrd)):
-        with open(source, "rb") as data:
-            client.push(host, target + ".part", data)
-        _run(client, host, f"mv {shlex.quote(target + '.part')} {shlex.quote(target)}")
+    _push_missing(client, host, [(disk.path, where.disk), (disk.kernel, where.kernel), (disk.initrd, where.initrd)])
 
 
 def push_file(client: Lxd, host: str, image: store.StoredImage) -> None:
     """An imported guest image (the base of its guests' overlays), once per host and content."""
-    target = domain.file_image_path(image.key)
-    if client.execute(host, ["test", "-s", target]).exit_code == 0:
-        return
-    _run(client, host, f"mkdir -p {shlex.quote(target.rsplit('/', 1)[0])}")
-    with open(store.path(image.name), "rb") as data:
-        client.push(host, target + ".part", data)
-    _run(client, host, f"mv {shlex.quote(target + '.part')} {shlex.quote(target)}")
+    _push_missing(client, host, [(store.path(image.name), domain.file_image_path(image.key))])
 
 
 def prepare_host(client: Lxd, lab: t.Lab, host: t.Host, artifacts: tiny.TinyArtifacts | None,
