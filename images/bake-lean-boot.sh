@@ -45,3 +45,18 @@ for unit in cloud-init.service cloud-config.service cloud-final.service cloud-in
             modprobe@.service ifupdown-pre.service libvirt-guests.service; do
   ln -sf /dev/null "/etc/systemd/system/$unit"
 done
+
+# ifupdown's bridge hook (bridge-utils) waits for a new bridge's ports to reach the forwarding state,
+# polling every 0.1 s after a first 0.1 s: ≥ 0.2 s per bridge even with forward delay 0, and a lab
+# host's network (each NIC on its own in-host bridge) holds libvirtd and cloud-init's final stage back
+# meanwhile. Without STP a port forwards as soon as it is added, so there is nothing to wait for: the
+# hook's defaults file (it sources /etc/default/bridge-utils) sets no wait unless the interface's
+# stanza turns STP on or sets bridge_maxwait itself.
+cat >> /etc/default/bridge-utils <<'DEFAULTS'
+
+# lxdkvm lab host (baked image): see images/bake-lean-boot.sh in lxdkvm
+case "${IF_BRIDGE_STP:-off}" in
+  on|yes|1) ;;
+  *) IF_BRIDGE_MAXWAIT="${IF_BRIDGE_MAXWAIT:-0}" ;;
+esac
+DEFAULTS
