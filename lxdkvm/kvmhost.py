@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,6 @@ from .errors import LxdkvmError
 if TYPE_CHECKING:
     from .lxd import Lxd
 
-PROBE_PATH = "/usr/local/lib/lxdkvm/kvmprobe.py"
 QEMU_USER = "libvirt-qemu"
 
 WAITING = "… "  # prefix of "now waiting for this stage" reports
@@ -44,6 +44,12 @@ class Stage:
 
 class Cancelled(LxdkvmError):
     """Another host failed (or the user interrupted), so this one stopped waiting."""
+
+
+def probe_command(user: str, *args: str) -> list[str]:
+    """The KVM probe (lxdkvm/kvmprobe.py) run as USER: its source on the command line, so nothing is
+    copied into the host (nor left there)."""
+    return ["runuser", "-u", user, "--", "python3", "-c", Path(kvmprobe.__file__).read_text(), *args]
 
 
 def _until(condition: str, then: str) -> list[str]:
@@ -101,8 +107,7 @@ STAGES = [
     Stage("libvirtd active", _until("systemctl is-active -q libvirtd.service",
                                     "systemctl is-active libvirtd.service"), 120,
           ("journalctl", "--no-pager", "-n", "12", "-u", "libvirtd.service"), expect=r"^active$"),
-    Stage("kvm probe as qemu user", ["runuser", "-u", QEMU_USER, "--", "python3", PROBE_PATH], 60,
-          expect=r"^kvm-probe: OK "),
+    Stage("kvm probe as qemu user", probe_command(QEMU_USER), 60, expect=r"^kvm-probe: OK "),
 ]
 
 
@@ -113,11 +118,6 @@ class StageFailed(LxdkvmError):
             message += "\n" + "\n".join(f"    | {line}" for line in log_tail.splitlines())
         super().__init__(message)
         self.host, self.stage = host, stage
-
-
-def push_probe(client: Lxd, name: str) -> None:
-    client.execute(name, ["mkdir", "-p", str(Path(PROBE_PATH).parent)])
-    client.push(name, PROBE_PATH, Path(kvmprobe.__file__).read_bytes(), mode="0755")
 
 
 def _tail(client: Lxd, name: str, log: tuple[str, ...]) -> str:
@@ -137,16 +137,75 @@ def _passes(stage: Stage, exit_code: int, output: str) -> tuple[bool, str]:
     return not missing, missing or detail
 
 
+def _verdict(stage: Stage, exit_code: int, output: str) -> tuple[str, str]:
+    """("ok" | "failed" (for good) | "not yet", detail) of one run of STAGE's command."""
+    failed = stage.fatal(output) if stage.fatal and exit_code == 0 else ""
+    if failed or exit_code in stage.fatal_codes:
+        return "failed", failed or _passes(stage, exit_code, output)[1]
+    ok, detail = _passes(stage, exit_code, output)
+    return ("ok" if ok else "not yet"), detail
+
+
+BATCH_MARK = "@@lxdkvm-stage-end"
+
+
+def _all_at_once(client: Lxd, name: str, stages: list[Stage]) -> list[tuple[int, str, float]]:
+    """Run the stages' commands one after another in ONE exec, for as long as each exits 0: (exit code,
+    output, seconds) of each that ran. A ready host then costs one exec (six requests to the daemon)
+    instead of one or more per stage."""
+    steps = "".join(f"{shlex.join(stage.command)} 2>&1; rc=$?; echo; echo {BATCH_MARK} $rc $(date +%s.%N); "
+                    "[ $rc = 0 ] || exit 0; " for stage in stages)
+    result = client.execute(name, ["sh", "-c", f"echo {BATCH_MARK} 0 $(date +%s.%N); {steps}"],
+                            timeout=EXEC_SLICE)
+    return batch_results(result.stdout)
+
+
+def batch_results(stdout: str) -> list[tuple[int, str, float]]:
+    """(exit code, output, seconds) of each command that ended, from `_all_at_once`'s output: a mark line
+    with the time before the first, then each command's output followed by a mark line with its exit
+    code and the time. A command cut off (the exec's time ran out) has no mark and is left out."""
+    ran: list[tuple[int, str, float]] = []
+    lines: list[str] = []
+    last = None
+    for line in stdout.splitlines():
+        if not line.startswith(BATCH_MARK + " "):
+            lines.append(line)
+            continue
+        _mark, code, stamp = line.split()
+        if last is not None:
+            ran.append((int(code), "\n".join(lines).strip(), round(float(stamp) - last, 1)))
+        last, lines = float(stamp), []
+    return ran
+
+
 def wait_ready(client: Lxd, name: str, report: Report = lambda _h, _m: None,
                stages: list[Stage] = STAGES, poll: float = 1.0,
                cancel: threading.Event | None = None) -> dict[str, float]:
     """Run the stages in order; return the seconds each took. Raises StageFailed, or Cancelled as
-    soon as `cancel` is set (another host failed)."""
+    soon as `cancel` is set (another host failed).
+
+    First every stage in one exec (`_all_at_once`): a host that is ready, or soon is, passes them all
+    there. From the first stage that did not pass (or when exec is not possible yet), stage by stage:
+    each polled until it passes, fails for good or runs out of time."""
     took: dict[str, float] = {}
-    for stage in stages:
+    done = 0
+    if stages and not (cancel is not None and cancel.is_set()):
+        report(name, f"{WAITING}{stages[0].name} … {stages[-1].name} (checked together)")
+        try:
+            ran = _all_at_once(client, name, stages)
+        except LxdkvmError:  # exec not possible yet (container still booting)
+            ran = []
+        for stage, (code, output, seconds) in zip(stages, ran, strict=False):
+            verdict, detail = _verdict(stage, code, output)
+            if verdict == "failed":
+                raise StageFailed(name, stage.name, detail, _tail(client, name, stage.log))
+            if verdict != "ok":
+                break
+            took[stage.name] = seconds
+            report(name, f"{stage.name}: ok ({seconds}s)")
+            done += 1
+    for stage in stages[done:]:
         report(name, f"{WAITING}{stage.name}")
-        if stage.name.startswith("kvm probe"):
-            push_probe(client, name)
         start = time.monotonic()
         detail = ""
         while True:
@@ -156,13 +215,10 @@ def wait_ready(client: Lxd, name: str, report: Report = lambda _h, _m: None,
                 # short exec timeouts, so a blocking command (cloud-init status --wait) notices `cancel`
                 left = stage.timeout - (time.monotonic() - start)
                 result = client.execute(name, stage.command, timeout=max(2.0, min(left, EXEC_SLICE)))
-                output = (result.stdout + result.stderr).strip()
-                failed = stage.fatal(output) if stage.fatal and result.exit_code == 0 else ""
-                if failed or result.exit_code in stage.fatal_codes:
-                    detail = failed or _passes(stage, result.exit_code, output)[1]
+                verdict, detail = _verdict(stage, result.exit_code, (result.stdout + result.stderr).strip())
+                if verdict == "failed":
                     raise StageFailed(name, stage.name, detail, _tail(client, name, stage.log))
-                ok, detail = _passes(stage, result.exit_code, output)
-                if ok:
+                if verdict == "ok":
                     break
             except StageFailed:
                 raise

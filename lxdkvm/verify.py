@@ -34,9 +34,13 @@ class Check:
         return asdict(self)
 
 
-def _sh(client: Lxd, host: str, script: str, timeout: float = 120) -> tuple[int, str]:
-    result = client.execute(host, ["sh", "-c", script], timeout=timeout)
+def _run(client: Lxd, host: str, command: list[str], timeout: float = 120) -> tuple[int, str]:
+    result = client.execute(host, command, timeout=timeout)
     return result.exit_code, (result.stdout + result.stderr).strip()
+
+
+def _sh(client: Lxd, host: str, script: str, timeout: float = 120) -> tuple[int, str]:
+    return _run(client, host, ["sh", "-c", script], timeout)
 
 
 def host_checks(client: Lxd, host: str) -> list[Check]:
@@ -47,10 +51,9 @@ def host_checks(client: Lxd, host: str) -> list[Check]:
     out.append(Check(scope, "unprivileged", PASS if unprivileged else FAIL, f"uid_map: {' '.join(fields[:3])}"))
     _, kvm = _sh(client, host, "stat -c '%U:%G %a' /dev/kvm")
     out.append(Check(scope, "/dev/kvm root:kvm 0660", PASS if kvm == "root:kvm 660" else FAIL, kvm))
-    kvmhost.push_probe(client, host)
-    code, probe = _sh(client, host, f"runuser -u {kvmhost.QEMU_USER} -- python3 {kvmhost.PROBE_PATH}")
+    code, probe = _run(client, host, kvmhost.probe_command(kvmhost.QEMU_USER))
     out.append(Check(scope, f"KVM probe as {kvmhost.QEMU_USER}", PASS if code == 0 else FAIL, probe))
-    code, refused = _sh(client, host, f"runuser -u nobody -- python3 {kvmhost.PROBE_PATH}")
+    code, refused = _run(client, host, kvmhost.probe_command("nobody"))
     ok = code != 0 and "EACCES" in refused
     out.append(Check(scope, "KVM refused for nobody", PASS if ok else FAIL, refused.splitlines()[-1:][0]
                      if refused else f"exit {code}"))

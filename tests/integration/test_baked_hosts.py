@@ -58,7 +58,7 @@ def test_hosts_run_cloud_init_per_instance_but_install_nothing(lxd, two_hosts):
         assert out(lxd, name, "cloud-init", "query", "v1.instance_id") == name
         assert out(lxd, name, "cat", "/var/log/dpkg.log") == ""  # truncated by the bake, nothing since
         assert out(lxd, name, "systemctl", "is-active", "libvirtd.service") == "active"
-        probe = out(lxd, name, "runuser", "-u", "libvirt-qemu", "--", "python3", kvmhost.PROBE_PATH)
+        probe = out(lxd, name, *kvmhost.probe_command(kvmhost.QEMU_USER))
         assert probe.startswith("kvm-probe: OK")
 
 

@@ -13,7 +13,7 @@ from lxdkvm import hostcaps, image, profile
 from lxdkvm.errors import LxdkvmError
 from lxdkvm.guests import domain
 from lxdkvm.guests import initramfs as guest
-from lxdkvm.kvmhost import PROBE_PATH
+from lxdkvm.kvmhost import probe_command
 
 from .guest_artifacts import guest_files
 
@@ -56,15 +56,15 @@ def test_tun_is_usable_by_everyone(lxd, kvm_host):
 
 
 def test_kvm_probe_passes_as_root_and_as_the_qemu_user(lxd, kvm_host):
-    as_root = run(lxd, kvm_host, "python3", PROBE_PATH).stdout
+    as_root = run(lxd, kvm_host, *probe_command("root")).stdout
     assert as_root.startswith("kvm-probe: OK api=12 exits=IO(port=0x10,value=0x42,dir=out),HLT")
-    as_qemu = run(lxd, kvm_host, "runuser", "-u", "libvirt-qemu", "--", "python3", PROBE_PATH, "--json").stdout
+    as_qemu = run(lxd, kvm_host, *probe_command("libvirt-qemu", "--json")).stdout
     result = json.loads(as_qemu)
     assert result["ok"] and result["uid"] != 0 and result["exits"][-1] == "HLT"
 
 
 def test_kvm_probe_fails_with_eacces_outside_the_kvm_group(lxd, kvm_host):
-    result = run(lxd, kvm_host, "runuser", "-u", "nobody", "--", "python3", PROBE_PATH, ok=False)
+    result = run(lxd, kvm_host, *probe_command("nobody"), ok=False)
     assert result.exit_code == 1
     assert "FAIL at open: EACCES" in result.stdout
 
