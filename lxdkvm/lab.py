@@ -310,16 +310,28 @@ def migrate(lab: str | Path | None, guest: str, to: str, live: bool = True,
 def trust_host_keys(name: str, say: Callable[[str], None]) -> None:
     """Write the lab's known_hosts from each running host's key, read over LXD exec (never trusted on first
     use); again at every `up`, since a recreated host has a new key. Warn about hosts without the lab's key."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from .inventory import management_address
 
-    lxd, lab_status = LabLxd(t.project_name(name)), status(name)
+    project, lab_status = t.project_name(name), status(name, guests=False)
     nat = {n["name"] for n in lab_status["networks"] if n["gateway"] != "none"}
     running = {h["name"]: [a for a in [management_address(h, nat)] if a]
                for h in lab_status["hosts"] if h["state"] == "Running"}
-    sshkeys.refresh_known_hosts(name, running, lambda host: lxd.scoped.execute(host, ["cat", sshkeys.HOST_KEY]).stdout)
+    separator = "--- authorized_keys ---"
+
+    def read(host: str) -> tuple[str, str]:
+        """(its host key, the lab user's authorized_keys): one exec per host, hosts side by side."""
+        script = f"cat {sshkeys.HOST_KEY}; echo '{separator}'; cat /home/{sshkeys.LAB_USER}/.ssh/authorized_keys"
+        out = LabLxd(project).scoped.execute(host, ["sh", "-c", script]).stdout
+        host_key, _, authorized = out.partition(separator)
+        return host_key, authorized
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(running)))) as executor:
+        files = dict(zip(running, executor.map(read, running), strict=True))
+    sshkeys.refresh_known_hosts(name, running, lambda host: files[host][0])
     key = sshkeys.public_key(name).rsplit(" ", 1)[0]
-    without = [host for host in running if key not in lxd.scoped.execute(
-        host, ["cat", f"/home/{sshkeys.LAB_USER}/.ssh/authorized_keys"]).stdout]
+    without = [host for host in running if key not in files[host][1]]
     if without:
         say(f"{', '.join(without)}: made before the lab had its SSH key, so Ansible cannot log in; "
             "recreate them (`lxdkvm down`, then `up`) to use the lab from Ansible")
@@ -345,8 +357,9 @@ def _in(address: str, subnet: str) -> bool:
         return False
 
 
-def status(lab: str | Path | None) -> dict:
-    """The lab as LXD has it: hosts, state, addresses per network, readiness (JSON-ready)."""
+def status(lab: str | Path | None, guests: bool = True) -> dict:
+    """The lab as LXD has it: hosts, state, addresses per network, readiness, and (with GUESTS, an exec
+    in each running host) their guests (JSON-ready)."""
     name = lab_name(lab)
     lxd = LabLxd(t.project_name(name))
     have = observe(lxd)
@@ -363,26 +376,26 @@ def status(lab: str | Path | None) -> dict:
                 # the address is on the in-host bridge that carries the NIC (on the NIC for older hosts)
                 per_network[network] = (addresses.get(t.in_host_bridge(network))
                                         or addresses.get(nic.get("name", device), []))
-        guests = []
-        if info["status"] == "Running":
+        found: list[dict] = []
+        if info["status"] == "Running" and guests:
             from .guests import runtime
 
-            guests = runtime.guest_status(lxd.scoped, host, name)
+            found = runtime.guest_status(lxd.scoped, host, name)
             subnets = {c.get(labobjects.NETWORK, b): c.get("user.lxdkvm.subnet", "") for b, c in networks.items()}
-            if any(g.get("dhcp_macs") for g in guests):  # imported images report nothing: LXD's leases
+            if any(g.get("dhcp_macs") for g in found):  # imported images report nothing: LXD's leases
                 leases = leases if leases is not None else lxd.dhcp_leases(sorted(networks))
-                for guest in guests:
+                for guest in found:
                     guest["addresses"].update({nic: leases[mac] for nic, mac in guest.pop("dhcp_macs", {}).items()
                                                if mac in leases})
-            for guest in guests:  # per network, like hosts: the network whose subnet holds the address
+            for guest in found:  # per network, like hosts: the network whose subnet holds the address
                 guest.pop("dhcp_macs", None)
                 guest["addresses"] = {net: [a for a in guest["addresses"].values() if _in(a, subnet)]
                                       for net, subnet in subnets.items()}
-                guest["addresses"] = {net: found for net, found in guest["addresses"].items() if found}
+                guest["addresses"] = {net: got for net, got in guest["addresses"].items() if got}
         where = {"member": info["location"]} if info.get("location") else {}  # on a cluster only
         hosts.append({"name": host, "state": info["status"], **where,
                       "ready": info["status"] == "Running" and info["config"].get(labobjects.READY) == "true",
-                      "addresses": per_network, "guests": guests})
+                      "addresses": per_network, "guests": found})
     return {
         "lab": name, "project": lxd.project, "exists": have.project is not None,
         "networks": [{"name": c.get(labobjects.NETWORK, b), "bridge": b, "subnet": c.get("user.lxdkvm.subnet", ""),
