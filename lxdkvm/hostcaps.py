@@ -328,3 +328,30 @@ def isolated_capacity(ranges: list[tuple[int, int]]) -> int:
     """How many containers with an isolated 65536-id map fit in root's subordinate ranges."""
     # LXD gives the first block to the shared (default) map and isolated maps the blocks after it.
     return max(0, sum(count // ISOLATED_IDMAP_SIZE for _, count in ranges) - 1)
+
+
+def free_isolated_bases(subuid: list[tuple[int, int]], subgid: list[tuple[int, int]],
+                        taken: list[tuple[int, int]], count: int) -> list[int] | None:
+    """First host ids of COUNT isolated id maps that overlap neither each other nor TAKEN ((first id,
+    size) of the maps containers hold), chosen as LXD 5.0 chooses one (the lowest gap after the shared
+    map's first block, in root's subordinate range). None when root's uid and gid ranges differ (LXD's
+    own choice is then not this one) or when they do not fit."""
+    if not subuid or not subgid or subuid[0] != subgid[0]:
+        return None
+    start, size = subuid[0]
+    end, offset = start + size, start + ISOLATED_IDMAP_SIZE
+    bases: list[int] = []
+    busy = sorted(taken)
+    while len(bases) < count:
+        moved = True
+        while moved:  # until the block at OFFSET overlaps no map: skip past each one it overlaps
+            moved = False
+            for first, length in busy:
+                if first < offset + ISOLATED_IDMAP_SIZE and first + length > offset:
+                    offset, moved = first + length, True
+        if offset + ISOLATED_IDMAP_SIZE > end:
+            return None
+        bases.append(offset)
+        busy = sorted([*busy, (offset, ISOLATED_IDMAP_SIZE)])
+        offset += ISOLATED_IDMAP_SIZE
+    return bases

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from .cluster.stretch import KEYS as STRETCH_KEYS
 from .labobjects import MARK, NETWORK, READY, SPEC, Desired
+from .lxd.client import IDMAPPED_ROOT
 
 # Instance config keys LXD or lxdkvm keep for themselves: never a reason to change anything.
 UNMANAGED_PREFIXES = ("volatile.", "image.", READY)
@@ -87,6 +88,14 @@ def _managed(config: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in config.items() if not k.startswith(UNMANAGED_PREFIXES)}
 
 
+def _made_by_lxdkvm(have: dict[str, str], want: dict[str, str]) -> dict[str, str]:
+    """HAVE without the keys lxdkvm set when it made the host, which the lab file does not give: its id
+    range (`security.idmap.base`, chosen by lxdkvm) and a root mounted idmapped (how its disk was made).
+    Both stay as they are for the host's life."""
+    own = {"security.idmap.base": have.get("security.idmap.base"), "raw.lxc": IDMAPPED_ROOT}
+    return {k: v for k, v in have.items() if k in want or own.get(k, object()) != v}
+
+
 def _hosts(want: Desired, have: Observed) -> list[Action]:
     actions = []
     for name, spec in sorted(want.instances.items()):
@@ -102,7 +111,7 @@ def _hosts(want: Desired, have: Observed) -> list[Action]:
         if spec_changes:
             actions.append(Action("recreate", "host", name, "; ".join(spec_changes)))
             continue
-        changes = _changes(_managed(spec.config), _managed(current["config"]))
+        changes = _changes(_managed(spec.config), _made_by_lxdkvm(_managed(current["config"]), spec.config))
         if list(current["profiles"]) != spec.profiles:
             changes.append(f"profiles {', '.join(current['profiles'])} → {', '.join(spec.profiles)}")
         if current["devices"] != spec.devices:

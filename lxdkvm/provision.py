@@ -14,11 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import kvmhost
+from . import hostcaps, kvmhost
 from . import topology as t
 from .errors import LxdkvmError
 from .labobjects import READY, Desired
 from .lxd import LabLxd
+from .lxd.client import creating
 from .plan import Plan
 
 Report = Callable[[str, str], None]  # (host or "lab", what is happening)
@@ -63,16 +64,26 @@ def host_stages(lab: t.Lab, host: t.Host) -> list[kvmhost.Stage]:
     return [*kvmhost.STAGES, address_stage(lab, host)]
 
 
-def _bring_up(lab: t.Lab, want: Desired, name: str, verbs: set[str], report: Report,
-              cancel: threading.Event, poll: float) -> dict[str, float]:
+def _make(want: Desired, name: str, verbs: set[str], report: Report, idmapped_root: bool,
+          idmap_base: int | None = None) -> None:
+    """Create NAME (deleting the old one first for a recreate); not started."""
     conn = LabLxd(want.project)
     spec = want.instances[name]
     if "recreate" in verbs:
         report(name, "deleting the old container")
         conn.delete_lab_instance(name)
-    if verbs & {"create", "recreate"}:
-        report(name, f"creating on {spec.target}" if spec.target else "creating")
-        conn.create_instance(name, spec.image, spec.profiles, spec.config, spec.devices, spec.target)
+    report(name, f"creating on {spec.target}" if spec.target else "creating")
+    conn.create_instance(name, spec.image, spec.profiles, spec.config, spec.devices, spec.target,
+                         idmapped_root and not spec.target and "raw.lxc" not in spec.config, idmap_base)
+
+
+def _bring_up(lab: t.Lab, want: Desired, name: str, verbs: set[str], report: Report,
+              cancel: threading.Event, poll: float, idmapped_root: bool = False,
+              made: bool = False) -> dict[str, float]:
+    """Make NAME (unless MADE already), start it and wait until every readiness stage passes."""
+    conn = LabLxd(want.project)
+    if verbs & {"create", "recreate"} and not made:
+        _make(want, name, verbs, report, idmapped_root)
     if verbs & {"create", "recreate", "start"}:
         report(name, "starting")
         conn.start_instance(name)
@@ -81,6 +92,55 @@ def _bring_up(lab: t.Lab, want: Desired, name: str, verbs: set[str], report: Rep
     took = kvmhost.wait_ready(conn.scoped, name, report, host_stages(lab, host), poll=poll, cancel=cancel)
     conn.set_instance_key(name, READY, "true")
     return took
+
+
+def _makes_all(lxd: LabLxd, want: Desired, verbs: dict[str, set[str]]) -> bool:
+    """Whether `_make_all` may make the new hosts at once: LXD on one machine (see there)."""
+    return (lxd.daemon.kind == "lxd" and not want.members
+            and any(v & {"create", "recreate"} for v in verbs.values()))
+
+
+def _bare(config: dict[str, str]) -> dict[str, str]:
+    """A network's config without its IPv4 side: LXD creates such a bridge at once, while an address
+    starts dnsmasq, and LXD then waits 0.5 s to see that dnsmasq did not exit."""
+    return {**{k: v for k, v in config.items() if not k.startswith("ipv4.")}, "ipv4.address": "none"}
+
+
+def _make_all(lxd: LabLxd, want: Desired, verbs: dict[str, set[str]], report: Report, idmapped_root: bool,
+              workers: int, cancel: threading.Event) -> set[str]:
+    """Make every new host at once, each isolated one with an id range lxdkvm chooses, under the lock that
+    otherwise makes LXD 5.0 create one container at a time (it would give containers created at the same
+    moment the same range). Returns the hosts made; none (each host is then made by its own worker, one
+    at a time) on a cluster, on Incus, or when the ranges cannot be chosen as LXD would."""
+    if not _makes_all(lxd, want, verbs):
+        return set()
+    new = sorted(name for name, v in verbs.items() if v & {"create", "recreate"})
+    specs = {name: want.instances[name] for name in new}
+    isolated = [name for name, spec in specs.items() if spec.config.get("security.idmap.isolated") == "true"
+                and not any(key in spec.config for key in ("security.idmap.base", "security.idmap.size"))]
+    host = hostcaps.read_host()
+    with creating():
+        # a recreated host's old range counts as taken: it is still there until its worker deletes it
+        bases = hostcaps.free_isolated_bases(host.subuid, host.subgid, lxd.isolated_maps(), len(isolated))
+        if bases is None:
+            return set()
+        chosen = dict(zip(isolated, bases, strict=False))
+        jobs = {name: (lambda _c, n=name: _make(want, n, verbs[n], report, idmapped_root, chosen.get(n)))
+                for name in new}
+        _, errors = _run_pool(jobs, workers, cancel)
+    if errors:
+        raise _failure(errors)
+    return set(new)
+
+
+def _idmapped_roots(lxd: LabLxd, want: Desired, report: Report) -> bool:
+    """Whether new hosts get their root filesystem mounted idmapped instead of chowned by LXD at first
+    start (docs/container-cost.md). Asked here, before the worker threads: the probe forks."""
+    pool = want.profiles.get("default", {}).get("devices", {}).get("root", {}).get("pool", "")
+    why_not = lxd.idmapped_roots(pool) if pool else "no root pool"
+    if why_not and lxd.daemon.kind == "lxd":
+        report("lab", f"LXD chowns each new host's files at its first start ({why_not})")
+    return not why_not
 
 
 def _run_pool(jobs: dict[str, Callable[[threading.Event], object]], workers: int,
@@ -130,14 +190,23 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, report: Report, workers: int = 
     if plan.select("project", "create"):
         report("lab", f"creating project {want.project}")
         lxd.create_project(want.project_config, f"lxdkvm lab {lab.name} ({lab.source})")
+    verbs: dict[str, set[str]] = {}
+    for action in plan.select("host", "create", "recreate", "start", "verify"):
+        verbs.setdefault(action.name, set()).add(action.verb)
+    # New hosts made at once (`_make_all`) are made while their new networks get their addresses: each
+    # network is created bare, so they can refer to it, and given its full config alongside
+    addressed_later = []
     for action in plan.select("network", "create", "update"):
         report("lab", f"{action.verb} network {action.name}")
         config = want.networks[action.name]
         description = f"lxdkvm lab {lab.name}: network {config['user.lxdkvm.network']}"
-        if action.verb == "create":
-            lxd.create_network(action.name, config, description, list(want.members))
-        else:
+        if action.verb == "update":
             lxd.update_network(action.name, config)
+        elif _makes_all(lxd, want, verbs) and config.get("ipv4.address", "none") != "none":
+            lxd.create_network(action.name, _bare(config), description)
+            addressed_later.append(action.name)
+        else:
+            lxd.create_network(action.name, config, description, list(want.members))
     for action in plan.select("profile", "create", "update"):
         report("lab", f"{action.verb} profile {action.name}")
         lxd.apply_lab_profile(action.name, want.profiles[action.name])
@@ -153,10 +222,16 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, report: Report, workers: int = 
         report(action.name, f"updating: {action.reason}")
         spec = want.instances[action.name]
         lxd.update_instance(action.name, spec.config, spec.devices, spec.profiles)
-    verbs: dict[str, set[str]] = {}
-    for action in plan.select("host", "create", "recreate", "start", "verify"):
-        verbs.setdefault(action.name, set()).add(action.verb)
-    jobs = {name: (lambda c, n=name, v=v: _bring_up(lab, want, n, v, report, c, poll))
+    idmapped = _idmapped_roots(lxd, want, report) if any(v & {"create", "recreate"} for v in verbs.values()) else False
+    with ThreadPoolExecutor(max_workers=max(1, len(addressed_later))) as executor:
+        addressing = [executor.submit(LabLxd(want.project).update_network, name, want.networks[name])
+                      for name in addressed_later]
+        try:
+            made = _make_all(lxd, want, verbs, report, idmapped, workers, cancel)
+        finally:
+            for future in addressing:
+                future.result()  # a network LXD refused: its own error (the next `up` updates it)
+    jobs = {name: (lambda c, n=name, v=v: _bring_up(lab, want, n, v, report, c, poll, idmapped, n in made))
             for name, v in sorted(verbs.items())}
     took, errors = _run_pool(jobs, workers, cancel)
     if errors:

@@ -8,6 +8,7 @@ failure and what to do.
 
 from .client import (
                      CREATE_LOCK,
+                     IDMAPPED_ROOT,
                      REQUIRED_EXTENSIONS,
                      SOCKETS,
                      ExecResult,
@@ -23,7 +24,7 @@ from .daemon import selected as selected_daemon
 from .lab import LabLxd, exec_interactive
 from .messages import HINTS, IMAGE_EXISTS, explain, hint, lxd_message, refusal
 
-__all__ = ["CREATE_LOCK", "HINTS", "IMAGE_EXISTS", "REQUIRED_EXTENSIONS", "SOCKETS", "Daemon", "ExecResult",
+__all__ = ["CREATE_LOCK", "HINTS", "IDMAPPED_ROOT", "IMAGE_EXISTS", "REQUIRED_EXTENSIONS", "SOCKETS", "Daemon", "ExecResult",
            "LabLxd", "Lxd", "ServerFacts", "exec_interactive", "explain", "hint", "incus_present",
            "lxd_message", "lxd_present", "probe_server", "refusal", "selected_daemon", "socket_path",
            "split_image_fingerprint", "wait_for_socket"]

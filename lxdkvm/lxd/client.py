@@ -31,9 +31,15 @@ REQUIRED_EXTENSIONS = ("instances", "projects", "projects_networks", "network", 
 # creation is serialised across threads and processes (two labs coming up at once) by this file lock.
 CREATE_LOCK = Path(os.environ.get("LXDKVM_RUN_DIR", "/run/lxdkvm")) / "create.lock"
 
+# A host whose root filesystem is mounted idmapped (docs/container-cost.md): LXC mounts the rootfs with
+# the container's id map instead of LXD chowning every file of it at first start. The line LXD itself
+# gives LXC when its own probe says the kernel can; lxdkvm's own keys in LXD, never a lab file's.
+IDMAPPED_ROOT = "lxc.rootfs.options = idmap=container"
+IDMAPPED_ROOTS_ENV = "LXDKVM_IDMAPPED_ROOTS"  # "off": let LXD chown new hosts' files (docs/security.md)
+
 
 @contextlib.contextmanager
-def _creating():
+def creating():
     CREATE_LOCK.parent.mkdir(parents=True, exist_ok=True)
     with open(CREATE_LOCK, "a") as handle:  # a new open file per caller: flock excludes threads too
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -172,6 +178,24 @@ class Lxd:
     def clustered(self) -> bool:
         with _refused("cannot read the LXD cluster"):
             return bool((self.client.api.cluster.get().json()["metadata"] or {}).get("enabled"))
+
+    def idmapped_roots(self, pool: str) -> str:
+        """"" when lxdkvm mounts new hosts' root filesystems on POOL idmapped itself, else why not. Only
+        LXD on one machine: Incus does it by itself, and a cluster member's kernel is not this one's."""
+        from .. import idmapmount
+
+        if self.daemon.kind != "lxd":
+            return f"{self.daemon.name} mounts root filesystems idmapped by itself where it can"
+        if os.environ.get(IDMAPPED_ROOTS_ENV, "") == "off":
+            return f"{IDMAPPED_ROOTS_ENV}=off"
+        env = self.client.host_info.get("environment", {})
+        if (env.get("kernel_features") or {}).get("idmapped_mounts") != "true":
+            return "LXD says the kernel has no idmapped mounts"
+        if (env.get("lxc_features") or {}).get("idmapped_mounts_v2") != "true":
+            return "LXD's liblxc cannot mount a root filesystem idmapped"
+        if self.clustered():
+            return "on a cluster each member's LXD decides"
+        return idmapmount.probe(os.path.join(self.daemon.state_dir, "storage-pools", pool))
 
     # ------------------------------------------------------------------ storage and networks
     def list_networks(self) -> list[dict]:
@@ -358,19 +382,35 @@ class Lxd:
 
     def create_instance(self, name: str, image_alias: str, profiles: list[str],
                         config: dict[str, str] | None = None,
-                        devices: dict[str, dict[str, str]] | None = None, target: str = "") -> None:
-        """Create (not start) an instance, on cluster member TARGET when given. Creation is serialised across
-        threads and processes: LXD 5.0 allocates the same or an invalid isolated id range to containers
-        created at the same moment."""
-        definition = {"name": name, "type": "container", "profiles": profiles, "config": config or {},
+                        devices: dict[str, dict[str, str]] | None = None, target: str = "",
+                        idmapped_root: bool = False, idmap_base: int | None = None) -> None:
+        """Create (not start) an instance, on cluster member TARGET when given; with IDMAPPED_ROOT, its
+        root filesystem is to be mounted idmapped (see `start_instance`). Creation is serialised across
+        threads and processes (LXD 5.0 allocates the same or an invalid isolated id range to containers
+        created at the same moment), except with IDMAP_BASE: the isolated range the caller chose while
+        holding that lock itself (`creating`)."""
+        config = {**(config or {}), **({"raw.lxc": IDMAPPED_ROOT} if idmapped_root else {}),
+                  **({"security.idmap.base": str(idmap_base)} if idmap_base is not None else {})}
+        definition = {"name": name, "type": "container", "profiles": profiles, "config": config,
                       "devices": devices or {}, "source": {"type": "image", "alias": image_alias}}
         where = f" on member {target}" if target else ""
-        with _refused(f"{name}: LXD could not create the container{where}"), _creating():
+        with _refused(f"{name}: LXD could not create the container{where}"), \
+                contextlib.nullcontext() if idmap_base is not None else creating():
             self.client.instances.create(definition, wait=True, target=target or None)
 
     def start_instance(self, name: str) -> None:
+        """Start NAME. A host whose root is mounted idmapped and that never started yet first gets its
+        disk's id map recorded as the one it runs with, so LXD does not chown its files (they stay as
+        the image has them, and LXC maps them at mount time); at every later start they match already."""
         with _refused(f"{name}: LXD could not start the container"):
-            self.client.instances.get(name).start(wait=True)
+            instance = self.client.instances.get(name)
+            config = instance.config
+            if config.get("raw.lxc") == IDMAPPED_ROOT and config.get("volatile.last_state.idmap", "[]") == "[]":
+                response = self.client.api.instances[name].patch(
+                    json={"config": {"volatile.last_state.idmap": config["volatile.idmap.next"]}})
+                if response.json().get("type") == "async":
+                    self._finish(f"{name}: cannot record its disk's id map", response)
+            instance.start(wait=True)
 
     def stop(self, name: str) -> None:
         with _refused(f"{name}: LXD could not stop the container"):

@@ -8,7 +8,7 @@ import os
 from pylxd import exceptions as pylxd_exc
 
 from ..errors import LxdkvmError
-from .client import Lxd, socket_path
+from .client import IDMAPPED_ROOT, Lxd, socket_path
 from .daemon import selected
 from .messages import _refused, refusal
 
@@ -160,8 +160,23 @@ class LabLxd(Lxd):
 
     def create_instance(self, name: str, image_alias: str, profiles: list[str],
                         config: dict[str, str] | None = None,
-                        devices: dict[str, dict[str, str]] | None = None, target: str = "") -> None:
-        self.scoped.create_instance(name, image_alias, profiles, config, devices, target)
+                        devices: dict[str, dict[str, str]] | None = None, target: str = "",
+                        idmapped_root: bool = False, idmap_base: int | None = None) -> None:
+        self.scoped.create_instance(name, image_alias, profiles, config, devices, target, idmapped_root, idmap_base)
+
+    def isolated_maps(self) -> list[tuple[int, int]]:
+        """(first host id, size) of every container's isolated id map on this daemon, in any project."""
+        with _refused("cannot list containers"):
+            response = self.client.api.instances.get(params={"recursion": "1", "all-projects": "true"})
+        taken = []
+        for instance in response.json()["metadata"]:
+            config = instance.get("expanded_config") or {}
+            if config.get("security.idmap.isolated") != "true" or config.get("security.privileged") == "true":
+                continue
+            base = config.get("volatile.idmap.base") or config.get("security.idmap.base") or "0"
+            size = config.get("security.idmap.size", "")
+            taken.append((int(base), int(size) if size.isdigit() else 65536))
+        return taken
 
     def start_instance(self, name: str) -> None:
         self.scoped.start_instance(name)
@@ -171,7 +186,10 @@ class LabLxd(Lxd):
         """Apply config, devices and profiles to a (running) instance, keeping LXD's own keys."""
         def update() -> None:
             instance = self.scoped.client.instances.get(name)
-            kept = {k: v for k, v in instance.config.items() if k.startswith(("volatile.", "image."))}
+            # LXD's own keys, and lxdkvm's from the host's creation: its id range and how its disk is
+            # mounted stay for the host's life (changing either needs a new host: plan recreates it)
+            kept = {k: v for k, v in instance.config.items() if k.startswith(("volatile.", "image."))
+                    or (k, v) == ("raw.lxc", IDMAPPED_ROOT) or (k == "security.idmap.base" and k not in config)}
             instance.config = {**kept, **config}
             instance.devices = devices
             instance.profiles = profiles
