@@ -65,25 +65,31 @@ def host_stages(lab: t.Lab, host: t.Host) -> list[kvmhost.Stage]:
 
 
 def _make(want: Desired, name: str, verbs: set[str], report: Report, idmapped_root: bool,
-          idmap_base: int | None = None) -> None:
-    """Create NAME (deleting the old one first for a recreate); not started."""
+          idmap_base: int | None = None, without_nics: bool = False) -> None:
+    """Create NAME (deleting the old one first for a recreate); not started. WITHOUT_NICS: its NICs are
+    added later (`_add_nics`), once its networks exist."""
     conn = LabLxd(want.project)
     spec = want.instances[name]
     if "recreate" in verbs:
         report(name, "deleting the old container")
         conn.delete_lab_instance(name)
     report(name, f"creating on {spec.target}" if spec.target else "creating")
-    conn.create_instance(name, spec.image, spec.profiles, spec.config, spec.devices, spec.target,
+    devices = {k: v for k, v in spec.devices.items() if v.get("type") != "nic"} if without_nics else spec.devices
+    conn.create_instance(name, spec.image, spec.profiles, spec.config, devices, spec.target,
                          idmapped_root and not spec.target and "raw.lxc" not in spec.config, idmap_base)
 
 
 def _bring_up(lab: t.Lab, want: Desired, name: str, verbs: set[str], report: Report,
               cancel: threading.Event, poll: float, idmapped_root: bool = False,
-              made: bool = False) -> dict[str, float]:
-    """Make NAME (unless MADE already), start it and wait until every readiness stage passes."""
+              made: bool = False, nics_later: bool = False) -> dict[str, float]:
+    """Make NAME (unless MADE already; NICS_LATER: made without its NICs, added now), start it and wait
+    until every readiness stage passes."""
     conn = LabLxd(want.project)
     if verbs & {"create", "recreate"} and not made:
         _make(want, name, verbs, report, idmapped_root)
+    if nics_later:
+        report(name, "adding its network devices")
+        conn.set_instance_devices(name, want.instances[name].devices)
     if verbs & {"create", "recreate", "start"}:
         report(name, "starting")
         conn.start_instance(name)
@@ -100,14 +106,8 @@ def _makes_all(lxd: LabLxd, want: Desired, verbs: dict[str, set[str]]) -> bool:
             and any(v & {"create", "recreate"} for v in verbs.values()))
 
 
-def _bare(config: dict[str, str]) -> dict[str, str]:
-    """A network's config without its IPv4 side: LXD creates such a bridge at once, while an address
-    starts dnsmasq, and LXD then waits 0.5 s to see that dnsmasq did not exit."""
-    return {**{k: v for k, v in config.items() if not k.startswith("ipv4.")}, "ipv4.address": "none"}
-
-
 def _make_all(lxd: LabLxd, want: Desired, verbs: dict[str, set[str]], report: Report, idmapped_root: bool,
-              workers: int, cancel: threading.Event) -> set[str]:
+              workers: int, cancel: threading.Event, without_nics: bool = False) -> set[str]:
     """Make every new host at once, each isolated one with an id range lxdkvm chooses, under the lock that
     otherwise makes LXD 5.0 create one container at a time (it would give containers created at the same
     moment the same range). Returns the hosts made; none (each host is then made by its own worker, one
@@ -125,12 +125,29 @@ def _make_all(lxd: LabLxd, want: Desired, verbs: dict[str, set[str]], report: Re
         if bases is None:
             return set()
         chosen = dict(zip(isolated, bases, strict=False))
-        jobs = {name: (lambda _c, n=name: _make(want, n, verbs[n], report, idmapped_root, chosen.get(n)))
-                for name in new}
+        jobs = {name: (lambda _c, n=name: _make(want, n, verbs[n], report, idmapped_root, chosen.get(n),
+                                                without_nics)) for name in new}
         _, errors = _run_pool(jobs, workers, cancel)
     if errors:
         raise _failure(errors)
     return set(new)
+
+
+def _apply_network(lxd: LabLxd, lab: t.Lab, want: Desired, name: str, verb: str, report: Report) -> None:
+    report("lab", f"{verb} network {name}")
+    config = want.networks[name]
+    if verb == "update":
+        lxd.update_network(name, config)
+    else:
+        lxd.create_network(name, config, f"lxdkvm lab {lab.name}: network {config['user.lxdkvm.network']}",
+                           list(want.members))
+
+
+def _nics_in_profiles(want: Desired) -> bool:
+    """Whether a profile of the lab gives hosts a NIC itself (then a host needs its network to exist
+    when it is created)."""
+    return any(device.get("type") == "nic" for profile in want.profiles.values()
+               for device in (profile.get("devices") or {}).values())
 
 
 def _idmapped_roots(lxd: LabLxd, want: Desired, report: Report) -> bool:
@@ -193,45 +210,41 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, report: Report, workers: int = 
     verbs: dict[str, set[str]] = {}
     for action in plan.select("host", "create", "recreate", "start", "verify"):
         verbs.setdefault(action.name, set()).add(action.verb)
-    # New hosts made at once (`_make_all`) are made while their new networks get their addresses: each
-    # network is created bare, so they can refer to it, and given its full config alongside
-    addressed_later = []
+    # New hosts made at once (`_make_all`) are made while their lab's new networks are created (LXD waits
+    # 0.5 s after starting a network's dnsmasq), without their NICs, which they get once the networks
+    # exist. Not when a profile has a NIC of its own: a host needs its network when it is created.
+    overlap = _makes_all(lxd, want, verbs) and not _nics_in_profiles(want)
+    meanwhile = [a.name for a in plan.select("network", "create")] if overlap else []
     for action in plan.select("network", "create", "update"):
-        report("lab", f"{action.verb} network {action.name}")
-        config = want.networks[action.name]
-        description = f"lxdkvm lab {lab.name}: network {config['user.lxdkvm.network']}"
-        if action.verb == "update":
-            lxd.update_network(action.name, config)
-        elif _makes_all(lxd, want, verbs) and config.get("ipv4.address", "none") != "none":
-            lxd.create_network(action.name, _bare(config), description)
-            addressed_later.append(action.name)
-        else:
-            lxd.create_network(action.name, config, description, list(want.members))
-    for action in plan.select("profile", "create", "update"):
-        report("lab", f"{action.verb} profile {action.name}")
-        lxd.apply_lab_profile(action.name, want.profiles[action.name])
+        if action.name not in meanwhile:
+            _apply_network(lxd, lab, want, action.name, action.verb, report)
     cancel = threading.Event()
-    removed = {a.name: (lambda _c, n=a.name: LabLxd(want.project).delete_lab_instance(n))
-               for a in plan.select("host", "delete")}
-    for name in removed:
-        report(name, "deleting (not in the lab file)")
-    _, errors = _run_pool(removed, workers, cancel)
-    if errors:
-        raise _failure(errors)
+    with ThreadPoolExecutor(max_workers=max(1, len(meanwhile))) as executor:
+        networks = [executor.submit(_apply_network, LabLxd(want.project), lab, want, name, "create", report)
+                    for name in meanwhile]
+        try:
+            for action in plan.select("profile", "create", "update"):
+                report("lab", f"{action.verb} profile {action.name}")
+                lxd.apply_lab_profile(action.name, want.profiles[action.name])
+            removed = {a.name: (lambda _c, n=a.name: LabLxd(want.project).delete_lab_instance(n))
+                       for a in plan.select("host", "delete")}
+            for name in removed:
+                report(name, "deleting (not in the lab file)")
+            _, errors = _run_pool(removed, workers, cancel)
+            if errors:
+                raise _failure(errors)
+            idmapped = _idmapped_roots(lxd, want, report) if any(v & {"create", "recreate"} for v in verbs.values()) \
+                else False
+            made = _make_all(lxd, want, verbs, report, idmapped, workers, cancel, without_nics=overlap)
+        finally:
+            for future in networks:
+                future.result()  # a network LXD refused: its own error (the next `up` creates it)
     for action in plan.select("host", "update"):
         report(action.name, f"updating: {action.reason}")
         spec = want.instances[action.name]
         lxd.update_instance(action.name, spec.config, spec.devices, spec.profiles)
-    idmapped = _idmapped_roots(lxd, want, report) if any(v & {"create", "recreate"} for v in verbs.values()) else False
-    with ThreadPoolExecutor(max_workers=max(1, len(addressed_later))) as executor:
-        addressing = [executor.submit(LabLxd(want.project).update_network, name, want.networks[name])
-                      for name in addressed_later]
-        try:
-            made = _make_all(lxd, want, verbs, report, idmapped, workers, cancel)
-        finally:
-            for future in addressing:
-                future.result()  # a network LXD refused: its own error (the next `up` updates it)
-    jobs = {name: (lambda c, n=name, v=v: _bring_up(lab, want, n, v, report, c, poll, idmapped, n in made))
+    jobs = {name: (lambda c, n=name, v=v: _bring_up(lab, want, n, v, report, c, poll, idmapped, n in made,
+                                                    overlap and n in made))
             for name, v in sorted(verbs.items())}
     took, errors = _run_pool(jobs, workers, cancel)
     if errors:

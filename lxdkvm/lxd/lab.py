@@ -196,6 +196,14 @@ class LabLxd(Lxd):
             instance.save(wait=True)
         self._call(f"{name}: LXD refused the change", update)
 
+    def set_instance_devices(self, name: str, devices: dict[str, dict[str, str]]) -> None:
+        """Give a (stopped) instance exactly DEVICES as its own, keeping its config and profiles."""
+        def update() -> None:
+            instance = self.scoped.client.instances.get(name)
+            instance.devices = devices
+            instance.save(wait=True)
+        self._call(f"{name}: LXD refused its network devices", update)
+
     def set_instance_key(self, name: str, key: str, value: str) -> None:
         what = f"{name}: cannot set {key}"
         with _refused(what):

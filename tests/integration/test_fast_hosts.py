@@ -4,14 +4,13 @@ id ranges chosen by lxdkvm so the hosts are created at once, the lab's networks 
 are, every readiness stage in one exec. And the states an interruption leaves are repaired."""
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from lxdkvm import lab as lab_mod
-from lxdkvm.lxd import IDMAPPED_ROOT
+from lxdkvm.lxd import IDMAPPED_ROOT, Lxd
 
 from .test_labs import lxc_json, lxd_snapshot, on
 
@@ -99,21 +98,30 @@ def test_networks_got_their_addresses_and_a_second_up_changes_nothing(lab):
     path, _messages = lab
     mgmt = query("/1.0/networks/itest-fast-mgmt")["config"]
     assert mgmt["ipv4.address"] == "10.218.10.1/24" and mgmt["ipv4.nat"] == "true"
+    # hosts got their NICs after their creation, and LXD wrote each one's DHCP host entry as it does for
+    # a NIC present from the start
+    entries = Path("/var/lib/lxd/networks/itest-fast-mgmt/dnsmasq.hosts")
+    for host in HOSTS:
+        mac = config(host, "volatile.eth0.hwaddr")
+        assert (entries / f"{PROJECT}_{host}.eth0").read_text().startswith(mac)
     _lab, again = lab_mod.plan(path)
     assert again.empty, [(a.verb, a.name, a.reason) for a in again.actions]
 
 
 def test_a_host_made_but_never_started_is_started_right_by_the_next_up(lab):
-    """What `up` leaves when it stops between creating a host and starting it: the disk as the image has
-    it, `volatile.last_state.idmap` still "[]". The next `up` records the map before the first start, so
-    LXD chowns nothing (a chown under an idmapped mount would make every file unreadable)."""
+    """What `up` leaves when it stops between creating a host and starting it: no NICs yet, the disk as
+    the image has it, `volatile.last_state.idmap` still "[]". The next `up` adds the NICs and records
+    the map before the first start, so LXD chowns nothing (a chown under an idmapped mount would make
+    every file unreadable)."""
     path, _messages = lab
     subprocess.run(["lxc", "stop", "--force", "--project", PROJECT, "fast-3"], check=True, timeout=60)
+    for nic in ("eth0", "eth1"):
+        subprocess.run(["lxc", "config", "device", "remove", "--project", PROJECT, "fast-3", nic], check=True)
     subprocess.run(["lxc", "config", "set", "--project", PROJECT, "fast-3", "volatile.last_state.idmap=[]"],
                    check=True)
     messages: list[tuple[str, str]] = []
     result = lab_mod.up(path, lambda host, message: messages.append((host, message)))
-    assert [(a.verb, a.name) for a in result.plan.actions] == [("start", "fast-3")]
+    assert [(a.verb, a.name) for a in result.plan.actions] == [("update", "fast-3"), ("start", "fast-3")]
     assert ("fast-3", "ready") in messages
     passwd = (rootfs("fast-3") / "etc" / "passwd").stat()
     assert (passwd.st_uid, passwd.st_gid) == (0, 0)
@@ -127,4 +135,5 @@ def test_the_machine_is_the_one_lxdkvm_probed(lab):
     probe fails on this kernel) with the kernel able to mount idmapped."""
     environment = query("/1.0")["environment"]
     assert environment["server"] == "lxd" and environment["kernel_features"]["idmapped_mounts"] == "true"
-    assert os.path.isdir(rootfs("fast-1"))
+    pool = rootfs("fast-1").parent.parent.parent.name
+    assert Lxd().server_facts().idmapped_roots[pool] == ""  # what `doctor` reports for the hosts' pool

@@ -48,13 +48,15 @@ def test_other_raw_lxc_on_a_host_is_a_change():
     assert actions == {("update", "kvm-1"): "raw.lxc lxc.mount.auto = sys:rw → (unset)"}
 
 
-def test_a_network_is_created_bare_then_addressed():
-    config = desired().networks["default-mgmt"]
-    bare = provision._bare(config)
-    assert bare["ipv4.address"] == "none" and not any(k.startswith("ipv4.") and k != "ipv4.address" for k in bare)
-    assert {k: v for k, v in bare.items() if not k.startswith("ipv4.")} == \
-        {k: v for k, v in config.items() if not k.startswith("ipv4.")}  # still marked as the lab's
-    assert desired(DEFAULT).networks["default-mgmt"]["ipv4.address"] != "none"
+def test_hosts_are_made_without_nics_only_when_no_profile_has_one():
+    want = desired()
+    assert not provision._nics_in_profiles(want)
+    with_nic = desired(DEFAULT + """profiles:
+  - name: extra
+    devices:
+      eth9: {type: nic, network: mgmt}
+""")
+    assert provision._nics_in_profiles(with_nic)
 
 
 def test_stages_read_from_one_exec():
@@ -79,3 +81,17 @@ def test_the_idmapped_mount_probe_asks_this_kernel(tmp_path):
     assert idmapmount.probe(str(tmp_path)) == ""  # the root filesystem of this machine can be
     assert "refuses" in idmapmount.probe("/proc")  # procfs cannot be mounted idmapped
     assert "not a directory" in idmapmount.probe(str(tmp_path / "missing"))
+
+
+def test_doctor_says_how_new_hosts_get_their_ids():
+    from lxdkvm import doctor
+    from lxdkvm.lxd import ServerFacts
+
+    fast = ServerFacts(socket="s", reachable=True, idmapped_roots={"cow": "", "default": ""})
+    assert [(c.name, c.status) for c in doctor._root_filesystems(fast)] == [("host root filesystems", "PASS")]
+    slow = ServerFacts(socket="s", reachable=True, idmapped_roots={"cow": "LXDKVM_IDMAPPED_ROOTS=off"})
+    (check,) = doctor._root_filesystems(slow)
+    assert check.status == "WARN" and "chowns" in check.evidence and "LXDKVM_IDMAPPED_ROOTS=off" in check.evidence
+    mixed = ServerFacts(socket="s", reachable=True, idmapped_roots={"cow": "", "odd": "the kernel refuses"})
+    (check,) = doctor._root_filesystems(mixed)
+    assert check.status == "PASS" and "cow" in check.evidence and "odd: the kernel refuses" in check.evidence
