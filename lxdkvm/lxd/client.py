@@ -68,6 +68,8 @@ class ServerFacts:
     pools: list[dict] = field(default_factory=list)  # name, driver, source
     networks: list[dict] = field(default_factory=list)  # name, type, managed, ipv4
     cluster: object = None  # cluster.placement.Cluster when this LXD is a cluster member
+    idmapped_roots: dict[str, str] = field(default_factory=dict)  # pool → "" (lxdkvm mounts new hosts'
+    # root idmapped there) or why not (`Lxd.idmapped_roots`)
 
 
 @dataclass
@@ -144,6 +146,7 @@ class Lxd:
             driver=env.get("driver", ""), firewall=env.get("firewall", ""),
             missing_extensions=[e for e in REQUIRED_EXTENSIONS if e not in extensions],
             pools=pools, networks=networks,
+            idmapped_roots={p["name"]: self.idmapped_roots(p["name"]) for p in pools},
         )
 
     def cluster(self, exclude_lab: str | None = None):
