@@ -69,8 +69,25 @@ def floor(hosts: int, image: str, pool: str) -> dict:
         client.delete_instance(name)  # a leftover from an interrupted run
     time.sleep(SETTLE)
     cpu: dict[str, float] = {}
+    booted: dict[str, float] = {}
+    answered = threading.Semaphore(0)
 
     def one(name: str) -> None:
+        try:
+            conn = answer(name)
+        finally:
+            answered.release()
+        # the same container on until its boot is done (systemd's jobs all finished: cloud-init, the
+        # network, libvirtd): the least a lab host's boot costs with this image, measured beside the floor
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until systemd's own bus answers (exec answers before it)
+            state = conn.execute(name, ["systemctl", "is-system-running", "--wait"], timeout=120).stdout.strip()
+            if state in ("running", "degraded"):
+                booted[name] = time.monotonic()
+                return
+            time.sleep(0.05)
+
+    def answer(name: str) -> Lxd:
         conn = Lxd()
         # the daemon's own API, as a plain client would call it: not lxdkvm's creation lock, which
         # serialises creations for isolated id maps (LXD 5.0) and would make the floor higher
@@ -87,18 +104,22 @@ def floor(hosts: int, image: str, pool: str) -> dict:
                 continue
             time.sleep(0.1)
         cpu[name] = cpu_seconds(name)
+        return conn
 
     meter = Meter()
     threads = [threading.Thread(target=one, args=(n,)) for n in names]
     for thread in threads:
         thread.start()
+    for _ in names:
+        answered.acquire()
+    result = meter.read(hosts)  # the floor: every container answers exec
     for thread in threads:
         thread.join()
-    result = meter.read(hosts)
     try:
-        if len(cpu) != hosts:
-            raise RuntimeError(f"floor: only {len(cpu)} of {hosts} containers answered")
+        if len(cpu) != hosts or len(booted) != hosts:
+            raise RuntimeError(f"floor: {len(cpu)} of {hosts} containers answered, {len(booted)} booted")
         result["container_cpu"] = statistics.mean(cpu.values())
+        result["booted_seconds"] = max(booted.values()) - meter.start
     finally:
         for name in names:
             client.delete_instance(name)
@@ -136,13 +157,15 @@ def median(runs: list[dict]) -> dict:
 
 
 def summarise(label: str, hosts: int, f: dict, u: dict) -> dict:
-    return {"label": label, "hosts": hosts, "floor": f, "up": u, "ratio": u["seconds"] / f["seconds"]}
+    return {"label": label, "hosts": hosts, "floor": f, "up": u, "ratio": u["seconds"] / f["seconds"],
+            "ratio_booted": u["seconds"] / f["booted_seconds"]}
 
 
 def row(r: dict) -> str:
     f, u = r["floor"], r["up"]
+    booted = (f"{f['booted_seconds']:.1f} s | {r['ratio_booted']:.2f}" if "booted_seconds" in f else "— | —")
     return (f"| {r['label']} | {r['hosts']} | {f['seconds']:.1f} s ({', '.join(map(str, f['runs']))}) | "
-            f"{u['seconds']:.1f} s ({', '.join(map(str, u['runs']))}) | **{r['ratio']:.2f}** | "
+            f"{u['seconds']:.1f} s ({', '.join(map(str, u['runs']))}) | **{r['ratio']:.2f}** | {booted} | "
             f"{f['container_cpu']:.2f} / {u['container_cpu']:.2f} | {f['daemon_cpu']:.2f} / {u['daemon_cpu']:.2f} | "
             f"{f.get('client_cpu', float('nan')):.2f} / {u.get('client_cpu', float('nan')):.2f} | "
             f"{f['machine_cpu']:.2f} / {u['machine_cpu']:.2f} | {u['down']:.1f} s |")
@@ -160,7 +183,7 @@ def write(out: Path, machine: str, results: list[dict], runs: int, image: str, s
     for path in sorted(RESULTS.glob("*.json")) if RESULTS.exists() else []:
         if path.stem != save:
             earlier += json.loads(path.read_text())["results"]
-    order = {"before": 0, "after": 1}  # then any other saved run (another daemon), by name
+    order = {"before": 0, "boot-cuts": 1, "after": 2}  # then any other saved run (another daemon), by name
     rows = "\n".join(row(r) for r in sorted(earlier, key=lambda r: (r["hosts"], order.get(r["label"], 2), r["label"]))
                       + results)
     out.write_text(f"""# Benchmarks: `lxdkvm up` against the floor
@@ -174,6 +197,10 @@ Written by `python3 benchmarks/floor.py --runs {runs}`; rerun it to measure your
 - **up (u)**: `lxdkvm up` of an N-host lab (a NAT network with DHCP and an isolated one with static
   addresses) until every host is ready: exec, cloud-init done, libvirtd active, the KVM probe as
   libvirt-qemu, the declared addresses. Then `down`, timed until no object of the lab remains.
+- **floor, booted**: the floor's containers, on until `systemctl is-system-running --wait` says their
+  boot is done (cloud-init, the network, libvirtd: the image's own boot), in the same run; *u/f booted*
+  compares `up` with it. Not a target: it shows how much of `up` is the image's boot and how much
+  lxdkvm's own work (networks, id ranges, NICs, readiness checks).
 - f and u are interleaved in one run (f, u, f, u, ...); times are medians of {runs} runs (each in
   brackets). CPU columns are CPU-seconds per host, floor / up: *container* = the container's cgroup from
   its start to ready; *daemon* = the container daemon process itself during the interval (the remap
@@ -182,8 +209,8 @@ Written by `python3 benchmarks/floor.py --runs {runs}`; rerun it to measure your
 
 {machine}
 
-| run | hosts | floor | up | u/f | CPU container | CPU daemon | CPU client | CPU machine | down |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| run | hosts | floor | up | u/f | floor, booted | u/f booted | CPU container | CPU daemon | CPU client | CPU machine | down |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
 Rows are named by `--save` (a run of this script kept in `benchmarks/results/`), "this run" is the
@@ -231,7 +258,8 @@ def main() -> None:
             floors, ups = [], []
             for n in range(args.runs):
                 floors.append(floor(hosts, image, pool))
-                print(f"[{hosts} hosts, run {n + 1}] floor {floors[-1]['seconds']:.1f}s "
+                print(f"[{hosts} hosts, run {n + 1}] floor {floors[-1]['seconds']:.1f}s, booted "
+                      f"{floors[-1]['booted_seconds']:.1f}s "
                       f"(container CPU {floors[-1]['container_cpu']:.2f}s/host)", flush=True)
                 ups.append(up(hosts, folder))
                 print(f"[{hosts} hosts, run {n + 1}] up {ups[-1]['seconds']:.1f}s "
@@ -239,8 +267,8 @@ def main() -> None:
                       flush=True)
             results.append(summarise(f"this run ({commit()})", hosts, median(floors), median(ups)))
     for r in results:
-        print(f"{r['hosts']} hosts: floor {r['floor']['seconds']:.1f}s, up {r['up']['seconds']:.1f}s, "
-              f"u/f = {r['ratio']:.2f}; CPU-s per host in the container {r['up']['container_cpu']:.2f}, "
+        print(f"{r['hosts']} hosts: floor {r['floor']['seconds']:.1f}s (booted {r['floor']['booted_seconds']:.1f}s), "
+              f"up {r['up']['seconds']:.1f}s, u/f = {r['ratio']:.2f} (booted {r['ratio_booted']:.2f}); CPU-s per host in the container {r['up']['container_cpu']:.2f}, "
               f"machine {r['up']['machine_cpu']:.2f}; down {r['up']['down']:.1f}s")
     server = client.server_facts()
     machine = machine_lines(server.version, f"host pool {pool}", server.daemon)
