@@ -67,7 +67,7 @@ def host_stages(lab: t.Lab, host: t.Host) -> list[kvmhost.Stage]:
 def _make(want: Desired, name: str, verbs: set[str], report: Report, idmapped_root: bool,
           idmap_base: int | None = None, without_nics: bool = False) -> None:
     """Create NAME (deleting the old one first for a recreate); not started. WITHOUT_NICS: its NICs are
-    added later (`_add_nics`), once its networks exist."""
+    added by `_bring_up` right before it starts, once its networks exist."""
     conn = LabLxd(want.project)
     spec = want.instances[name]
     if "recreate" in verbs:
@@ -152,7 +152,7 @@ def _nics_in_profiles(want: Desired) -> bool:
 
 def _idmapped_roots(lxd: LabLxd, want: Desired, report: Report) -> bool:
     """Whether new hosts get their root filesystem mounted idmapped instead of chowned by LXD at first
-    start (docs/container-cost.md). Asked here, before the worker threads: the probe forks."""
+    start (docs/container-cost.md)."""
     pool = want.profiles.get("default", {}).get("devices", {}).get("root", {}).get("pool", "")
     why_not = lxd.idmapped_roots(pool) if pool else "no root pool"
     if why_not and lxd.daemon.kind == "lxd":
@@ -219,6 +219,9 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, report: Report, workers: int = 
         if action.name not in meanwhile:
             _apply_network(lxd, lab, want, action.name, action.verb, report)
     cancel = threading.Event()
+    # before any thread starts: the probe forks
+    idmapped = _idmapped_roots(lxd, want, report) if any(v & {"create", "recreate"} for v in verbs.values()) \
+        else False
     with ThreadPoolExecutor(max_workers=max(1, len(meanwhile))) as executor:
         networks = [executor.submit(_apply_network, LabLxd(want.project), lab, want, name, "create", report)
                     for name in meanwhile]
@@ -233,8 +236,6 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, report: Report, workers: int = 
             _, errors = _run_pool(removed, workers, cancel)
             if errors:
                 raise _failure(errors)
-            idmapped = _idmapped_roots(lxd, want, report) if any(v & {"create", "recreate"} for v in verbs.values()) \
-                else False
             made = _make_all(lxd, want, verbs, report, idmapped, workers, cancel, without_nics=overlap)
         finally:
             for future in networks:

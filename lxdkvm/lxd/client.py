@@ -388,17 +388,18 @@ class Lxd:
                         devices: dict[str, dict[str, str]] | None = None, target: str = "",
                         idmapped_root: bool = False, idmap_base: int | None = None) -> None:
         """Create (not start) an instance, on cluster member TARGET when given; with IDMAPPED_ROOT, its
-        root filesystem is to be mounted idmapped (see `start_instance`). Creation is serialised across
-        threads and processes (LXD 5.0 allocates the same or an invalid isolated id range to containers
-        created at the same moment), except with IDMAP_BASE: the isolated range the caller chose while
-        holding that lock itself (`creating`)."""
+        root filesystem is to be mounted idmapped (see `start_instance`). A creation in which LXD may
+        allocate an isolated id range is serialised across threads and processes (LXD 5.0 allocates the
+        same or an invalid range to containers created at the same moment): not with IDMAP_BASE (the
+        range the caller chose while holding that lock itself, `creating`) nor for a shared map."""
         config = {**(config or {}), **({"raw.lxc": IDMAPPED_ROOT} if idmapped_root else {}),
                   **({"security.idmap.base": str(idmap_base)} if idmap_base is not None else {})}
         definition = {"name": name, "type": "container", "profiles": profiles, "config": config,
                       "devices": devices or {}, "source": {"type": "image", "alias": image_alias}}
         where = f" on member {target}" if target else ""
+        allocates = idmap_base is None and config.get("security.idmap.isolated") != "false"
         with _refused(f"{name}: LXD could not create the container{where}"), \
-                contextlib.nullcontext() if idmap_base is not None else creating():
+                creating() if allocates else contextlib.nullcontext():
             self.client.instances.create(definition, wait=True, target=target or None)
 
     def start_instance(self, name: str) -> None:

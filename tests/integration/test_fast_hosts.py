@@ -22,9 +22,13 @@ networks:
 hosts:
   - name: fast-[1-3]
     networks: [mgmt, {network: data, ipv4: 10.218.20.11}]
+  - name: fast-shared
+    idmap: shared
+    networks: [mgmt]
 """
 PROJECT = "lxdkvm-itest-fast"
-HOSTS = ["fast-1", "fast-2", "fast-3"]
+ISOLATED = ["fast-1", "fast-2", "fast-3"]
+HOSTS = [*ISOLATED, "fast-shared"]  # made together: a shared map needs no range and no lock
 
 
 def config(host: str, key: str) -> str:
@@ -72,7 +76,7 @@ def test_every_host_is_ready_and_lxd_chowned_nothing(lab):
 
 def test_hosts_stay_unprivileged_on_ranges_of_their_own(lab):
     ranges = {}
-    for host in HOSTS:
+    for host in ISOLATED:
         inside, first, size = on(PROJECT, host, "cat", "/proc/self/uid_map").stdout.split()
         assert inside == "0" and int(first) > 0 and size == "65536"
         assert config(host, "security.idmap.isolated") == "true"
@@ -80,7 +84,7 @@ def test_hosts_stay_unprivileged_on_ranges_of_their_own(lab):
         ranges[host] = int(first)
     others = [int(c["expanded_config"]["volatile.idmap.base"]) for c in lxc_json("list", "--all-projects")
               if c["expanded_config"].get("security.idmap.isolated") == "true"
-              and not (c["project"] == PROJECT and c["name"] in HOSTS)]
+              and not (c["project"] == PROJECT and c["name"] in ISOLATED)]
     bases = [*ranges.values(), *others]
     assert all(abs(a - b) >= 65536 for i, a in enumerate(bases) for b in bases[i + 1:])
 
