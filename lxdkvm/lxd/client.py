@@ -68,8 +68,8 @@ class ServerFacts:
     pools: list[dict] = field(default_factory=list)  # name, driver, source
     networks: list[dict] = field(default_factory=list)  # name, type, managed, ipv4
     cluster: object = None  # cluster.placement.Cluster when this LXD is a cluster member
-    idmapped_roots: dict[str, str] = field(default_factory=dict)  # pool → "" (lxdkvm mounts new hosts'
-    # root idmapped there) or why not (`Lxd.idmapped_roots`)
+    idmapped_roots: dict[str, str] = field(default_factory=dict)  # for `doctor`: pool → "" (lxdkvm
+    # mounts new hosts' root idmapped there) or why not (`Lxd.idmapped_roots`)
 
 
 @dataclass
@@ -146,7 +146,6 @@ class Lxd:
             driver=env.get("driver", ""), firewall=env.get("firewall", ""),
             missing_extensions=[e for e in REQUIRED_EXTENSIONS if e not in extensions],
             pools=pools, networks=networks,
-            idmapped_roots={p["name"]: self.idmapped_roots(p["name"]) for p in pools},
         )
 
     def cluster(self, exclude_lab: str | None = None):
@@ -481,9 +480,13 @@ class Lxd:
 
 
 def probe_server() -> ServerFacts:
-    """Server facts for `doctor`; never raises: an unreachable daemon is a fact too."""
+    """Server facts for `doctor`, with how new hosts get their ids on each pool; never raises: an
+    unreachable daemon is a fact too."""
     try:
-        return Lxd().server_facts()
+        lxd = Lxd()
+        facts = lxd.server_facts()
+        facts.idmapped_roots = {p["name"]: lxd.idmapped_roots(p["name"]) for p in facts.pools}
+        return facts
     except LxdkvmError as exc:
         try:
             chosen = daemon_mod.selected()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lxdkvm import lab as lab_mod
-from lxdkvm.lxd import IDMAPPED_ROOT, Lxd
+from lxdkvm.lxd import IDMAPPED_ROOT, probe_server
 
 from .test_labs import lxc_json, lxd_snapshot, on
 
@@ -140,4 +140,4 @@ def test_the_machine_is_the_one_lxdkvm_probed(lab):
     environment = query("/1.0")["environment"]
     assert environment["server"] == "lxd" and environment["kernel_features"]["idmapped_mounts"] == "true"
     pool = rootfs("fast-1").parent.parent.parent.name
-    assert Lxd().server_facts().idmapped_roots[pool] == ""  # what `doctor` reports for the hosts' pool
+    assert probe_server().idmapped_roots[pool] == ""  # what `doctor` reports for the hosts' pool
