@@ -101,8 +101,8 @@ def _bring_up(lab: t.Lab, want: Desired, name: str, verbs: set[str], report: Rep
 
 
 def _makes_all(lxd: LabLxd, want: Desired, verbs: dict[str, set[str]]) -> bool:
-    """Whether `_make_all` may make the new hosts at once: LXD on one machine (see there)."""
-    return (lxd.daemon.kind == "lxd" and not want.members
+    """Whether `_make_all` may make the new hosts at once: on one machine, not a cluster (see there)."""
+    return (not want.members
             and any(v & {"create", "recreate"} for v in verbs.values()))
 
 
@@ -110,8 +110,9 @@ def _make_all(lxd: LabLxd, want: Desired, verbs: dict[str, set[str]], report: Re
               workers: int, cancel: threading.Event, without_nics: bool = False) -> set[str]:
     """Make every new host at once, each isolated one with an id range lxdkvm chooses, under the lock that
     otherwise makes LXD 5.0 create one container at a time (it would give containers created at the same
-    moment the same range). Returns the hosts made; none (each host is then made by its own worker, one
-    at a time) on a cluster, on Incus, or when the ranges cannot be chosen as LXD would."""
+    moment the same range). The ranges avoid those of the machine's other daemon too (LXD and Incus take
+    them from root's one subordinate range). Returns the hosts made; none (each host is then made by its
+    own worker, one at a time) on a cluster, or when the ranges cannot be chosen as LXD would."""
     if not _makes_all(lxd, want, verbs):
         return set()
     new = sorted(name for name, v in verbs.items() if v & {"create", "recreate"})

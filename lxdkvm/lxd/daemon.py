@@ -63,6 +63,15 @@ def _lxd_socket() -> str:
     return next((p for p in LXD_SOCKETS if os.path.exists(p)), LXD_SOCKETS[-1])
 
 
+def others(chosen: Daemon, env: Mapping[str, str] | None = None) -> list[Daemon]:
+    """The other daemon of this machine, when its socket is there: LXD and Incus both take isolated id
+    ranges from root's one subordinate range, so whoever chooses a range must see both."""
+    env = os.environ if env is None else env
+    candidates = [Daemon("lxd", _lxd_socket(), "the other daemon"),
+                  Daemon("incus", _incus_socket(env), "the other daemon")]
+    return [d for d in candidates if d.kind != chosen.kind and os.path.exists(d.socket)]
+
+
 def selected(env: Mapping[str, str] | None = None) -> Daemon:
     """The daemon lxdkvm talks to. Raises LxdkvmError for an unknown LXDKVM_DAEMON value."""
     env = os.environ if env is None else env

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 
+import pylxd
 from pylxd import exceptions as pylxd_exc
 
 from ..errors import LxdkvmError
 from .client import IDMAPPED_ROOT, Lxd, socket_path
-from .daemon import selected
+from .daemon import others, selected
 from .messages import _refused, refusal
 
 
@@ -165,11 +166,19 @@ class LabLxd(Lxd):
         self.scoped.create_instance(name, image_alias, profiles, config, devices, target, idmapped_root, idmap_base)
 
     def isolated_maps(self) -> list[tuple[int, int]]:
-        """(first host id, size) of every container's isolated id map on this daemon, in any project."""
+        """(first host id, size) of every container's isolated id map on this daemon, in any project, and
+        on the machine's other daemon when it answers (LXD and Incus share root's subordinate range)."""
         with _refused("cannot list containers"):
-            response = self.client.api.instances.get(params={"recursion": "1", "all-projects": "true"})
+            listed = self.client.api.instances.get(params={"recursion": "1", "all-projects": "true"}).json()["metadata"]
+        for other in others(self.daemon):
+            try:
+                client = pylxd.Client(endpoint=other.socket)
+                listed = [*listed, *(client.api.instances.get(
+                    params={"recursion": "1", "all-projects": "true"}).json()["metadata"] or [])]
+            except (pylxd_exc.ClientConnectionFailed, pylxd_exc.LXDAPIException, OSError):
+                continue  # not running: it holds no running container (its stopped ones: see security.md)
         taken = []
-        for instance in response.json()["metadata"]:
+        for instance in listed:
             config = instance.get("expanded_config") or {}
             if config.get("security.idmap.isolated") != "true" or config.get("security.privileged") == "true":
                 continue

@@ -40,6 +40,15 @@ hosts:
         ipv4: 10.236.20.11
 """
 PROJECT = "lxdkvm-itest-incus"
+BESIDE = """\
+# One host on LXD while the Incus lab is up: its id range must be apart from the Incus hosts'.
+name: itest-beside
+networks:
+  - {name: mgmt, subnet: 10.219.10.0/24, mode: nat}
+hosts:
+  - name: lone
+    networks: [mgmt]
+"""
 
 
 def lxdkvm(*args: str, daemon: str | None = "incus", ok: bool = True, timeout: float = 900):
@@ -143,6 +152,23 @@ def test_lab_on_incus_up_ready_verify_noop_down(incus_ready, tmp_path):
             uid_map = incus("exec", "--project", PROJECT, name, "--", "cat", "/proc/self/uid_map").stdout.split()
             assert uid_map[:2] != ["0", "0"] and int(uid_map[1]) > 0, f"{name} is privileged: {uid_map}"
         assert PROJECT not in lxd_projects()  # LXD, the default daemon, got nothing
+        # lxdkvm chose the hosts' ranges, and a lab on LXD meanwhile gets ranges apart from them: both
+        # daemons take isolated ranges from root's one subordinate range, each blind to the other's
+        incus_ranges = []
+        for name, instance in listed.items():
+            first = int(incus("exec", "--project", PROJECT, name, "--", "cat", "/proc/self/uid_map").stdout.split()[1])
+            assert instance["expanded_config"]["security.idmap.base"] == str(first)
+            incus_ranges.append(first)
+        beside = tmp_path / "itest-beside.yaml"
+        beside.write_text(BESIDE)
+        try:
+            lxdkvm("up", str(beside), daemon=None)  # on LXD
+            lxd_first = int(subprocess.run(["lxc", "exec", "--project", "lxdkvm-itest-beside", "lone", "--", "cat",
+                                            "/proc/self/uid_map"], capture_output=True, text=True, check=True,
+                                           timeout=60).stdout.split()[1])
+            assert all(abs(lxd_first - first) >= 65536 for first in incus_ranges), (lxd_first, incus_ranges)
+        finally:
+            lxdkvm("down", str(beside), daemon=None, ok=False)
 
         status = json.loads(lxdkvm("status", str(path), "--json").stdout)
         assert all(h["ready"] and h["state"] == "Running" for h in status["hosts"]), status
