@@ -409,11 +409,15 @@ class Lxd:
             instance = self.client.instances.get(name)
             config = instance.config
             if config.get("raw.lxc") == IDMAPPED_ROOT and config.get("volatile.last_state.idmap", "[]") == "[]":
-                response = self.client.api.instances[name].patch(
-                    json={"config": {"volatile.last_state.idmap": config["volatile.idmap.next"]}})
-                if response.json().get("type") == "async":
-                    self._finish(f"{name}: cannot record its disk's id map", response)
+                self.set_instance_key(name, "volatile.last_state.idmap", config["volatile.idmap.next"])
             instance.start(wait=True)
+
+    def set_instance_key(self, name: str, key: str, value: str) -> None:
+        what = f"{name}: cannot set {key}"
+        with _refused(what):
+            response = self.client.api.instances[name].patch(json={"config": {key: value}})
+        if response.json().get("type") == "async":
+            self._finish(what, response)
 
     def stop(self, name: str) -> None:
         with _refused(f"{name}: LXD could not stop the container"):

@@ -9,7 +9,7 @@ import pylxd
 from pylxd import exceptions as pylxd_exc
 
 from ..errors import LxdkvmError
-from .client import IDMAPPED_ROOT, Lxd, socket_path
+from .client import IDMAPPED_ROOT, Lxd
 from .daemon import others, selected
 from .messages import _refused, refusal
 
@@ -55,7 +55,7 @@ class LabLxd(Lxd):
             for lease in found:
                 if lease.get("hwaddr") and ":" not in lease.get("address", ":"):
                     leases[lease["hwaddr"].lower()] = lease["address"]
-            lease_file = os.path.join(os.path.dirname(socket_path()), "networks", bridge, "dnsmasq.leases")
+            lease_file = os.path.join(self.daemon.state_dir, "networks", bridge, "dnsmasq.leases")
             try:
                 with open(lease_file) as text:  # "EXPIRY MAC ADDRESS HOSTNAME CLIENT-ID"
                     lines = text.read().splitlines()
@@ -88,8 +88,8 @@ class LabLxd(Lxd):
     def isolated_elsewhere(self) -> int:
         """Containers of other projects that hold an isolated id map."""
         with _refused("cannot list containers"):
-            response = self.client.api.instances.get(params={"recursion": "1", "all-projects": "true"})
-        return sum(1 for i in response.json()["metadata"] if i.get("project") != self.project
+            listed = _every_instance(self.client)
+        return sum(1 for i in listed if i.get("project") != self.project
                    and (i.get("expanded_config") or {}).get("security.idmap.isolated") == "true")
 
     def image_aliases(self) -> set[str]:
@@ -169,12 +169,10 @@ class LabLxd(Lxd):
         """(first host id, size) of every container's isolated id map on this daemon, in any project, and
         on the machine's other daemon when it answers (LXD and Incus share root's subordinate range)."""
         with _refused("cannot list containers"):
-            listed = self.client.api.instances.get(params={"recursion": "1", "all-projects": "true"}).json()["metadata"]
+            listed = _every_instance(self.client)
         for other in others(self.daemon):
             try:
-                client = pylxd.Client(endpoint=other.socket)
-                listed = [*listed, *(client.api.instances.get(
-                    params={"recursion": "1", "all-projects": "true"}).json()["metadata"] or [])]
+                listed = [*listed, *_every_instance(pylxd.Client(endpoint=other.socket))]
             except (pylxd_exc.ClientConnectionFailed, pylxd_exc.LXDAPIException, OSError):
                 continue  # not running: it holds no running container (its stopped ones: see security.md)
         taken = []
@@ -214,14 +212,15 @@ class LabLxd(Lxd):
         self._call(f"{name}: LXD refused its network devices", update)
 
     def set_instance_key(self, name: str, key: str, value: str) -> None:
-        what = f"{name}: cannot set {key}"
-        with _refused(what):
-            response = self.scoped.client.api.instances[name].patch(json={"config": {key: value}})
-        if response.json().get("type") == "async":
-            self._finish(what, response)
+        self.scoped.set_instance_key(name, key, value)
 
     def delete_lab_instance(self, name: str) -> bool:
         return self.scoped.delete_instance(name)
+
+
+def _every_instance(client: pylxd.Client) -> list[dict]:
+    """Every instance of the daemon CLIENT talks to, in every project, with its expanded config."""
+    return client.api.instances.get(params={"recursion": "1", "all-projects": "true"}).json()["metadata"] or []
 
 
 def exec_interactive(project: str, name: str, command: list[str]) -> None:
