@@ -32,7 +32,7 @@ from measure import cpu_seconds, daemon_seconds, machine_busy_seconds, machine_l
 
 from lxdkvm import bake, lxdsetup
 from lxdkvm import lab as lab_mod
-from lxdkvm import topology as t
+from lxdkvm.labfile import topology as t
 from lxdkvm.lxd import Lxd
 
 ROOT = Path(__file__).resolve().parent.parent

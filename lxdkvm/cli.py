@@ -22,8 +22,8 @@ from .clustercli import register as register_cluster_commands
 from .errors import LxdkvmError
 from .guestcli import register as register_guest_commands
 from .labcli import register as register_lab_commands
+from .labfile.topology import LabInvalid
 from .outputcli import register as register_output_commands
-from .topology import LabInvalid
 
 # Wide enough for the doctor's evidence when the output is a file or a CI log.
 out = Console(width=None if sys.stdout.isatty() else 160)

@@ -12,22 +12,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bake, hostcaps, image, labcheck, labobjects, labstate, lxdsetup, provision, sshkeys, storage
+from . import bake, hostcaps, image, labobjects, labstate, lxdsetup, provision, sshkeys, storage
 from . import profile as profile_mod
-from . import topology as t
 from .errors import LxdkvmError
 from .guests import store
+from .labfile import checks
+from .labfile import topology as t
 from .lock import LabLock
 from .lxd import LabLxd
 from .plan import Observed, Plan, make_plan, teardown_plan
 
 Report = Callable[[str, str], None]  # (host or "lab", message)
-Allowances = labcheck.Allowances  # risks the user accepted on the command line (`--allow-*`)
+Allowances = checks.Allowances  # risks the user accepted on the command line (`--allow-*`)
 NO_ALLOWANCES = Allowances()
 
 
 def machine_facts(lab_name: str, connect: bool = True,
-                  allow: Allowances = NO_ALLOWANCES) -> labcheck.Machine:
+                  allow: Allowances = NO_ALLOWANCES) -> checks.Machine:
     """What the checks need to know about this machine (and what the user allowed on the command line);
     LXD facts only when LXD answers."""
     host = hostcaps.read_host()
@@ -45,20 +46,20 @@ def machine_facts(lab_name: str, connect: bool = True,
                           "cluster": lxd.cluster()})
         except LxdkvmError:
             pass  # not installed or not running yet: `up` prepares it, then checks again
-    return labcheck.Machine(**facts)
+    return checks.Machine(**facts)
 
 
 def load(path: str | Path | None, connect: bool = True, allow: Allowances = NO_ALLOWANCES) -> t.Lab:
     """The lab from PATH (None: the embedded default lab), checked. Raises LabInvalid with every problem."""
-    from . import labfile  # pydantic: only the commands that read a lab file pay for it
+    from .labfile import read as labfile  # pydantic: only the commands that read a lab file pay for it
 
     text, source = labfile.read(path)
     lab, problems, _ = labfile.parse(text, source)
     cluster = None
     if lab is not None:
-        connect = connect and bool(labcheck.LAB_NAME.match(lab.name))  # never ask LXD about a bad name
+        connect = connect and bool(checks.LAB_NAME.match(lab.name))  # never ask LXD about a bad name
         facts = machine_facts(lab.name, connect, allow)
-        problems += labcheck.check(lab, facts)
+        problems += checks.check(lab, facts)
         cluster = facts.cluster
     if problems:
         raise t.LabInvalid(source, problems)
@@ -84,18 +85,18 @@ def _cluster_of(project: str):
 def lab_name(lab: str | Path | None) -> str:
     """A lab's name from its file, or LAB itself when it is not a file (a lab that is up)."""
     if lab is None or Path(lab).is_file():
-        from . import labfile
+        from .labfile import read as labfile
 
         text, source = labfile.read(lab)  # bounded like `load`: the file is untrusted
         name, line = labfile.name_of(text, source)
-        if not labcheck.LAB_NAME.match(name):  # it becomes a project and a lock file's name
+        if not checks.LAB_NAME.match(name):  # it becomes a project and a lock file's name
             raise t.LabInvalid(source, [t.Problem("name", f"'{name}' is not a valid lab name",
-                                                  labcheck.LAB_NAME_RULE, line)])
+                                                  checks.LAB_NAME_RULE, line)])
         return name
     name = str(lab)
     if name.endswith((".yaml", ".yml")) or "/" in name:
         raise LxdkvmError(f"no lab file {name}")
-    if not labcheck.LAB_NAME.match(name):
+    if not checks.LAB_NAME.match(name):
         raise LxdkvmError(f"{name!r} is neither a lab file nor a lab name")
     return name
 
@@ -241,7 +242,7 @@ LAB_COPY = "lab.yaml"  # in the lab's state directory: the file the last success
 
 
 def _remember(lab: t.Lab, path: str | Path | None) -> None:
-    from . import labfile
+    from .labfile import read as labfile
 
     copy = labstate.state_dir(lab.name) / LAB_COPY
     copy.write_text(labfile.read(path)[0])

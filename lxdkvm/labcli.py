@@ -16,8 +16,8 @@ import click
 from rich.live import Live
 from rich.table import Table
 
-from . import topology as t
 from .kvmhost import WAITING
+from .labfile import topology as t
 
 if TYPE_CHECKING:
     from .plan import Plan

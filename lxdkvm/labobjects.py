@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from . import topology as t
+from .labfile import topology as t
 from .templating import render_template
 
 MARK = "user.lxdkvm.lab"  # on the project, its networks and instances: the lab's name

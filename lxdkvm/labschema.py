@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel
 
-from . import labcheck, labfile
+from .labfile import checks, read
+from .labfile import schema as lab_schema
 
 SCHEMA_PATH = "schemas/lab.schema.json"
 DOC_PATH = "docs/lab-file.md"
@@ -23,16 +24,16 @@ CIDR = IPV4.removesuffix("$") + r"/([0-9]|[12][0-9]|3[0-2])$"
 
 # Where each model of the schema sits in a lab file, and what a section about it is called.
 SECTIONS: dict[type[BaseModel], tuple[str, str]] = {
-    labfile.LabIn: ("(top level)", "The lab"),
-    labfile.NetworkIn: ("networks[]", "A network"),
-    labfile.ProfileIn: ("profiles[]", "A profile"),
-    labfile.HostSettingsIn: ("defaults", "Defaults"),
-    labfile.HostIn: ("hosts[]", "A host"),
-    labfile.AttachmentIn: ("hosts[].networks[], defaults.networks[], guests[].networks[]", "A NIC"),
-    labfile.LimitsIn: ("hosts[].limits, defaults.limits", "Limits"),
-    labfile.GuestIn: ("guests[]", "A guest"),
-    labfile.GuestDiskIn: ("guests[].disk", "A guest's disk"),
-    labfile.ReadyIn: ("guests[].ready", "When an imported image has booted"),
+    lab_schema.LabIn: ("(top level)", "The lab"),
+    lab_schema.NetworkIn: ("networks[]", "A network"),
+    lab_schema.ProfileIn: ("profiles[]", "A profile"),
+    lab_schema.HostSettingsIn: ("defaults", "Defaults"),
+    lab_schema.HostIn: ("hosts[]", "A host"),
+    lab_schema.AttachmentIn: ("hosts[].networks[], defaults.networks[], guests[].networks[]", "A NIC"),
+    lab_schema.LimitsIn: ("hosts[].limits, defaults.limits", "Limits"),
+    lab_schema.GuestIn: ("guests[]", "A guest"),
+    lab_schema.GuestDiskIn: ("guests[].disk", "A guest's disk"),
+    lab_schema.ReadyIn: ("guests[].ready", "When an imported image has booted"),
 }
 
 # One example value per key, as YAML (a test checks that every key of the schema has one).
@@ -107,7 +108,7 @@ def _short_forms(node: object) -> object:
                               {"$ref": ref}]}
         if ref == "#/$defs/GuestDiskIn" or (node.get("allOf") == [{"$ref": "#/$defs/GuestDiskIn"}]):
             extra = {k: v for k, v in node.items() if k not in ("$ref", "allOf")}
-            images = list(typing.get_args(labfile.GuestDiskIn.model_fields["image"].annotation))
+            images = list(typing.get_args(lab_schema.GuestDiskIn.model_fields["image"].annotation))
             return {"anyOf": [{"type": "string", "enum": images}, {"$ref": "#/$defs/GuestDiskIn"}], **extra}
         return {key: _short_forms(value) for key, value in node.items()}
     if isinstance(node, list):
@@ -118,10 +119,10 @@ def _short_forms(node: object) -> object:
 def json_schema() -> dict:
     """`LabIn.model_json_schema()` for editors: short forms allowed, names, subnets and addresses with
     the patterns the checks use, a title and an id."""
-    schema = _short_forms(copy.deepcopy(labfile.LabIn.model_json_schema()))
+    schema = _short_forms(copy.deepcopy(lab_schema.LabIn.model_json_schema()))
     defs = schema["$defs"]
-    schema["properties"]["name"]["pattern"] = labcheck.LAB_NAME.pattern
-    defs["NetworkIn"]["properties"]["name"]["pattern"] = labcheck.NETWORK_NAME.pattern
+    schema["properties"]["name"]["pattern"] = checks.LAB_NAME.pattern
+    defs["NetworkIn"]["properties"]["name"]["pattern"] = checks.NETWORK_NAME.pattern
     defs["NetworkIn"]["properties"]["subnet"]["pattern"] = CIDR
     ipv4 = defs["AttachmentIn"]["properties"]["ipv4"]
     ipv4["anyOf"] = [{"type": "string", "pattern": IPV4}, {"type": "null"}]
@@ -150,10 +151,10 @@ def type_name(annotation: object) -> str:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is Annotated:
         inner = type_name(args[0])
-        if args[0] is labfile.AttachmentIn:
+        if args[0] is lab_schema.AttachmentIn:
             return f"network name or {inner}"
-        if args[0] is labfile.GuestDiskIn:
-            images = typing.get_args(labfile.GuestDiskIn.model_fields["image"].annotation)
+        if args[0] is lab_schema.GuestDiskIn:
+            images = typing.get_args(lab_schema.GuestDiskIn.model_fields["image"].annotation)
             return f"{' or '.join(f'`{i}`' for i in images)}, or {inner}"
         return inner
     if origin in (typing.Union, types.UnionType):
@@ -224,7 +225,7 @@ def _walk(model: type[BaseModel], seen: list[type[BaseModel]]) -> list[type[Base
 
 def keys_without_example() -> list[str]:
     """Keys of the schema (Model.field) that EXAMPLES does not cover."""
-    return [f"{m.__name__}.{name}" for m in _walk(labfile.LabIn, []) for name in m.model_fields
+    return [f"{m.__name__}.{name}" for m in _walk(lab_schema.LabIn, []) for name in m.model_fields
             if _example(m, name) is None]
 
 
@@ -269,7 +270,7 @@ The schema checks shape and spelling; `lxdkvm plan FILE` checks everything, and 
 
 
 def markdown() -> str:
-    models = _walk(labfile.LabIn, [])
+    models = _walk(lab_schema.LabIn, [])
     order = [m for m in SECTIONS if m in models] + [m for m in models if m not in SECTIONS]
     lines = [INTRO.format(schema=SCHEMA_PATH, example=EXAMPLE_LAB.rstrip("\n"))]
     for model in order:
@@ -289,8 +290,8 @@ def default_lab_svg() -> bytes:
     """The README's picture: the embedded default lab drawn from its file by Graphviz (needs `dot`)."""
     from . import graph, graphviz
 
-    text, source = labfile.read(None)
-    lab, problems, _ = labfile.parse(text, source)
+    text, source = read.read(None)
+    lab, problems, _ = read.parse(text, source)
     if problems:
-        raise labfile.t.LabInvalid(source, problems)
+        raise read.t.LabInvalid(source, problems)
     return graphviz.render(graph.dot(graph.build(lab)), "svg")

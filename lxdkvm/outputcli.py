@@ -48,8 +48,8 @@ def _in_time(ask, default):
 def lab_names() -> list[str]:
     """Labs that are up: LXD projects named lxdkvm-*. Empty when LXD does not answer."""
     def ask() -> list[str]:
+        from .labfile.topology import PROJECT_PREFIX
         from .lxd import Lxd, socket_path
-        from .topology import PROJECT_PREFIX
 
         if not Path(socket_path()).exists():
             return []
@@ -63,7 +63,7 @@ def host_names(lab: str | None) -> list[str]:
     """The instances of LAB's project (LAB: a lab file, a lab name, None for the default lab)."""
     def ask() -> list[str]:
         from . import lab as lab_mod
-        from . import topology as t
+        from .labfile import topology as t
         from .lxd import LabLxd, socket_path
 
         if not Path(socket_path()).exists():
@@ -76,12 +76,12 @@ def host_names(lab: str | None) -> list[str]:
 def guest_names(lab: str | None) -> list[str]:
     """Guests of LAB: from its file when LAB is one (or the default lab), and those the live status lists."""
     def ask() -> list[str]:
-        from . import labfile
+        from .labfile import read
 
         names: set[str] = set()
         if lab is None or Path(lab).is_file():
-            text, source = labfile.read(lab)
-            parsed, _, _ = labfile.parse(text, source)
+            text, source = read.read(lab)
+            parsed, _, _ = read.parse(text, source)
             names |= {g.name for g in (parsed.guests if parsed else ())}
         return sorted(names)
 
@@ -140,8 +140,9 @@ def _live_status(name: str) -> dict | None:
 def lab_graph(lab: str | None, live: bool):
     """The graph of LAB: a lab file (None: the default lab) annotated with its live state when it is up,
     or a lab name, drawn from its live state alone."""
-    from . import graph, labcheck, labfile
-    from . import topology as t
+    from . import graph
+    from .labfile import checks, read
+    from .labfile import topology as t
 
     if lab is not None and not Path(lab).is_file():
         from . import lab as lab_mod
@@ -152,11 +153,11 @@ def lab_graph(lab: str | None, live: bool):
             raise LxdkvmError(f"lab {name} is not up (or LXD does not answer): give its lab file to draw it "
                               "from the file")
         return graph.from_status(status)
-    text, source = labfile.read(lab)
-    parsed, problems, _ = labfile.parse(text, source)
+    text, source = read.read(lab)
+    parsed, problems, _ = read.parse(text, source)
     if parsed is not None:  # drawing changes nothing: no --allow-* needed to draw any lab file
-        everything = labcheck.Allowances(unconfined=True, host_devices=True, cgnat=True)
-        problems += labcheck.check(parsed, labcheck.Machine(allow=everything))
+        everything = checks.Allowances(unconfined=True, host_devices=True, cgnat=True)
+        problems += checks.check(parsed, checks.Machine(allow=everything))
     if problems:
         raise t.LabInvalid(source, problems)
     status = _live_status(parsed.name) if live else None

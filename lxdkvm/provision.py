@@ -15,8 +15,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from . import hostcaps, kvmhost
-from . import topology as t
 from .errors import LxdkvmError
+from .labfile import topology as t
 from .labobjects import READY, Desired
 from .lxd import LabLxd
 from .lxd.client import creating

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from . import kvmhost
-from . import topology as t
 from .guests import agent, ops
+from .labfile import topology as t
 from .lxd import LabLxd, Lxd
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .. import topology as t
+from ..labfile import topology as t
 
 SPREAD = "spread"
 GROUP = "group:"

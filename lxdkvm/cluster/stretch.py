@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import ipaddress
 
-from .. import topology as t
+from ..labfile import topology as t
 from .placement import Cluster
 
 TUNNEL = "lk"  # LXD names the tunnel's device `<bridge>-lk`: bridges on a cluster are at most 12 characters

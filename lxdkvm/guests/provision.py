@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .. import hostcaps, provision
-from .. import topology as t
 from ..errors import LxdkvmError
+from ..labfile import topology as t
 from ..labobjects import Desired
 from ..lxd import LabLxd
 from ..plan import Observed, Plan

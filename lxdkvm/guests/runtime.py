@@ -15,8 +15,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import topology as t
 from ..errors import LxdkvmError
+from ..labfile import topology as t
 from ..lxd import LabLxd, Lxd
 from ..templating import data_dir, render_template
 from . import agent, debian, domain, seed, store, tiny

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from .. import topology as t
+from ..labfile import topology as t
 from . import domain as d
 from . import kvmboot
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm import hostcaps, labconfine
+from lxdkvm import hostcaps
+from lxdkvm.labfile import confine
 
 from .test_labs import lxd_snapshot, lxdkvm
 
@@ -78,7 +79,7 @@ def test_down_and_status_refuse_a_hostile_file(lxd, stem):
 
 def free_cgnat_subnet() -> str:
     routes = [net for net, _ in hostcaps.routes()]
-    return str(next(net for net in labconfine.CGNAT.subnets(new_prefix=24)
+    return str(next(net for net in confine.CGNAT.subnets(new_prefix=24)
                     if not any(net.overlaps(route) for route in routes)))
 
 

@@ -15,8 +15,8 @@ import pytest
 
 from lxdkvm import hostcaps
 from lxdkvm import lab as lab_mod
+from lxdkvm.labfile.topology import LabInvalid
 from lxdkvm.lock import LabLock
-from lxdkvm.topology import LabInvalid
 
 pytestmark = pytest.mark.integration
 LABS = Path(__file__).parent.parent / "labs"

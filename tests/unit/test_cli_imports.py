@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("pylxd", "requests", "urllib3", "cryptography", "pydantic", "jinja2", "lxdkvm.lxd", "lxdkvm.labfile")
+HEAVY = ("pylxd", "requests", "urllib3", "cryptography", "pydantic", "jinja2", "lxdkvm.lxd", "lxdkvm.labfile.read", "lxdkvm.labfile.schema")
 
 
 def loaded_after(statement: str) -> set[str]:

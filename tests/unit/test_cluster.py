@@ -4,10 +4,11 @@ group, MTU, fixed addresses on NAT networks), the LXD objects and the plan. No L
 import ipaddress
 from pathlib import Path
 
-from lxdkvm import labcheck, labfile, labobjects, plan
-from lxdkvm import topology as t
+from lxdkvm import labobjects, plan
 from lxdkvm.cluster import placement, stretch
 from lxdkvm.cluster.placement import Cluster, Member
+from lxdkvm.labfile import checks, read
+from lxdkvm.labfile import topology as t
 
 LAB = (Path(__file__).parent.parent / "labs" / "valid" / "cluster.yaml").read_text()
 THREE = Cluster((Member("m1", "Online", ("default",)), Member("m2", "Online", ("default", "fast")),
@@ -15,13 +16,13 @@ THREE = Cluster((Member("m1", "Online", ("default",)), Member("m2", "Online", ("
 
 
 def parse(text: str) -> t.Lab:
-    lab, problems, _ = labfile.parse(text, "lab.yaml")
+    lab, problems, _ = read.parse(text, "lab.yaml")
     assert not problems, problems
     return lab
 
 
 def problems(text: str, cluster: Cluster) -> list[str]:
-    return [p.render("lab.yaml") for p in labcheck.check(parse(text), labcheck.Machine(cluster=cluster))]
+    return [p.render("lab.yaml") for p in checks.check(parse(text), checks.Machine(cluster=cluster))]
 
 
 HOSTS = """name: spread

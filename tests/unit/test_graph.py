@@ -10,9 +10,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from lxdkvm import graph, graphviz, labfile
-from lxdkvm import topology as t
+from lxdkvm import graph, graphviz
 from lxdkvm.cli import main
+from lxdkvm.labfile import read
+from lxdkvm.labfile import topology as t
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,8 @@ def dot_installed():
 
 
 def default_lab() -> t.Lab:
-    text, source = labfile.read(None)
-    lab, problems, _ = labfile.parse(text, source)
+    text, source = read.read(None)
+    lab, problems, _ = read.parse(text, source)
     assert not problems
     return lab
 

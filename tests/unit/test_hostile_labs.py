@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from lxdkvm import lab as lab_mod
-from lxdkvm import labcheck, labfile, labyaml
-from lxdkvm import topology as t
 from lxdkvm.errors import LxdkvmError
+from lxdkvm.labfile import checks, read, yamlread
+from lxdkvm.labfile import topology as t
 
 from .test_labs import MACHINE as CI_MACHINE
 
@@ -26,18 +26,18 @@ FILES = sorted(HOSTILE.glob("[0-9][0-9]-*.yaml"))
 MACHINE = dataclasses.replace(CI_MACHINE, memory=24 * 2**30)
 SECONDS = 2.0  # per file; the worst one takes ~0.3 s on the 2-core CI machine
 MAX_RSS_MB = 100
-NONE = labcheck.Allowances()
+NONE = checks.Allowances()
 
 
-def problems_of(path: Path, allow: labcheck.Allowances = NONE) -> str:
+def problems_of(path: Path, allow: checks.Allowances = NONE) -> str:
     """What `lxdkvm up PATH` prints about PATH (with PATH's name as the source), or "" when it is valid."""
     try:
-        text, _ = labfile.read(path)
+        text, _ = read.read(path)
     except t.LabInvalid as exc:
         return t.LabInvalid(path.name, exc.problems).report() + "\n"
-    lab, problems, _ = labfile.parse(text, path.name)
+    lab, problems, _ = read.parse(text, path.name)
     if lab is not None:
-        problems += labcheck.check(lab, dataclasses.replace(MACHINE, allow=allow))
+        problems += checks.check(lab, dataclasses.replace(MACHINE, allow=allow))
     return t.LabInvalid(path.name, problems).report() + "\n" if problems else ""
 
 
@@ -74,7 +74,7 @@ def _big(tmp: Path) -> Path:
 
 def _over_cap(tmp: Path) -> Path:
     path = tmp / "over.yaml"
-    path.write_bytes(b"# x\n" * (labyaml.MAX_BYTES // 4 + 1))
+    path.write_bytes(b"# x\n" * (yamlread.MAX_BYTES // 4 + 1))
     return path
 
 
@@ -111,7 +111,7 @@ GENERATED = {  # name → (make the file, what the one problem says)
     "100k-deep-mappings": (_text("deepmap.yaml", "{a: " * 100_000), "(file): nests deeper than 32 levels"),
     "dense-values-under-the-cap": (_text("dense.yaml", "[" + "x," * 500_000 + "]"),
                                    "(file): has more than 20000 values"),
-    "one-long-line-under-the-cap": (_text("long.yaml", "name: " + "x" * (labyaml.MAX_BYTES - 100)
+    "one-long-line-under-the-cap": (_text("long.yaml", "name: " + "x" * (yamlread.MAX_BYTES - 100)
                                           + "\nhosts: [{name: a}]\n"), "name: 'xxxxxxxx"),
 }
 
@@ -131,13 +131,13 @@ def test_hostile_files_stay_within_the_memory_bound(tmp_path):
     paths = [str(p) for p in FILES] + [str(make(tmp_path)) for make, _ in GENERATED.values()]
     script = (
         "import json, sys, time\n"
-        "from lxdkvm import labfile, labcheck, topology as t\n"
+        "from lxdkvm.labfile import checks, read, topology as t\n"
         "worst = {}\n"
         "for path in sys.argv[1:]:\n"
         "    start = time.perf_counter()\n"
         "    try:\n"
-        "        lab, problems, _ = labfile.parse(*labfile.read(path))\n"
-        "        problems or labcheck.check(lab, labcheck.Machine(cpus=2, memory=2**34))\n"
+        "        lab, problems, _ = read.parse(*read.read(path))\n"
+        "        problems or checks.check(lab, checks.Machine(cpus=2, memory=2**34))\n"
         "    except t.LabInvalid:\n"
         "        pass\n"
         "    worst[path] = time.perf_counter() - start\n"
@@ -162,7 +162,7 @@ def test_hostile_files_stay_within_the_memory_bound(tmp_path):
 def test_a_byte_order_mark_and_crlf_line_ends_just_work(name):
     path = HOSTILE / name
     assert problems_of(path) == ""
-    lab, _, _ = labfile.parse(*labfile.read(path))
+    lab, _, _ = read.parse(*read.read(path))
     assert lab.hosts[0].name == "kvm-1" and lab.hosts[0].line == 5 and lab.networks[0].line == 3
 
 
@@ -193,7 +193,7 @@ ALLOWED_BY = {
 def test_each_allow_flag_lifts_its_own_refusals_and_no_others(flag):
     for path in FILES:
         prefix = path.name[:2]
-        allow = labcheck.Allowances(**{flag: True})
+        allow = checks.Allowances(**{flag: True})
         if prefix in ALLOWED_BY[flag]:
             assert problems_of(path, allow) == "", path.name
         elif any(prefix in numbers for numbers in ALLOWED_BY.values()):
@@ -201,7 +201,7 @@ def test_each_allow_flag_lifts_its_own_refusals_and_no_others(flag):
 
 
 def test_unknown_device_types_and_special_subnets_stay_refused_with_every_flag():
-    everything = labcheck.Allowances(unconfined=True, host_devices=True, cgnat=True)
+    everything = checks.Allowances(unconfined=True, host_devices=True, cgnat=True)
     for stem in ("21-unknown-device-type", "22-loopback-subnet", "24-multicast-subnet",
                  "26-reserved-and-documentation-subnets", "29-memory-beyond-the-machine"):
         assert problems_of(HOSTILE / f"{stem}.yaml", everything), stem
@@ -210,15 +210,15 @@ def test_unknown_device_types_and_special_subnets_stay_refused_with_every_flag()
 def test_cgnat_flag_allows_only_subnets_inside_100_64():
     import ipaddress
 
-    from lxdkvm import labconfine
-    allow = labcheck.Allowances(cgnat=True)
-    assert labconfine.subnet_problem(ipaddress.IPv4Network("100.64.8.0/24"), allow) is None
-    assert labconfine.subnet_problem(ipaddress.IPv4Network("100.0.0.0/8"), allow) is not None
+    from lxdkvm.labfile import confine
+    allow = checks.Allowances(cgnat=True)
+    assert confine.subnet_problem(ipaddress.IPv4Network("100.64.8.0/24"), allow) is None
+    assert confine.subnet_problem(ipaddress.IPv4Network("100.0.0.0/8"), allow) is not None
 
 
 def test_profile_nics_on_lab_networks_become_the_labs_bridges():
     from lxdkvm import labobjects
-    lab, problems, _ = labfile.parse("""
+    lab, problems, _ = read.parse("""
 name: nics
 networks: [{name: data, subnet: 10.31.0.0/24, mode: isolated, dhcp: false}]
 profiles:
@@ -226,7 +226,7 @@ profiles:
     devices: {eth5: {type: nic, network: data, name: eth5}}
 hosts: [{name: a, profiles: [extra]}]
 """, "nics.yaml")
-    assert not problems and not labcheck.check(lab, MACHINE)
+    assert not problems and not checks.check(lab, MACHINE)
     want = labobjects.desired(lab, "default", {"config": {}, "devices": {}})
     eth5 = want.profiles["extra"]["devices"]["eth5"]
     assert eth5 == {"type": "nic", "network": "nics-data", "name": "eth5"}

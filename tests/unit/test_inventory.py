@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lxdkvm import hostcaps, inventory, labcheck, labfile, sshkeys
+from lxdkvm import hostcaps, inventory, sshkeys
 from lxdkvm import profile as profile_mod
 from lxdkvm.errors import LxdkvmError
+from lxdkvm.labfile import checks, read
 
 ACCESS = inventory.Access("lab", Path("/state/labs/my-lab/id_ed25519"), Path("/state/labs/my-lab/known_hosts"))
 STATUS = {  # as lab.status returns it
@@ -163,7 +164,7 @@ hosts:
 
 
 def parse(text: str):
-    lab, problems, _ = labfile.parse(text, "lab.yaml")
+    lab, problems, _ = read.parse(text, "lab.yaml")
     assert problems == []
     return lab
 
@@ -172,14 +173,14 @@ def test_hosts_get_their_ranges_group_then_defaults_then_their_own():
     lab = parse(LAB)
     assert {h.name: h.groups for h in lab.hosts} == {"compute-1": ("compute", "kvm", "nova"),
                                                      "compute-2": ("compute", "kvm", "nova"), "db-01": ("kvm",)}
-    assert labcheck.check(lab) == []
-    assert labfile.range_group("rack-[01-10]-node") == ["rack_node"]
-    assert labfile.range_group("[1-3]") == [] and labfile.range_group("kvm") == []
+    assert checks.check(lab) == []
+    assert read.range_group("rack-[01-10]-node") == ["rack_node"]
+    assert read.range_group("[1-3]") == [] and read.range_group("kvm") == []
 
 
 def test_bad_group_names_are_problems_with_their_line():
     lab = parse(LAB.replace("groups: [nova]", "groups: [Nova, net_x, all, db-01, nova]"))
-    problems = [p.render("lab.yaml") for p in labcheck.check(lab)]
+    problems = [p.render("lab.yaml") for p in checks.check(lab)]
     assert problems == [
         ("lab.yaml:10: hosts[0].groups: 'Nova' is not a valid group name\n"
         "    hint: use up to 63 lower-case letters, digits and underscores, not starting with a digit"),
@@ -191,7 +192,7 @@ def test_bad_group_names_are_problems_with_their_line():
         "    hint: use up to 63 lower-case letters, digits and underscores, not starting with a digit"),
     ]
     clash = parse(LAB.replace("db-01", "compute"))
-    assert [p.message for p in labcheck.check(clash)] == ["group 'compute' is also the name of a host"]
+    assert [p.message for p in checks.check(clash)] == ["group 'compute' is also the name of a host"]
 
 
 def test_groups_go_on_the_instance_for_the_live_inventory():

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm import labcheck, labfile, labobjects, plan
-from lxdkvm import topology as t
+from lxdkvm import labobjects, plan
+from lxdkvm.labfile import checks, read
+from lxdkvm.labfile import topology as t
 
 LABS = Path(__file__).parent.parent / "labs"
 INVALID = sorted((LABS / "invalid").glob("*.yaml"))
 # A machine like the CI machine, written down so the expected messages do not depend on where they run.
-MACHINE = labcheck.Machine(
+MACHINE = checks.Machine(
     routes=((ipaddress.IPv4Network("192.0.2.0/24"), "eth0"), (ipaddress.IPv4Network("10.87.0.0/24"), "lxdkvmbr0")),
     cpus=2, isolated_capacity=8, isolated_elsewhere=0,
     images=frozenset({"lxdkvm/base", "lxdkvm/kvm-host"}), pools=frozenset({"default", "lxdkvm-cow"}),
@@ -22,9 +23,9 @@ MACHINE = labcheck.Machine(
 
 
 def problems_of(path: Path) -> str:
-    lab, problems, _ = labfile.parse(path.read_text(), path.name)
+    lab, problems, _ = read.parse(path.read_text(), path.name)
     if lab is not None:
-        problems += labcheck.check(lab, MACHINE)
+        problems += checks.check(lab, MACHINE)
     return t.LabInvalid(path.name, problems).report() + "\n" if problems else ""
 
 
@@ -44,14 +45,14 @@ def test_invalid_lab_gives_the_expected_problems(path):
         assert line.startswith((f"{path.name}:", "    hint: "))
 
 
-@pytest.mark.parametrize("path", sorted((LABS / "valid").glob("*.yaml")) + [labfile.default_lab_path()],
+@pytest.mark.parametrize("path", sorted((LABS / "valid").glob("*.yaml")) + [read.default_lab_path()],
                          ids=lambda p: p.stem)
 def test_valid_labs_have_no_problems(path):
     assert problems_of(path) == ""
 
 
 def lab(text: str) -> t.Lab:
-    parsed, problems, _ = labfile.parse(text, "test.yaml")
+    parsed, problems, _ = read.parse(text, "test.yaml")
     assert not problems, [p.render("test.yaml") for p in problems]
     return parsed
 
@@ -140,7 +141,7 @@ def test_in_host_bridge_names_fit_an_interface_name_and_stay_unique():
 
 
 # ------------------------------------------------------------------------------------ plans
-DEFAULT = labfile.default_lab_path().read_text()
+DEFAULT = read.default_lab_path().read_text()
 
 
 def desired(text: str = DEFAULT) -> labobjects.Desired:

@@ -11,7 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
-from lxdkvm import labfile, labschema
+from lxdkvm import labschema
+from lxdkvm.labfile import read
 
 REPO = Path(__file__).parent.parent.parent
 VALID = sorted((REPO / "tests" / "labs" / "valid").glob("*.yaml"))
@@ -70,7 +71,7 @@ def test_every_valid_lab_file_matches_the_json_schema(path, validator):
 
 def test_the_docs_example_is_a_valid_lab(validator):
     assert list(validator.iter_errors(yaml.safe_load(labschema.EXAMPLE_LAB))) == []
-    lab, problems, _ = labfile.parse(labschema.EXAMPLE_LAB, "example")
+    lab, problems, _ = read.parse(labschema.EXAMPLE_LAB, "example")
     assert problems == [] and [h.name for h in lab.hosts] == ["kvm-1", "kvm-2"] and lab.guests
 
 
@@ -97,4 +98,4 @@ def test_short_forms_the_loader_accepts_are_in_the_schema(validator):
            "hosts": [{"name": "a", "networks": ["m", {"network": "m", "ipv4": "10.1.0.9"}]}],
            "guests": [{"name": "g", "host": "a", "networks": ["m"], "disk": "tiny"}]}
     assert list(validator.iter_errors(lab)) == []
-    assert labfile.parse(yaml.safe_dump(lab), "x")[1] == []
+    assert read.parse(yaml.safe_dump(lab), "x")[1] == []

@@ -11,9 +11,9 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from . import guestcheck, labconfine
+from . import confine, guestchecks
 from . import topology as t
-from .labconfine import Allowances
+from .confine import Allowances
 
 LAB_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")
 LAB_NAME_RULE = "use 1-32 lower-case letters, digits and hyphens, starting with a letter"
@@ -118,7 +118,7 @@ def _subnets(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
             yield t.Problem(where, f"{net.subnet} has a /{net.subnet.prefixlen} prefix",
                             "use a prefix from /8 to /29 (room for a gateway, DHCP and static hosts)", net.line)
             continue
-        if unusual := labconfine.subnet_problem(net.subnet, machine.allow):
+        if unusual := confine.subnet_problem(net.subnet, machine.allow):
             yield t.Problem(where, *unusual, net.line)
         for other in lab.networks[:i]:
             if net.subnet.overlaps(other.subnet):
@@ -202,7 +202,7 @@ def _config(lab: t.Lab, allow: Allowances) -> Iterator[t.Problem]:
             line = lab.line_of(where, line)
             if key in MANAGED_KEYS:
                 yield t.Problem(where, "is set by lxdkvm", MANAGED_KEYS[key], line)
-            elif refused := labconfine.config_problem(key, value, allow):
+            elif refused := confine.config_problem(key, value, allow):
                 yield t.Problem(where, *refused, line)
             elif key.startswith("user.lxdkvm."):
                 yield t.Problem(where, "is lxdkvm's own bookkeeping", "choose another user.* key", line)
@@ -222,7 +222,7 @@ def _config(lab: t.Lab, allow: Allowances) -> Iterator[t.Problem]:
                 yield t.Problem(where, "the root disk is lxdkvm's", "choose the pool with the lab's `storage:` key",
                                 lab.line_of(where, prof.line))
             elif "type" in device:
-                for refused in labconfine.device_problems(device, networks, allow):
+                for refused in confine.device_problems(device, networks, allow):
                     yield t.Problem(where, *refused, lab.line_of(where, prof.line))
     said: set[str] = set()
     for host in lab.hosts:
@@ -261,7 +261,7 @@ def _capacity(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
     if machine.memory:
         said = set()
         for host in lab.hosts:
-            if host.path not in said and (problem := labconfine.memory_problem(host, machine.memory)):
+            if host.path not in said and (problem := confine.memory_problem(host, machine.memory)):
                 said.add(host.path)
                 yield problem
     isolated = sum(1 for h in lab.hosts if h.idmap == "isolated")
@@ -275,7 +275,7 @@ def _capacity(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
 CHECKS: list[Callable[[t.Lab, Machine], Iterator[t.Problem]]] = [
     lambda lab, _m: _names(lab), lambda lab, _m: _groups(lab), _subnets, lambda lab, _m: _attachments(lab),
     lambda lab, m: _config(lab, m.allow), _references, _capacity,
-    lambda lab, m: guestcheck.check(lab, m.cpus, m.memory, m.hardware_virt, m.guest_images),
+    lambda lab, m: guestchecks.check(lab, m.cpus, m.memory, m.hardware_virt, m.guest_images),
 ]
 
 
@@ -283,7 +283,7 @@ def _cluster(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
     """On an LXD cluster: placements name its members or groups, MTUs fit the tunnel between them."""
     if machine.cluster is None:
         return
-    from .cluster import placement, stretch
+    from ..cluster import placement, stretch
 
     yield from placement.check(lab, machine.cluster)
     yield from stretch.check(lab, machine.cluster)

@@ -9,8 +9,8 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
+from ..errors import LxdkvmError
 from . import topology as t
-from .errors import LxdkvmError
 
 GUEST_NAME = re.compile(r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 MAX_NICS = 8
@@ -151,7 +151,7 @@ DEBIAN_DISK_MIB = 2048  # the Debian guest disk's filesystem (lxdkvm.guests.debi
 
 
 def _images(lab: t.Lab, images: dict[str, int] | None = None) -> Iterator[t.Problem]:
-    from .guests import seed  # YAML checks of user-data, nothing else
+    from ..guests import seed  # YAML checks of user-data, nothing else
 
     said: set[str] = set()
     for guest in lab.guests:

@@ -1,32 +1,24 @@
-"""Load a lab file: YAML with line numbers → schema (pydantic) → a `topology.Lab`.
-
-Every problem is collected as a `topology.Problem` with the line and key path it is about, so a person
-sees all their mistakes at once. Cross-object meaning (overlaps, duplicates, references) is `labcheck`'s.
+"""The lab file's schema (pydantic): what keys it has, their types and what each means, and how a schema
+error becomes a `topology.Problem` with its line, key path and a hint. The only pydantic user of lxdkvm,
+with `read` (which validates against it) and `outputs.reference` (which documents it).
 """
 
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import re
 import types
 import typing
-from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from . import labyaml
 from . import topology as t
-from .templating import data_dir
+from .yamlread import Positions, key_path
 
 Loc = tuple[str | int, ...]
 Scalar = str | int | float | bool
 MEMORY = r"^\d+(\.\d+)?\s*(B|kB|KiB|MB|MiB|GB|GiB|TB|TiB)$|^\d+%$"
 SIZE = r"^\d+(\.\d+)?\s*(B|kB|KiB|MB|MiB|GB|GiB|TB|TiB)$"
-RANGE = re.compile(r"\[(\d+)-(\d+)\]")
-MAX_RANGE = 256
 PLACEMENT = r"^(spread|group:[A-Za-z0-9][A-Za-z0-9_.-]{0,62}|[A-Za-z0-9][A-Za-z0-9.-]{0,62})$"
 
 
@@ -169,17 +161,8 @@ class LabIn(_Model):
     guests: list[GuestIn] = Field([], description="Guests inside the hosts.")
 
 
-# ---------------------------------------------------------------------------------------- YAML
-_Positions = labyaml.Positions
-key_path = labyaml.key_path
 
-
-def _read_yaml(text: str) -> tuple[object, _Positions, list[t.Problem]]:
-    """Plain data plus the line of every key, bounded in time and memory (see `labyaml`)."""
-    return labyaml.read_yaml(text)
-
-
-# ---------------------------------------------------------------------------------------- schema errors
+# ---------------------------------------------------------------------------------------- errors
 def _model_at(loc: Loc) -> type[BaseModel] | None:
     """The schema model that describes the mapping at `loc` (for "did you mean")."""
     model: object = LabIn
@@ -194,7 +177,7 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _schema_problem(error: dict, positions: _Positions) -> t.Problem:
+def schema_problem(error: dict, positions: Positions) -> t.Problem:
     loc: Loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     line = positions.line(loc)
     kind = error["type"]
@@ -233,209 +216,3 @@ def _schema_problem(error: dict, positions: _Positions) -> t.Problem:
         return t.Problem("hosts", "a lab needs at least one host", "add a host under `hosts:`", line)
     shown = f" (got {got!r})" if isinstance(got, (str, int, float, bool)) else ""
     return t.Problem(key_path(loc), message + shown, "", line)
-
-
-# ---------------------------------------------------------------------------------------- resolve
-def _text(value: Scalar) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def expand_name(pattern: str) -> list[str] | str:
-    """`compute-[1-4]` → compute-1 … compute-4 (`[01-10]` keeps the width). A string is an error."""
-    ranges = RANGE.findall(pattern)
-    if not ranges:
-        return [pattern]
-    if len(ranges) > 1:
-        return "only one [first-last] range is allowed in a host name"
-    first, last = ranges[0]
-    start, end = int(first), int(last)
-    if end < start:
-        return f"range [{first}-{last}] counts down"
-    if end - start + 1 > MAX_RANGE:
-        return f"range [{first}-{last}] makes {end - start + 1} hosts (at most {MAX_RANGE})"
-    width = len(first) if first.startswith("0") else 0
-    return [RANGE.sub(str(n).zfill(width), pattern) for n in range(start, end + 1)]
-
-
-def _network(i: int, spec: NetworkIn, positions: _Positions, problems: list[t.Problem]) -> t.Network | None:
-    loc: Loc = ("networks", i, "subnet")
-    try:
-        subnet = ipaddress.IPv4Network(spec.subnet)
-    except ValueError as exc:
-        hint = "use the network address, e.g. 10.10.1.0/24" if "host bits" in str(exc) else \
-            "write an IPv4 subnet in CIDR form, e.g. 10.10.1.0/24"
-        problems.append(t.Problem(key_path(loc), f"{spec.subnet!r} is not an IPv4 subnet ({exc})", hint,
-                                  positions.line(loc)))
-        return None
-    dhcp = spec.dhcp if spec.dhcp is not None else spec.mode == "nat"
-    return t.Network(spec.name, subnet, spec.mode, dhcp, spec.mtu, key_path(("networks", i)),
-                     positions.line(("networks", i)), mtu_given="mtu" in spec.model_fields_set)
-
-
-def range_group(pattern: str) -> list[str]:
-    """The Ansible group of a range of hosts: `compute-[1-4]` → compute (none when that is no valid name)."""
-    from .labcheck import GROUP_NAME
-
-    if not RANGE.search(pattern):
-        return []
-    name = re.sub(r"[-_.]+", "_", RANGE.sub("", pattern)).strip("_").lower()
-    return [name] if GROUP_NAME.match(name) else []
-
-
-def _attachments(items: list[AttachmentIn], base: Loc, offset: int, positions: _Positions,
-                 problems: list[t.Problem]) -> tuple[t.Attachment, ...]:
-    out = []
-    for j, item in enumerate(items):
-        loc: Loc = (*base, j)
-        address = None
-        if item.ipv4 is not None:
-            try:
-                address = ipaddress.IPv4Address(item.ipv4)
-            except ValueError:
-                problems.append(t.Problem(key_path((*loc, "ipv4")), f"{item.ipv4!r} is not an IPv4 address",
-                                          "write a plain address such as 10.10.1.11 (the prefix comes from "
-                                          "the network's subnet)", positions.line((*loc, "ipv4"))))
-            else:
-                # a range of hosts counts up from the address given (checked against the subnet later)
-                address = address + offset if int(address) + offset <= 0xFFFFFFFF else None
-        out.append(t.Attachment(item.network, f"eth{j}", address, key_path(loc), positions.line(loc)))
-    return tuple(out)
-
-
-def _expanded(pattern: str, loc: Loc, example: str, positions: _Positions,
-              problems: list[t.Problem]) -> list[str] | None:
-    """The names a (range) name stands for, or None with a problem said."""
-    names = expand_name(pattern)
-    if isinstance(names, str):
-        problems.append(t.Problem(key_path(loc), names, f"write a range as [first-last], e.g. {example}",
-                                  positions.line(loc)))
-        return None
-    return names
-
-
-def _hosts(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> list[t.Host]:
-    defaults, hosts = lab.defaults, []
-    for i, spec in enumerate(lab.hosts):
-        names = _expanded(spec.name, ("hosts", i, "name"), "compute-[1-4]", positions, problems)
-        if names is None:
-            continue
-        from_host = spec.networks is not None
-        attach_items = spec.networks if from_host else (defaults.networks or [])
-        attach_base: Loc = ("hosts", i, "networks") if from_host else ("defaults", "networks")
-        limits = spec.limits or defaults.limits or LimitsIn()
-        config_from = {**{k: key_path(("defaults", "config", k)) for k in defaults.config or {}},
-                       **{k: key_path(("hosts", i, "config", k)) for k in spec.config or {}}}
-        groups = tuple(dict.fromkeys([*range_group(spec.name), *(defaults.groups or []), *(spec.groups or [])]))
-        placement_loc: Loc = ("hosts", i, "placement") if spec.placement else ("defaults", "placement")
-        for offset, name in enumerate(names):
-            attachments = _attachments(attach_items, attach_base, offset, positions,
-                                       problems if offset == 0 else [])
-            hosts.append(t.Host(
-                name=name, attachments=attachments,
-                cpu=limits.cpu, memory=limits.memory,
-                idmap=spec.idmap or defaults.idmap or "isolated",
-                config={k: _text(v) for k, v in {**(defaults.config or {}), **(spec.config or {})}.items()},
-                profiles=tuple(spec.profiles if spec.profiles is not None else (defaults.profiles or [])),
-                path=key_path(("hosts", i)), line=positions.line(("hosts", i)), config_from=config_from,
-                groups=groups, placement=spec.placement or defaults.placement or "spread",
-                placement_path=key_path(placement_loc),
-            ))
-    return hosts
-
-
-def _guests(lab: LabIn, positions: _Positions, problems: list[t.Problem]) -> list[t.Guest]:
-    guests = []
-    for i, spec in enumerate(lab.guests):
-        names = _expanded(spec.name, ("guests", i, "name"), "vm-[1-4]", positions, problems)
-        if names is None:
-            continue
-        memory = t.mebibytes(spec.memory)
-        if memory is None:
-            problems.append(t.Problem(key_path(("guests", i, "memory")), f"{spec.memory!r} is not a guest "
-                                      "memory size", "use a size such as 128MiB or 1GiB",
-                                      positions.line(("guests", i, "memory"))))
-            continue
-        disk_mib = t.mebibytes(spec.disk.size) if spec.disk.size else 0
-        if disk_mib is None:
-            problems.append(t.Problem(key_path(("guests", i, "disk", "size")), f"{spec.disk.size!r} is "
-                                      "not a disk size", "use a size such as 64MiB or 1GiB",
-                                      positions.line(("guests", i, "disk", "size"))))
-            continue
-        if spec.disk.file and "image" in spec.disk.model_fields_set:
-            problems.append(t.Problem(key_path(("guests", i, "disk")), "both `image` and `file`",
-                                      "a guest boots either lxdkvm's image or an imported file: keep one",
-                                      positions.line(("guests", i, "disk"))))
-            continue
-        user_data = spec.user_data
-        if isinstance(user_data, dict):  # a mapping is cloud-config
-            user_data = "#cloud-config\n" + yaml.safe_dump(user_data, sort_keys=False)
-        for offset, name in enumerate(names):
-            attachments = _attachments(spec.networks, ("guests", i, "networks"), offset, positions,
-                                       problems if offset == 0 else [])
-            guests.append(t.Guest(
-                name=name, host=spec.host,
-                attachments=attachments,
-                vcpus=spec.vcpus, memory_mib=memory, accel=spec.accel,
-                disk="file" if spec.disk.file else spec.disk.image, disk_file=spec.disk.file,
-                disk_mib=disk_mib, user_data=user_data, path=key_path(("guests", i)),
-                ready_console=spec.ready.console if spec.ready else None,
-                ready_timeout=spec.ready.timeout if spec.ready else None,
-                line=positions.line(("guests", i)),
-            ))
-    return guests
-
-
-def parse(text: str, source: str) -> tuple[t.Lab | None, list[t.Problem], _Positions]:
-    """The lab and the problems found on the way (schema and values). No I/O besides `text`."""
-    data, positions, problems = _read_yaml(text)
-    if problems:
-        return None, problems, positions
-    if not isinstance(data, dict):
-        return None, [t.Problem("(top level)", "a lab file is a mapping with name, networks and hosts",
-                                "see labs/default.yaml for an example", 1)], positions
-    try:
-        spec = LabIn.model_validate(data)
-    except ValidationError as exc:
-        return None, [_schema_problem(e, positions) for e in exc.errors()], positions
-    networks = [n for i, spec_n in enumerate(spec.networks) if (n := _network(i, spec_n, positions, problems))]
-    lab = t.Lab(
-        name=spec.name, source=source, image=spec.image, storage=spec.storage, networks=tuple(networks),
-        hosts=tuple(_hosts(spec, positions, problems)),
-        profiles=tuple(t.ExtraProfile(p.name, {k: _text(v) for k, v in p.config.items()},
-                                      {d: {k: _text(v) for k, v in dev.items()} for d, dev in p.devices.items()},
-                                      key_path(("profiles", i)), positions.line(("profiles", i)))
-                       for i, p in enumerate(spec.profiles)),
-        guests=tuple(_guests(spec, positions, problems)),
-        lines={key_path(loc): line for loc, line in positions.items()},
-    )
-    return lab, problems, positions
-
-
-DEFAULT_LAB = "default.yaml"
-
-
-def default_lab_path() -> Path:
-    return data_dir("labs") / DEFAULT_LAB
-
-
-def read(path: str | Path | None) -> tuple[str, str]:
-    """(text, source name) of a lab file; None means the embedded default lab. Whatever the path is (a
-    directory, a FIFO, /dev/zero, 50 MB, binary, not UTF-8), a problem is a LabInvalid."""
-    file = Path(path) if path else default_lab_path()
-    source = str(path or file)
-    try:
-        data = labyaml.read_bytes(file)
-    except t.LabInvalid as exc:
-        raise t.LabInvalid(source, exc.problems) from None
-    return labyaml.decode(data, source), source
-
-
-def name_of(text: str, source: str) -> tuple[str, int]:
-    """The lab's `name` and its line, read the same bounded way as `parse`; raises LabInvalid."""
-    data, positions, problems = _read_yaml(text)
-    if problems:
-        raise t.LabInvalid(source, problems)
-    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
-        raise t.LabInvalid(source, [t.Problem("name", "the lab file has no readable `name`",
-                                              "give the lab's name instead of its file", 1)])
-    return data["name"], positions.line(("name",))

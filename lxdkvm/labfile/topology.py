@@ -12,7 +12,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from .errors import LxdkvmError
+from ..errors import LxdkvmError
 
 DEFAULT_IMAGE = "lxdkvm/kvm-host"
 PROJECT_PREFIX = "lxdkvm-"
