@@ -23,9 +23,10 @@ from pathlib import Path
 
 from measure import anon_bytes, machine_lines
 
-from lxdkvm import bake, hostcaps, image, kvmhost, lxdsetup
+from lxdkvm import bake, image, kvmhost, lxdsetup
 from lxdkvm import profile as profile_mod
 from lxdkvm.lxd import Lxd
+from lxdkvm.machine import hostcaps
 
 READY = [stage for stage in kvmhost.STAGES if stage.name != "cloud-init finished"]
 OUT = Path(__file__).resolve().parent.parent / "docs" / "seed-benchmarks.md"

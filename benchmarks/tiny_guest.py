@@ -23,11 +23,12 @@ from pathlib import Path
 
 from measure import machine_lines
 
-from lxdkvm import bake, hostcaps, kvmhost, lxdsetup
+from lxdkvm import bake, kvmhost, lxdsetup
 from lxdkvm import profile as profile_mod
 from lxdkvm.guests import agent, runtime, tiny
 from lxdkvm.guests import domain as gd
 from lxdkvm.lxd import Lxd
+from lxdkvm.machine import hostcaps
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "guests-benchmarks.md"
 BRIDGE, NET = "br-bench", "192.168.79"

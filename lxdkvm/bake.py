@@ -10,10 +10,11 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import hostcaps, image, kvmhost
+from . import image, kvmhost
 from . import profile as profile_mod
 from .errors import LxdkvmError
 from .lxd import Lxd
+from .machine import hostcaps
 from .templating import data_dir
 
 BAKE_VERSION = "1"

@@ -93,10 +93,10 @@ def doctor(as_json: bool) -> None:
     """Check that this host can run a KVM lab, with evidence and fixes. Exit 1 if it cannot."""
     from rich.table import Table
 
-    from . import doctor as doctor_mod
-    from . import hostcaps
     from .lxd import probe_server
-    from .storage import btrfs_support
+    from .machine import doctor as doctor_mod
+    from .machine import hostcaps
+    from .machine.storage import btrfs_support
 
     checks = doctor_mod.diagnose(hostcaps.read_host(), kvmprobe.probe(), probe_server(), btrfs_support())
     ok = doctor_mod.verdict(checks)
@@ -151,7 +151,7 @@ def _profile_options(func):
 
 def _spec(for_host: bool, cpu: str, idmap: str, cloud_init_keys: str, kvm_gid: int,
           kvm_gid_from: str | None, install_packages: bool) -> profile_mod.ProfileSpec:
-    from . import hostcaps
+    from .machine import hostcaps
 
     if kvm_gid_from:
         kvm_gid = image_mod.kvm_gid(kvm_gid_from)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bake, hostcaps, image, labobjects, labstate, lxdsetup, provision, sshkeys, storage
+from . import bake, image, labobjects, labstate, lxdsetup, provision, sshkeys
 from . import profile as profile_mod
 from .errors import LxdkvmError
 from .guests import store
@@ -20,6 +20,7 @@ from .labfile import checks
 from .labfile import topology as t
 from .lock import LabLock
 from .lxd import LabLxd
+from .machine import hostcaps, storage
 from .plan import Observed, Plan, make_plan, teardown_plan
 
 Report = Callable[[str, str], None]  # (host or "lab", message)

@@ -14,8 +14,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from . import hostcaps, incussetup, lxd, storage
+from . import incussetup, lxd
 from .errors import LxdkvmError
+from .machine import hostcaps, storage
 
 # What a daemon's bridge needs (firewall, DHCP/DNS), and what image builds need.
 TOOLS = ["iptables", "dnsmasq-base", "debootstrap", "squashfs-tools", "btrfs-progs", "xz-utils", "qemu-utils"]

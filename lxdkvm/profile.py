@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 
 import yaml
 
-from . import hostcaps
 from .errors import LxdkvmError
+from .machine import hostcaps
 from .templating import render_template
 
 # Packages the cloud-init user-data installs; no recommends (qemu-system-x86 would pull a GUI).

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm import hostcaps
+from lxdkvm.machine import hostcaps
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOSTS = sorted(p.stem for p in (FIXTURES / "hosts").glob("*.json"))

@@ -9,11 +9,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .. import hostcaps, provision
+from .. import provision
 from ..errors import LxdkvmError
 from ..labfile import topology as t
 from ..labobjects import Desired
 from ..lxd import LabLxd
+from ..machine import hostcaps
 from ..plan import Observed, Plan
 from . import debian, kvmboot, runtime, spec, store, tiny
 

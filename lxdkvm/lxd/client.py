@@ -184,7 +184,7 @@ class Lxd:
     def idmapped_roots(self, pool: str) -> str:
         """"" when lxdkvm mounts new hosts' root filesystems on POOL idmapped itself, else why not. Only
         LXD on one machine: Incus does it by itself, and a cluster member's kernel is not this one's."""
-        from .. import idmapmount
+        from ..machine import idmapmount
 
         if self.daemon.kind != "lxd":
             return f"{self.daemon.name} mounts root filesystems idmapped by itself where it can"

@@ -6,9 +6,10 @@ import uuid
 
 import pytest
 
-from lxdkvm import hostcaps, image, kvmhost, lxdsetup
+from lxdkvm import image, kvmhost, lxdsetup
 from lxdkvm import profile as profile_mod
 from lxdkvm.lxd import Lxd
+from lxdkvm.machine import hostcaps
 
 pytestmark = pytest.mark.integration
 

@@ -3,8 +3,9 @@ each with its own identity."""
 
 import pytest
 
-from lxdkvm import bake, hostcaps, kvmhost, lxdsetup
+from lxdkvm import bake, kvmhost, lxdsetup
 from lxdkvm import profile as profile_mod
+from lxdkvm.machine import hostcaps
 
 pytestmark = pytest.mark.integration
 

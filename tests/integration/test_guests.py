@@ -163,9 +163,9 @@ def test_the_kvm_boot_probe_gives_its_verdict_with_evidence(lab_up):
     """`accel: auto` asks whether a guest kernel boots under KVM before choosing it. On a machine without
     vmx/svm the answer needs no boot; on this machine kind (paravirtual KVM) a real probe boot hangs,
     which is exactly why the probe exists. Either way the verdict is consistent with this machine."""
-    from lxdkvm import hostcaps
     from lxdkvm.guests import kvmboot, tiny
     from lxdkvm.lxd import LabLxd
+    from lxdkvm.machine import hostcaps
 
     verdict = kvmboot.probe(LabLxd(PROJECT).scoped, "node-3", tiny.build(), timeout=15)
     print(verdict, flush=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm import hostcaps
 from lxdkvm.labfile import confine
+from lxdkvm.machine import hostcaps
 
 from .test_labs import lxd_snapshot, lxdkvm
 

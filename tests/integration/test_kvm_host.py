@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm import hostcaps, image, profile
+from lxdkvm import image, profile
 from lxdkvm.errors import LxdkvmError
 from lxdkvm.guests import domain
 from lxdkvm.guests import initramfs as guest
 from lxdkvm.kvmhost import probe_command
+from lxdkvm.machine import hostcaps
 
 from .guest_artifacts import guest_files
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm import hostcaps
 from lxdkvm import lab as lab_mod
 from lxdkvm.labfile.topology import LabInvalid
 from lxdkvm.lock import LabLock
+from lxdkvm.machine import hostcaps
 
 pytestmark = pytest.mark.integration
 LABS = Path(__file__).parent.parent / "labs"

@@ -4,9 +4,10 @@ import ipaddress
 
 import pytest
 
-from lxdkvm import hostcaps, incussetup, lxdsetup
+from lxdkvm import incussetup, lxdsetup
 from lxdkvm.errors import LxdkvmError
 from lxdkvm.lxd import daemon
+from lxdkvm.machine import hostcaps
 
 
 @pytest.fixture

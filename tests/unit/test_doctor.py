@@ -2,11 +2,11 @@
 
 from dataclasses import replace
 
-from lxdkvm import doctor
-from lxdkvm.hostcaps import DeviceFacts
 from lxdkvm.kvmprobe import ProbeResult
 from lxdkvm.lxd import ServerFacts
-from lxdkvm.storage import BtrfsSupport
+from lxdkvm.machine import doctor
+from lxdkvm.machine.hostcaps import DeviceFacts
+from lxdkvm.machine.storage import BtrfsSupport
 
 from ..conftest import load_host
 

@@ -4,7 +4,7 @@ import gzip
 
 import pytest
 
-from lxdkvm import hostcaps
+from lxdkvm.machine import hostcaps
 
 from ..conftest import load_host
 

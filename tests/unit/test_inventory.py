@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lxdkvm import hostcaps, inventory, sshkeys
+from lxdkvm import inventory, sshkeys
 from lxdkvm import profile as profile_mod
 from lxdkvm.errors import LxdkvmError
 from lxdkvm.labfile import checks, read
+from lxdkvm.machine import hostcaps
 
 ACCESS = inventory.Access("lab", Path("/state/labs/my-lab/id_ed25519"), Path("/state/labs/my-lab/known_hosts"))
 STATUS = {  # as lab.status returns it

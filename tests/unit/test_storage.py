@@ -1,6 +1,6 @@
 """Which pool lab hosts go on."""
 
-from lxdkvm import storage
+from lxdkvm.machine import storage
 
 OK = storage.BtrfsSupport(True, "available")
 NO = storage.BtrfsSupport(False, "mkfs.btrfs is missing")
