@@ -83,7 +83,7 @@ def bench_labs(c):
 @task
 def render_profiles(c):
     """Rewrite the ready-to-paste profiles in profiles/ from the templates."""
-    from lxdkvm import profile
+    from lxdkvm.hosts import profile
 
     for name, text in profile.committed_profiles().items():
         Path("profiles", name).write_text(text)

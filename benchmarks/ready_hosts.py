@@ -23,12 +23,15 @@ from pathlib import Path
 
 from measure import anon_bytes, machine_lines
 
-from lxdkvm import bake, image, kvmhost, lxdsetup
-from lxdkvm import profile as profile_mod
+from lxdkvm import lxdsetup
+from lxdkvm.hosts import profile as profile_mod
+from lxdkvm.hosts import readiness
+from lxdkvm.images import bake
+from lxdkvm.images import base as image
 from lxdkvm.lxd import Lxd
 from lxdkvm.machine import hostcaps
 
-READY = [stage for stage in kvmhost.STAGES if stage.name != "cloud-init finished"]
+READY = [stage for stage in readiness.STAGES if stage.name != "cloud-init finished"]
 OUT = Path(__file__).resolve().parent.parent / "docs" / "seed-benchmarks.md"
 
 
@@ -37,7 +40,7 @@ def run_scenario(label: str, hosts: int, image_alias: str, profile: str, pool: s
     print(f"({label}) {hosts} hosts from {image_alias} on pool {pool} ...", flush=True)
     start = time.monotonic()
     try:
-        kvmhost.launch_many(names, image_alias, ["default", profile], pool=pool, stages=READY, poll=0.2,
+        readiness.launch_many(names, image_alias, ["default", profile], pool=pool, stages=READY, poll=0.2,
                             report=lambda host, stage: print(f"    {time.monotonic() - start:6.1f}s {host}: {stage}",
                                                              flush=True))
         seconds = time.monotonic() - start

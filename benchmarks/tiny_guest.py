@@ -23,10 +23,12 @@ from pathlib import Path
 
 from measure import machine_lines
 
-from lxdkvm import bake, kvmhost, lxdsetup
-from lxdkvm import profile as profile_mod
+from lxdkvm import lxdsetup
 from lxdkvm.guests import agent, runtime, tiny
 from lxdkvm.guests import domain as gd
+from lxdkvm.hosts import profile as profile_mod
+from lxdkvm.hosts import readiness
+from lxdkvm.images import bake
 from lxdkvm.lxd import Lxd
 from lxdkvm.machine import hostcaps
 
@@ -115,7 +117,7 @@ def main() -> None:
     rows: list[tuple[int, list[float], float]] = []
     try:
         pool = lxdsetup.ensure_hosts_pool(lxd)
-        kvmhost.launch(lxd, host, bake.DEFAULT_ALIAS, ["default", host], pool=pool.name)
+        readiness.launch(lxd, host, bake.DEFAULT_ALIAS, ["default", host], pool=pool.name)
         key = prepare(lxd, host)
         baseline_times = []
         for _ in range(args.runs):

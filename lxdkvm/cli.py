@@ -15,12 +15,12 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from . import image as image_mod
 from . import kvmprobe
-from . import profile as profile_mod
 from .clustercli import register as register_cluster_commands
 from .errors import LxdkvmError
 from .guestcli import register as register_guest_commands
+from .hosts import profile as profile_mod
+from .images import base as image_mod
 from .labcli import register as register_lab_commands
 from .labfile.topology import LabInvalid
 from .outputcli import register as register_output_commands
@@ -224,7 +224,7 @@ def image_build(release, alias, mirror, force) -> None:
 @click.option("--force", is_flag=True, help="Bake again even if a matching image exists.")
 def image_bake(from_alias, alias, force) -> None:
     """Bake a KVM-host image: libvirt and QEMU installed, configured, verified, cleaned for reuse."""
-    from . import bake
+    from .images import bake
 
     with _errors():
         result = bake.bake(from_alias, alias, force, _progress)
@@ -252,12 +252,13 @@ def setup() -> None:
 @click.option("--pool", help="Storage pool for the hosts [default: the copy-on-write pool lxdkvm chooses].")
 def launch(names, image_alias, profiles, pool) -> None:
     """Launch KVM host containers in parallel and wait until each is ready."""
-    from . import kvmhost, lxdsetup
+    from . import lxdsetup
+    from .hosts import readiness
     from .lxd import Lxd
 
     with _errors():
         pool = pool or lxdsetup.ensure_hosts_pool(Lxd(), _progress).name
-        results = kvmhost.launch_many(list(names), image_alias, list(profiles), pool=pool,
+        results = readiness.launch_many(list(names), image_alias, list(profiles), pool=pool,
                                       report=lambda host, msg: _progress(f"{host}: {msg}"))
     for name, took in results.items():
         out.print(f"{name} ready: " + ", ".join(f"{stage} {secs}s" for stage, secs in took.items()))

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bake, image, labobjects, labstate, lxdsetup, provision, sshkeys
-from . import profile as profile_mod
+from . import labobjects, labstate, lxdsetup, provision, sshkeys
 from .errors import LxdkvmError
 from .guests import store
+from .hosts import profile as profile_mod
+from .images import bake, base
 from .labfile import checks
 from .labfile import topology as t
 from .lock import LabLock
@@ -136,7 +137,7 @@ def prepare(lab: t.Lab, say: Callable[[str], None]) -> Prepared:
     elif lab.image == t.DEFAULT_IMAGE:  # lxdkvm's own image: (re)built and (re)baked when its inputs change
         if found is None:
             say(f"image {lab.image} is missing: building the base image and baking it (a few minutes, once)")
-        image.build(report=say)
+        base.build(report=say)
         baked = bake.bake(report=say)
         if baked.action != "up to date":
             say(f"image {lab.image}: {baked.action} ({baked.fingerprint[:12]})")

@@ -16,7 +16,7 @@ import click
 from rich.live import Live
 from rich.table import Table
 
-from .kvmhost import WAITING
+from .hosts.readiness import WAITING
 from .labfile import topology as t
 
 if TYPE_CHECKING:

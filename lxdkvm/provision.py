@@ -14,8 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import kvmhost
 from .errors import LxdkvmError
+from .hosts import readiness
 from .labfile import topology as t
 from .labobjects import READY, Desired
 from .lxd import LabLxd
@@ -37,7 +37,7 @@ class Applied:
     seconds: float = 0.0
 
 
-def address_stage(lab: t.Lab, host: t.Host) -> kvmhost.Stage:
+def address_stage(lab: t.Lab, host: t.Host) -> readiness.Stage:
     """The last readiness stage: each NIC has the address the lab file declares (a static one, or a
     DHCP lease inside the network's subnet)."""
     wanted = [(a.bridge, lab.network(a.network), a.ipv4) for a in host.attachments]
@@ -57,12 +57,12 @@ def address_stage(lab: t.Lab, host: t.Host) -> kvmhost.Stage:
                 missing.append(f"{device} has no DHCP lease in {net.subnet} yet")
         return "; ".join(missing)
 
-    return kvmhost.Stage("addresses as declared", ["ip", "-4", "-o", "addr", "show"], 120,
+    return readiness.Stage("addresses as declared", ["ip", "-4", "-o", "addr", "show"], 120,
                          ("ip", "addr", "show"), check=check)
 
 
-def host_stages(lab: t.Lab, host: t.Host) -> list[kvmhost.Stage]:
-    return [*kvmhost.STAGES, address_stage(lab, host)]
+def host_stages(lab: t.Lab, host: t.Host) -> list[readiness.Stage]:
+    return [*readiness.STAGES, address_stage(lab, host)]
 
 
 def _make(want: Desired, name: str, verbs: set[str], report: Report, idmapped_root: bool,
@@ -96,7 +96,7 @@ def _bring_up(lab: t.Lab, want: Desired, name: str, verbs: set[str], report: Rep
         conn.start_instance(name)
     report(name, "running")
     host = next(h for h in lab.hosts if h.name == name)
-    took = kvmhost.wait_ready(conn.scoped, name, report, host_stages(lab, host), poll=poll, cancel=cancel)
+    took = readiness.wait_ready(conn.scoped, name, report, host_stages(lab, host), poll=poll, cancel=cancel)
     conn.set_instance_key(name, READY, "true")
     return took
 
@@ -195,8 +195,8 @@ def _run_pool(jobs: dict[str, Callable[[threading.Event], object]], workers: int
 
 
 def _failure(errors: dict[str, BaseException]) -> UpFailed:
-    first = [e for e in errors.values() if not isinstance(e, kvmhost.Cancelled)]
-    lines = [str(e) for e in first] + [str(e) for e in errors.values() if isinstance(e, kvmhost.Cancelled)]
+    first = [e for e in errors.values() if not isinstance(e, readiness.Cancelled)]
+    lines = [str(e) for e in first] + [str(e) for e in errors.values() if isinstance(e, readiness.Cancelled)]
     return UpFailed("\n".join(lines) + "\nrun `lxdkvm up` again to repair, or `lxdkvm down` to remove the lab")
 
 

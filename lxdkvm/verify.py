@@ -15,8 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from . import kvmhost
 from .guests import agent, ops
+from .hosts import readiness
 from .labfile import topology as t
 from .lxd import LabLxd, Lxd
 
@@ -51,9 +51,9 @@ def host_checks(client: Lxd, host: str) -> list[Check]:
     out.append(Check(scope, "unprivileged", PASS if unprivileged else FAIL, f"uid_map: {' '.join(fields[:3])}"))
     _, kvm = _sh(client, host, "stat -c '%U:%G %a' /dev/kvm")
     out.append(Check(scope, "/dev/kvm root:kvm 0660", PASS if kvm == "root:kvm 660" else FAIL, kvm))
-    code, probe = _run(client, host, kvmhost.probe_command(kvmhost.QEMU_USER))
-    out.append(Check(scope, f"KVM probe as {kvmhost.QEMU_USER}", PASS if code == 0 else FAIL, probe))
-    code, refused = _run(client, host, kvmhost.probe_command("nobody"))
+    code, probe = _run(client, host, readiness.probe_command(readiness.QEMU_USER))
+    out.append(Check(scope, f"KVM probe as {readiness.QEMU_USER}", PASS if code == 0 else FAIL, probe))
+    code, refused = _run(client, host, readiness.probe_command("nobody"))
     ok = code != 0 and "EACCES" in refused
     out.append(Check(scope, "KVM refused for nobody", PASS if ok else FAIL, refused.splitlines()[-1:][0]
                      if refused else f"exit {code}"))

@@ -20,8 +20,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import image
 from ..errors import LxdkvmError
+from ..images import base
 from ..templating import data_dir, render_template
 from . import cache, debs, tiny
 from .initramfs import newc_archive
@@ -64,7 +64,7 @@ def build_key(base_key: str, tiny_key: str, packages: tuple[str, ...] = ()) -> s
 
 
 def cache_dir(key: str) -> Path:
-    return image.cache_root() / "guests" / f"debian-{key}"
+    return base.cache_root() / "guests" / f"debian-{key}"
 
 
 def _disk(folder: Path, key: str) -> DebianDisk:
@@ -73,12 +73,12 @@ def _disk(folder: Path, key: str) -> DebianDisk:
 
 def base_rootfs(report: Report) -> tuple[str, Path]:
     """The base image's key and its cached rootfs tarball; the image is built (once) when it is missing."""
-    key = image.Recipe().key()
-    cached = image.cache_root() / "images" / key
+    key = base.Recipe().key()
+    cached = base.cache_root() / "images" / key
     if not (cached / "complete").exists():
         report(f"base image {key} is not cached: building it")
-        key = image.build(report=report).key
-        cached = image.cache_root() / "images" / key
+        key = base.build(report=report).key
+        cached = base.cache_root() / "images" / key
     tarball = cached / "rootfs.tar.gz"
     if not tarball.is_file():
         raise LxdkvmError(f"the base image's rootfs is not cached ({tarball}): run `lxdkvm image build --force`")
@@ -184,7 +184,7 @@ def _extract_kernel(work: Path) -> Path:
 
 
 def _debs_dir() -> Path:
-    return image.cache_root() / "guests" / "debs"
+    return base.cache_root() / "guests" / "debs"
 
 
 def _chroot(rootfs: Path, *command: str) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LxdkvmError
-from ..image import cache_root
+from ..images.base import cache_root
 from ..templating import data_dir, render_template
 from . import cache, debs, modinfo
 from .initramfs import newc_archive

@@ -6,8 +6,10 @@ import uuid
 
 import pytest
 
-from lxdkvm import image, kvmhost, lxdsetup
-from lxdkvm import profile as profile_mod
+from lxdkvm import lxdsetup
+from lxdkvm.hosts import profile as profile_mod
+from lxdkvm.hosts import readiness
+from lxdkvm.images import base as image
 from lxdkvm.lxd import Lxd
 from lxdkvm.machine import hostcaps
 
@@ -43,7 +45,7 @@ def kvm_host(lxd, base_image, unique):
     spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=kvm_gid)
     lxd.apply_profile(name, profile_mod.parse(profile_mod.render(spec)))
     try:
-        took = kvmhost.launch(lxd, name, base_image.alias, ["default", name],
+        took = readiness.launch(lxd, name, base_image.alias, ["default", name],
                               report=lambda host, msg: _log(f"{host}: {msg}"))
         _log(f"{name} ready: {took}")
         yield {"name": name, "kvm_gid": kvm_gid, "ready": took}
@@ -56,7 +58,7 @@ def kvm_host(lxd, base_image, unique):
 def baked_host(lxd: Lxd, name: str):
     """A KVM host container from the baked image (baked when missing) with its own for-host profile, on
     the hosts' pool; deleted with its profile afterwards, also on failure."""
-    from lxdkvm import bake
+    from lxdkvm.images import bake
 
     image = lxd.image_by_alias(bake.DEFAULT_ALIAS) or bake.bake().__dict__
     spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=int(image["properties"]["lxdkvm.kvm_gid"]),
@@ -64,7 +66,7 @@ def baked_host(lxd: Lxd, name: str):
     lxd.apply_profile(name, profile_mod.parse(profile_mod.render(spec)))
     try:
         pool = lxdsetup.ensure_hosts_pool(lxd)
-        kvmhost.launch(lxd, name, bake.DEFAULT_ALIAS, ["default", name], pool=pool.name)
+        readiness.launch(lxd, name, bake.DEFAULT_ALIAS, ["default", name], pool=pool.name)
         yield name
     finally:
         lxd.delete_instance(name)

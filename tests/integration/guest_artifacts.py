@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from lxdkvm.guests import debs, tiny
-from lxdkvm.image import cache_root
+from lxdkvm.images.base import cache_root
 
 
 def guest_files() -> tuple[Path, Path]:

@@ -66,7 +66,7 @@ def plain(value):
 @pytest.fixture(scope="module")
 def lab(lxd, tmp_path_factory):
     """The lab, up, with its state in a temporary directory; down (and LXD as before) afterwards."""
-    from lxdkvm import bake
+    from lxdkvm.images import bake
 
     bake.bake(report=lambda msg: print(f"[bake] {msg}", flush=True))
     state = tmp_path_factory.mktemp("state")

@@ -3,8 +3,10 @@ each with its own identity."""
 
 import pytest
 
-from lxdkvm import bake, kvmhost, lxdsetup
-from lxdkvm import profile as profile_mod
+from lxdkvm import lxdsetup
+from lxdkvm.hosts import profile as profile_mod
+from lxdkvm.hosts import readiness
+from lxdkvm.images import bake
 from lxdkvm.machine import hostcaps
 
 pytestmark = pytest.mark.integration
@@ -24,7 +26,7 @@ def two_hosts(lxd, baked, unique):
     lxd.apply_profile(profile, profile_mod.parse(profile_mod.render(spec)))
     pool = lxdsetup.ensure_hosts_pool(lxd)
     try:
-        kvmhost.launch_many(names, baked.alias, ["default", profile], pool=pool.name)
+        readiness.launch_many(names, baked.alias, ["default", profile], pool=pool.name)
         yield names
     finally:
         for name in names:
@@ -59,7 +61,7 @@ def test_hosts_run_cloud_init_per_instance_but_install_nothing(lxd, two_hosts):
         assert out(lxd, name, "cloud-init", "query", "v1.instance_id") == name
         assert out(lxd, name, "cat", "/var/log/dpkg.log") == ""  # truncated by the bake, nothing since
         assert out(lxd, name, "systemctl", "is-active", "libvirtd.service") == "active"
-        probe = out(lxd, name, *kvmhost.probe_command(kvmhost.QEMU_USER))
+        probe = out(lxd, name, *readiness.probe_command(readiness.QEMU_USER))
         assert probe.startswith("kvm-probe: OK")
 
 

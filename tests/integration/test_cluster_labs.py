@@ -95,7 +95,7 @@ def timed(label: str, took: dict, *args: str, **kwargs) -> subprocess.CompletedP
 def cluster(lxd, base_image):
     if os.geteuid() != 0:
         pytest.fail("the sandbox cluster needs root")
-    from lxdkvm import bake
+    from lxdkvm.images import bake
 
     bake.bake()  # the machine's LXD has the baked image (instant when it is up to date): the sandbox copies it
     sandbox.down()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm import image
+from lxdkvm.images import base
 
 from .test_labs import lxd_snapshot
 
@@ -59,7 +59,7 @@ def tracked_files() -> bytes:
 @pytest.fixture
 def fresh(lxd, base_image, tmp_path_factory):
     where = tmp_path_factory.mktemp("fresh-machine")
-    cached = image.cache_root() / "images" / base_image.key
+    cached = base.cache_root() / "images" / base_image.key
     assert (cached / "complete").exists(), "the base image's tarballs are not cached"
     up = sandbox("up", str(where), str(cached / "rootfs.tar.gz"), management_bridge(), timeout=300)
     try:

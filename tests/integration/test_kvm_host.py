@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm import image, profile
 from lxdkvm.errors import LxdkvmError
 from lxdkvm.guests import domain
 from lxdkvm.guests import initramfs as guest
-from lxdkvm.kvmhost import probe_command
+from lxdkvm.hosts import profile
+from lxdkvm.hosts.readiness import probe_command
+from lxdkvm.images import base
 from lxdkvm.machine import hostcaps
 
 from .guest_artifacts import guest_files
@@ -116,19 +117,19 @@ def test_libvirt_boots_a_tcg_guest_whose_serial_console_shows_our_marker(lxd, kv
 
 
 def test_second_image_build_is_instant_from_lxd(lxd, base_image):
-    again = image.build()
+    again = base.build()
     assert again.action == "up to date" and again.fingerprint == base_image.fingerprint
-    props = lxd.image_by_alias(image.DEFAULT_ALIAS)["properties"]
+    props = lxd.image_by_alias(base.DEFAULT_ALIAS)["properties"]
     assert props["os"] == "debian" and props["release"] == "bookworm" and props["build_date"]
-    assert props["lxdkvm.key"] == image.Recipe().key()
+    assert props["lxdkvm.key"] == base.Recipe().key()
 
 
 def test_unreachable_archive_is_a_clear_error_and_imports_nothing(lxd, base_image):
     alias = f"lxdkvm-it/bad-{uuid.uuid4().hex[:6]}"
-    recipe = image.Recipe(mirror="http://127.0.0.1:9/debian")
+    recipe = base.Recipe(mirror="http://127.0.0.1:9/debian")
     before = {i.fingerprint for i in lxd.client.images.all()}
     with pytest.raises(LxdkvmError, match="archive is unreachable: http://127.0.0.1:9/debian"):
-        image.build(recipe, alias=alias, force=True)
+        base.build(recipe, alias=alias, force=True)
     assert lxd.image_by_alias(alias) is None
     assert {i.fingerprint for i in lxd.client.images.all()} == before
 

@@ -76,7 +76,7 @@ def teardown():
 
 @pytest.fixture(scope="module")
 def ready_image(lxd, base_image):
-    from lxdkvm import bake
+    from lxdkvm.images import bake
     return bake.bake(report=lambda msg: print(f"[bake] {msg}", flush=True))
 
 

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from lxdkvm import image
+from lxdkvm.images import base
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,7 @@ def test_image_build_of_an_image_lxd_has_adds_the_alias(lxd, base_image, unique)
         proc = lxdkvm("image", "build", "--alias", other)
         assert proc.returncode == 0, proc.stderr
         assert f"image {other}: alias added (fingerprint {base_image.fingerprint[:12]}" in proc.stdout
-        assert alias_targets(image.DEFAULT_ALIAS, other) == {image.DEFAULT_ALIAS: base_image.fingerprint,
+        assert alias_targets(base.DEFAULT_ALIAS, other) == {base.DEFAULT_ALIAS: base_image.fingerprint,
                                                              other: base_image.fingerprint}
         assert lxd_state(lxd)["images"] == before["images"]  # nothing was imported
         again = lxdkvm("image", "build", "--alias", other)

@@ -44,7 +44,7 @@ def before(lxd):
 
 @pytest.fixture(scope="module")
 def ready_image(lxd):
-    from lxdkvm import bake
+    from lxdkvm.images import bake
     return bake.bake(report=lambda msg: print(f"[bake] {msg}", flush=True))
 
 

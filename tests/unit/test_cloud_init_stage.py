@@ -3,9 +3,9 @@ files `cloud-init status` reads), so it must reach the same verdict: done, still
 
 import json
 
-from lxdkvm import kvmhost
+from lxdkvm.hosts import readiness
 
-STAGE = next(s for s in kvmhost.STAGES if s.name == "cloud-init finished")
+STAGE = next(s for s in readiness.STAGES if s.name == "cloud-init finished")
 
 
 def stage(start, finished, errors=()):
@@ -15,7 +15,7 @@ def stage(start, finished, errors=()):
 def output(stages, result=None, current=None):
     status = {"v1": {"datasource": "DataSourceNoCloud [seed=/var/lib/cloud/seed/nocloud-net][dsmode=local]",
                      "stage": current, **stages}}
-    text = json.dumps(status, indent=1) + "\n" + kvmhost.RESULT_SEPARATOR + "\n"
+    text = json.dumps(status, indent=1) + "\n" + readiness.RESULT_SEPARATOR + "\n"
     return text + (json.dumps({"v1": {"datasource": "x", "errors": result}}) if result is not None else "")
 
 

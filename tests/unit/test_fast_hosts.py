@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from lxdkvm import kvmhost, plan, provision
+from lxdkvm import plan, provision
+from lxdkvm.hosts import readiness
 from lxdkvm.lxd import IDMAPPED_ROOT
 from lxdkvm.machine import hostcaps, idmapmount
 from tests.unit.test_labs import DEFAULT, desired, observed_from
@@ -61,19 +62,19 @@ def test_hosts_are_made_without_nics_only_when_no_profile_has_one():
 
 
 def test_stages_read_from_one_exec():
-    mark = kvmhost.BATCH_MARK
+    mark = readiness.BATCH_MARK
     stdout = (f"{mark} 0 100.0\n\n{mark} 0 100.04\n{{\"v1\": {{}}}}\n--- result.json ---\n{{}}\n\n"
               f"{mark} 0 101.3\nactive\n\n{mark} 3 101.5\n")
-    assert kvmhost.batch_results(stdout) == [(0, "", 0.0), (0, '{"v1": {}}\n--- result.json ---\n{}', 1.3),
+    assert readiness.batch_results(stdout) == [(0, "", 0.0), (0, '{"v1": {}}\n--- result.json ---\n{}', 1.3),
                                              (3, "active", 0.2)]
     cut_off = f"{mark} 0 100.0\n\n{mark} 0 100.1\nwaiting for cloud-init"
-    assert kvmhost.batch_results(cut_off) == [(0, "", 0.1)]
-    assert kvmhost.batch_results("") == []
+    assert readiness.batch_results(cut_off) == [(0, "", 0.1)]
+    assert readiness.batch_results("") == []
 
 
 def test_the_kvm_probe_stage_needs_no_file_in_the_host():
-    probe = next(s for s in kvmhost.STAGES if s.name.startswith("kvm probe"))
-    assert probe.command[:5] == ["runuser", "-u", kvmhost.QEMU_USER, "--", "python3"]
+    probe = next(s for s in readiness.STAGES if s.name.startswith("kvm probe"))
+    assert probe.command[:5] == ["runuser", "-u", readiness.QEMU_USER, "--", "python3"]
     assert probe.command[5] == "-c" and "KVM_EXIT_HLT" in probe.command[6]
 
 

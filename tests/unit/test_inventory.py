@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from lxdkvm import inventory, sshkeys
-from lxdkvm import profile as profile_mod
 from lxdkvm.errors import LxdkvmError
+from lxdkvm.hosts import profile as profile_mod
 from lxdkvm.labfile import checks, read
 from lxdkvm.machine import hostcaps
 

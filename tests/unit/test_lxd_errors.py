@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from pylxd.exceptions import LXDAPIException
 
-from lxdkvm import image, lxd
+from lxdkvm import lxd
 from lxdkvm.errors import LxdRefused
+from lxdkvm.images import base
 
 ANSWERS = json.loads((Path(__file__).parents[1] / "fixtures" / "lxd-answers.json").read_text())
 
@@ -115,7 +116,7 @@ class KnownImageLxd:
 def test_build_of_an_image_lxd_has_under_another_alias_adds_the_alias(monkeypatch):
     monkeypatch.setattr(lxd, "Lxd", KnownImageLxd)
     said = []
-    result = image.build(alias="other", report=said.append)
+    result = base.build(alias="other", report=said.append)
     assert (result.action, result.fingerprint) == ("alias added", "f" * 64)
     assert POINTED == [("other", "f" * 64)]
     assert said == ["LXD has this image as lxdkvm/base: adding other"]

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lxdkvm import profile
 from lxdkvm.errors import LxdkvmError
+from lxdkvm.hosts import profile
 from lxdkvm.templating import data_dir
 
 from ..conftest import HOSTS, load_host

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 
 import yaml
 
-from .errors import LxdkvmError
-from .machine import hostcaps
-from .templating import render_template
+from ..errors import LxdkvmError
+from ..machine import hostcaps
+from ..templating import render_template
 
 # Packages the cloud-init user-data installs; no recommends (qemu-system-x86 would pull a GUI).
 PACKAGES = ["libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils",

@@ -10,12 +10,13 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import image, kvmhost
-from . import profile as profile_mod
-from .errors import LxdkvmError
-from .lxd import Lxd
-from .machine import hostcaps
-from .templating import data_dir
+from ..errors import LxdkvmError
+from ..hosts import profile as profile_mod
+from ..hosts import readiness
+from ..lxd import Lxd
+from ..machine import hostcaps
+from ..templating import data_dir
+from . import base as image
 
 BAKE_VERSION = "1"
 DEFAULT_ALIAS = "lxdkvm/kvm-host"
@@ -61,7 +62,7 @@ def bake(from_alias: str = image.DEFAULT_ALIAS, alias: str = DEFAULT_ALIAS, forc
     spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=kvm_gid)
     try:
         client.apply_profile(name, profile_mod.parse(profile_mod.render(spec)))
-        kvmhost.launch(client, name, from_alias, ["default", name],
+        readiness.launch(client, name, from_alias, ["default", name],
                        report=lambda _host, stage: report(f"bake container: {stage}"))
         versions = client.execute(name, ["dpkg-query", "-W", "-f", "${Package}=${Version} ", *CONTENTS])
         client.push(name, CLOUD_INIT_BOOT, (data_dir("images") / "cloud-init-boot.py").read_bytes(), mode="0755")

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import kvmprobe
-from .errors import LxdkvmError
+from .. import kvmprobe
+from ..errors import LxdkvmError
 
 if TYPE_CHECKING:
-    from .lxd import Lxd
+    from ..lxd import Lxd
 
 QEMU_USER = "libvirt-qemu"
 
@@ -249,7 +249,7 @@ def launch_many(names: list[str], image: str, profiles: list[str], report: Repor
                 poll: float = 1.0) -> dict[str, dict[str, float]]:
     """Launch several hosts on a bounded pool (one LXD connection each); the first failure is raised
     after the others finish, so no host is left half-way without being reported."""
-    from .lxd import Lxd  # here: the lab commands import this module for its stage names only
+    from ..lxd import Lxd  # here: the lab commands import this module for its stage names only
 
     def one(name: str) -> dict[str, float]:
         return launch(Lxd(), name, image, profiles, report, pool=pool, stages=stages, poll=poll)

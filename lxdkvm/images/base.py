@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import LxdkvmError
-from .templating import data_dir, render_template
+from ..errors import LxdkvmError
+from ..templating import data_dir, render_template
 
 # Bump when the build steps below change in a way the key would not otherwise see.
 BUILD_VERSION = "1"
@@ -190,7 +190,7 @@ def _pack(rootfs: Path, out: Path, metadata_text: str, report: Report) -> None:
 
 def build(recipe: Recipe = Recipe(), alias: str = DEFAULT_ALIAS, force: bool = False,
           report: Report = lambda _msg: None) -> BuildResult:
-    from .lxd import Lxd
+    from ..lxd import Lxd
 
     client = Lxd()  # LXD down is reported before any work
     key = recipe.key()
@@ -234,7 +234,7 @@ def build(recipe: Recipe = Recipe(), alias: str = DEFAULT_ALIAS, force: bool = F
 
 def kvm_gid(alias: str) -> int:
     """The kvm group's GID inside an lxdkvm image (recorded when the image was built)."""
-    from .lxd import Lxd
+    from ..lxd import Lxd
 
     found = Lxd().image_by_alias(alias)
     if not found:
