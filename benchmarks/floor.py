@@ -30,9 +30,9 @@ from pathlib import Path
 from lab_up import LAB
 from measure import cpu_seconds, daemon_seconds, machine_busy_seconds, machine_lines
 
-from lxdkvm import lab as lab_mod
 from lxdkvm import lxdsetup
 from lxdkvm.images import bake
+from lxdkvm.lab import pipeline as lab_mod
 from lxdkvm.labfile import topology as t
 from lxdkvm.lxd import Lxd
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from measure import anon_bytes, machine_lines
 
-from lxdkvm import lab as lab_mod
 from lxdkvm import lxdsetup
+from lxdkvm.lab import pipeline as lab_mod
 from lxdkvm.lxd import Lxd
 
 SETTLE = 5  # seconds

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from measure import machine_lines
 
-from lxdkvm import lab as lab_mod
+from lxdkvm.lab import pipeline as lab_mod
 from lxdkvm.lxd import Lxd
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "migration-benchmarks.md"

@@ -23,8 +23,8 @@ def register(main: click.Group, out, err, errors) -> None:
         across hosts)."""
         from rich.table import Table
 
-        from . import lab as lab_mod
-        from .verify import summary
+        from .lab import pipeline as lab_mod
+        from .lab.verify import summary
 
         with errors():
             the_lab, checks = lab_mod.verify(lab, lambda message: err.print(f"[dim]· {message}[/]"))
@@ -49,7 +49,7 @@ def register(main: click.Group, out, err, errors) -> None:
     def console(lab, guest) -> None:
         """Attach to a guest's serial console (virsh console in its host; Ctrl-] leaves). Everything the
         console shows is also kept in the host's /var/log/libvirt/qemu/GUEST-serial.log."""
-        from . import lab as lab_mod
+        from .lab import pipeline as lab_mod
         from .lxd import exec_interactive
 
         with errors():
@@ -65,7 +65,7 @@ def register(main: click.Group, out, err, errors) -> None:
     def guest_exec(lab, guest, command, timeout) -> None:
         """Run COMMAND in a guest (through the tiny guest's agent on its second serial port) and print its
         output; the exit status is the command's."""
-        from . import lab as lab_mod
+        from .lab import pipeline as lab_mod
 
         command = list(command[1:] if command[:1] == ("--",) else command)
         with errors():
@@ -85,7 +85,7 @@ def register(main: click.Group, out, err, errors) -> None:
         """Move a running guest to another host of the lab with libvirt over an isolated lab network (its
         disk copied when it has one), then check it kept running: same boot id, same address answering.
         Reports the migration time and downtime (libvirt's job statistics) and the pings lost at 5/s."""
-        from . import lab as lab_mod
+        from .lab import pipeline as lab_mod
 
         with errors():
             result = lab_mod.migrate(lab, guest, to, live, lambda message: err.print(f"[dim]· {message}[/]"))

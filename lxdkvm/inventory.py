@@ -108,9 +108,9 @@ def build(status: dict, groups: dict[str, list[str]], access: Access,
 
 def live(lab: str | Path | None) -> Inventory:
     """The inventory of LAB (a lab file, or the name of a lab that is up) as LXD has it now."""
-    from . import lab as lab_mod
-    from . import sshkeys
-    from .labobjects import GROUPS
+    from .lab import pipeline as lab_mod
+    from .lab import sshkeys
+    from .lab.objects import GROUPS
     from .lxd import LabLxd
 
     name = lab_mod.lab_name(lab)

@@ -20,7 +20,7 @@ from .hosts.readiness import WAITING
 from .labfile import topology as t
 
 if TYPE_CHECKING:
-    from .plan import Plan
+    from .lab.plan import Plan
 
 LAB_HELP = "A lab file, or the name of a lab that is up [default: the embedded default lab]."
 VERB_STYLE = {"create": "green", "update": "yellow", "recreate": "magenta", "delete": "red",
@@ -178,7 +178,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @allow_options
     def plan(lab, **allow) -> None:
         """Show what `up` would create, change or delete, and why. Changes nothing."""
-        from . import lab as lab_mod
+        from .lab import pipeline as lab_mod
 
         with errors():
             _, the_plan = lab_mod.plan(lab, allowances(lab_mod, allow))
@@ -193,7 +193,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @allow_options
     def up(lab, workers, provision, **allow) -> None:
         """Make the lab real: validate, plan, create in parallel, wait until every host is ready."""
-        from . import lab as lab_mod
+        from .lab import pipeline as lab_mod
 
         with errors(), Progress(err) as progress:
             result = lab_mod.up(lab, progress, workers, allowances(lab_mod, allow))
@@ -214,7 +214,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.argument("lab", required=False)
     def down(lab) -> None:
         """Delete the lab: its hosts, profiles, networks and project, and nothing else."""
-        from . import lab as lab_mod
+        from .lab import pipeline as lab_mod
 
         with errors(), Progress(err) as progress:
             the_plan, seconds = lab_mod.down(lab, progress)
@@ -234,7 +234,7 @@ def register(main: click.Group, out, err, errors) -> None:
                   help="Seconds between refreshes with --watch.")
     def status(lab, as_json, watch, interval) -> None:
         """Hosts of the lab, their state, addresses per network and readiness."""
-        from . import lab as lab_mod
+        from .lab import pipeline as lab_mod
 
         if watch:
             with errors():
@@ -255,7 +255,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
     def exec_(lab, host, command) -> None:
         """Run COMMAND on a lab host: lxdkvm exec [--lab LAB] HOST -- CMD..."""
-        from . import lab as lab_mod
+        from .lab import pipeline as lab_mod
         from .lxd import exec_interactive
 
         with errors():
@@ -266,7 +266,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.argument("host")
     def shell(lab, host) -> None:
         """Open a login shell on a lab host."""
-        from . import lab as lab_mod
+        from .lab import pipeline as lab_mod
         from .lxd import exec_interactive
 
         with errors():

@@ -62,7 +62,7 @@ def lab_names() -> list[str]:
 def host_names(lab: str | None) -> list[str]:
     """The instances of LAB's project (LAB: a lab file, a lab name, None for the default lab)."""
     def ask() -> list[str]:
-        from . import lab as lab_mod
+        from .lab import pipeline as lab_mod
         from .labfile import topology as t
         from .lxd import LabLxd, socket_path
 
@@ -86,7 +86,7 @@ def guest_names(lab: str | None) -> list[str]:
         return sorted(names)
 
     def live() -> list[str]:
-        from . import lab as lab_mod
+        from .lab import pipeline as lab_mod
         from .lxd import socket_path
 
         if not Path(socket_path()).exists():
@@ -125,7 +125,7 @@ def complete_host_or_guest(ctx: click.Context, param: click.Parameter,
 # ---------------------------------------------------------------------------------------- graph
 def _live_status(name: str) -> dict | None:
     """`lab.status(name)` when LXD answers and the lab exists, else None."""
-    from . import lab as lab_mod
+    from .lab import pipeline as lab_mod
     from .lxd import socket_path
 
     if not Path(socket_path()).exists():
@@ -145,7 +145,7 @@ def lab_graph(lab: str | None, live: bool):
     from .labfile import topology as t
 
     if lab is not None and not Path(lab).is_file():
-        from . import lab as lab_mod
+        from .lab import pipeline as lab_mod
 
         name = lab_mod.lab_name(lab)  # refuses a path that does not exist and a bad name
         status = _live_status(name)

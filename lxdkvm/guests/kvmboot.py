@@ -14,7 +14,7 @@ import os
 import shlex
 from dataclasses import dataclass
 
-from .. import labstate
+from ..lab import state
 from ..lxd import Lxd
 from . import agent, domain, runtime, tiny
 
@@ -30,7 +30,7 @@ class Verdict:
 
 
 def _cache_file():
-    return labstate.root().parent / "kvm-guest-boot.json"
+    return state.root().parent / "kvm-guest-boot.json"
 
 
 def _cache_key(tiny_key: str) -> str:

@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .. import provision
 from ..errors import LxdkvmError
+from ..lab import apply as provision
+from ..lab.objects import Desired
+from ..lab.plan import Observed, Plan
 from ..labfile import topology as t
-from ..labobjects import Desired
 from ..lxd import LabLxd
 from ..machine import hostcaps
-from ..plan import Observed, Plan
 from . import debian, kvmboot, runtime, spec, store, tiny
 
 Report = Callable[[str, str], None]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm import lab as lab_mod
+from lxdkvm.lab import pipeline as lab_mod
 from lxdkvm.lxd import IDMAPPED_ROOT, probe_server
 
 from .test_labs import lxc_json, lxd_snapshot, on

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm import lab as lab_mod
+from lxdkvm.lab import pipeline as lab_mod
+from lxdkvm.lab.lock import LabLock
 from lxdkvm.labfile.topology import LabInvalid
-from lxdkvm.lock import LabLock
 from lxdkvm.machine import hostcaps
 
 pytestmark = pytest.mark.integration

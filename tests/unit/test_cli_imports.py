@@ -22,6 +22,6 @@ def test_importing_the_cli_loads_no_heavy_library():
 
 
 def test_the_lab_commands_load_pydantic_only_to_read_a_lab_file():
-    loaded = loaded_after("from lxdkvm import lab; lab.lab_name('some-lab')")
+    loaded = loaded_after("from lxdkvm.lab import pipeline; pipeline.lab_name('some-lab')")
     assert "pylxd" in loaded  # status talks to LXD
     assert "pydantic" not in loaded and "jinja2" not in loaded

@@ -4,9 +4,9 @@ group, MTU, fixed addresses on NAT networks), the LXD objects and the plan. No L
 import ipaddress
 from pathlib import Path
 
-from lxdkvm import labobjects, plan
 from lxdkvm.cluster import placement, stretch
 from lxdkvm.cluster.placement import Cluster, Member
+from lxdkvm.lab import objects, plan
 from lxdkvm.labfile import checks, read
 from lxdkvm.labfile import topology as t
 
@@ -62,7 +62,7 @@ def test_placement_names_a_member_or_group_that_can_host_with_file_and_line():
 
 def test_a_single_daemon_ignores_placement():
     assert problems(HOSTS.replace("placement: m1", "placement: m9"), None) == []
-    want = labobjects.desired(parse(HOSTS), "pool", {})
+    want = objects.desired(parse(HOSTS), "pool", {})
     assert {s.target for s in want.instances.values()} == {""} and want.members == ()
     assert not any(k.startswith("tunnel.") for c in want.networks.values() for k in c)
 
@@ -95,14 +95,14 @@ def test_stretched_nat_networks_have_no_dhcp_and_every_nic_a_fixed_distinct_addr
     assert None not in nics and len(set(nics)) == len(nics) == 4
     low, high = parse(LAB).network("mgmt").dhcp_range
     assert all(low <= ip <= high for ip in nics)
-    config = labobjects.network_config(lab, mgmt, THREE)
+    config = objects.network_config(lab, mgmt, THREE)
     assert config["ipv4.dhcp"] == "false" and "ipv4.dhcp.ranges" not in config
     assert config["ipv4.address"] == "10.241.10.1/24" and config["ipv4.nat"] == "true"  # the anycast gateway
 
 
 def test_desired_objects_on_a_cluster_tunnel_every_network_and_place_every_host():
     lab = stretch.for_cluster(parse(LAB), THREE)
-    want = labobjects.desired(lab, "default", {}, THREE, {})
+    want = objects.desired(lab, "default", {}, THREE, {})
     assert want.members == ("m1", "m2", "m3")
     for bridge, config in want.networks.items():
         assert len(f"{bridge}-{stretch.TUNNEL}") <= t.IFNAME_MAX
@@ -113,10 +113,10 @@ def test_desired_objects_on_a_cluster_tunnel_every_network_and_place_every_host(
 
 def test_a_host_on_a_member_its_placement_does_not_allow_is_recreated():
     lab = stretch.for_cluster(parse(LAB), THREE)
-    want = labobjects.desired(lab, "default", {}, THREE, {"node-1": "m3"})
-    have = plan.Observed(project={labobjects.MARK: "itcl"}, networks=dict(want.networks),
+    want = objects.desired(lab, "default", {}, THREE, {"node-1": "m3"})
+    have = plan.Observed(project={objects.MARK: "itcl"}, networks=dict(want.networks),
                          profiles=dict(want.profiles),
-                         instances={n: {"status": "Running", "config": {**s.config, labobjects.READY: "true"},
+                         instances={n: {"status": "Running", "config": {**s.config, objects.READY: "true"},
                                         "devices": s.devices, "profiles": s.profiles,
                                         "location": {"node-1": "m3"}.get(n, s.target)}
                                     for n, s in want.instances.items()})

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from lxdkvm import plan, provision
 from lxdkvm.hosts import readiness
+from lxdkvm.lab import apply, plan
 from lxdkvm.lxd import IDMAPPED_ROOT
 from lxdkvm.machine import hostcaps, idmapmount
 from tests.unit.test_labs import DEFAULT, desired, observed_from
@@ -52,13 +52,13 @@ def test_other_raw_lxc_on_a_host_is_a_change():
 
 def test_hosts_are_made_without_nics_only_when_no_profile_has_one():
     want = desired()
-    assert not provision._nics_in_profiles(want)
+    assert not apply._nics_in_profiles(want)
     with_nic = desired(DEFAULT + """profiles:
   - name: extra
     devices:
       eth9: {type: nic, network: mgmt}
 """)
-    assert provision._nics_in_profiles(with_nic)
+    assert apply._nics_in_profiles(with_nic)
 
 
 def test_stages_read_from_one_exec():

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm import lab as lab_mod
 from lxdkvm.errors import LxdkvmError
+from lxdkvm.lab import pipeline as lab_mod
 from lxdkvm.labfile import checks, read, yamlread
 from lxdkvm.labfile import topology as t
 
@@ -217,7 +217,7 @@ def test_cgnat_flag_allows_only_subnets_inside_100_64():
 
 
 def test_profile_nics_on_lab_networks_become_the_labs_bridges():
-    from lxdkvm import labobjects
+    from lxdkvm.lab import objects
     lab, problems, _ = read.parse("""
 name: nics
 networks: [{name: data, subnet: 10.31.0.0/24, mode: isolated, dhcp: false}]
@@ -227,6 +227,6 @@ profiles:
 hosts: [{name: a, profiles: [extra]}]
 """, "nics.yaml")
     assert not problems and not checks.check(lab, MACHINE)
-    want = labobjects.desired(lab, "default", {"config": {}, "devices": {}})
+    want = objects.desired(lab, "default", {"config": {}, "devices": {}})
     eth5 = want.profiles["extra"]["devices"]["eth5"]
     assert eth5 == {"type": "nic", "network": "nics-data", "name": "eth5"}

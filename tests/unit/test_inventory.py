@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lxdkvm import inventory, sshkeys
+from lxdkvm import inventory
 from lxdkvm.errors import LxdkvmError
 from lxdkvm.hosts import profile as profile_mod
+from lxdkvm.lab import sshkeys
 from lxdkvm.labfile import checks, read
 from lxdkvm.machine import hostcaps
 
@@ -138,7 +139,7 @@ def test_anything_but_an_ed25519_public_key_is_refused(text):
 
 
 def test_down_removes_the_state_directory(state):
-    from lxdkvm import labstate
+    from lxdkvm.lab import state as labstate
 
     sshkeys.ensure_keypair("my-lab")
     assert labstate.remove("my-lab") and not (state / "my-lab").exists()
@@ -197,11 +198,11 @@ def test_bad_group_names_are_problems_with_their_line():
 
 
 def test_groups_go_on_the_instance_for_the_live_inventory():
-    from lxdkvm import labobjects
+    from lxdkvm.lab import objects
 
     lab = parse(LAB)
-    spec = labobjects.instance(lab, lab.hosts[0])
-    assert spec.config[labobjects.GROUPS] == "compute,kvm,nova"
+    spec = objects.instance(lab, lab.hosts[0])
+    assert spec.config[objects.GROUPS] == "compute,kvm,nova"
 
 
 # ---------------------------------------------------------------------------------------- profile

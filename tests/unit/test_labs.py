@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm import labobjects, plan
+from lxdkvm.lab import objects, plan
 from lxdkvm.labfile import checks, read
 from lxdkvm.labfile import topology as t
 
@@ -102,11 +102,11 @@ networks:
   - {name: data, subnet: 10.9.1.0/24, mode: isolated, mtu: 9000}
 hosts: [{name: a, networks: [mgmt, {network: data, ipv4: 10.9.1.5}]}]
 """)
-    mgmt, data = (labobjects.network_config(parsed, n) for n in parsed.networks)
+    mgmt, data = (objects.network_config(parsed, n) for n in parsed.networks)
     assert mgmt["ipv4.address"] == "10.9.0.1/24" and mgmt["ipv4.nat"] == "true"
     assert mgmt["ipv4.dhcp.ranges"] == "10.9.0.128-10.9.0.254"
     assert data["ipv4.address"] == "none" and "ipv4.nat" not in data and data["bridge.mtu"] == "9000"
-    assert mgmt[labobjects.MARK] == data[labobjects.MARK] == "n"
+    assert mgmt[objects.MARK] == data[objects.MARK] == "n"
 
 
 def test_bridge_names_fit_an_interface_name_and_stay_unique():
@@ -125,7 +125,7 @@ networks:
 hosts: [{name: a, networks: [mgmt, {network: data, ipv4: 10.9.1.5}]}]
 """)
     import yaml
-    config = yaml.safe_load(labobjects.host_network_config(parsed, parsed.hosts[0]))
+    config = yaml.safe_load(objects.host_network_config(parsed, parsed.hosts[0]))
     # each NIC is the only port of its in-host bridge, which holds the address (guests join the bridge)
     assert config["ethernets"] == {"eth0": {"match": {"name": "eth0"}, "dhcp4": False},
                                    "eth1": {"match": {"name": "eth1"}, "dhcp4": False}}
@@ -144,17 +144,17 @@ def test_in_host_bridge_names_fit_an_interface_name_and_stay_unique():
 DEFAULT = read.default_lab_path().read_text()
 
 
-def desired(text: str = DEFAULT) -> labobjects.Desired:
-    return labobjects.desired(lab(text), "lxdkvm-cow", {"description": "kvm", "config": {}, "devices": {}})
+def desired(text: str = DEFAULT) -> objects.Desired:
+    return objects.desired(lab(text), "lxdkvm-cow", {"description": "kvm", "config": {}, "devices": {}})
 
 
-def observed_from(want: labobjects.Desired, ready: bool = True) -> plan.Observed:
+def observed_from(want: objects.Desired, ready: bool = True) -> plan.Observed:
     """What LXD would hold after a complete `up` of WANT."""
     instances = {}
     for name, spec in want.instances.items():
         config = {**spec.config, "volatile.eth0.hwaddr": "00:16:3e:00:00:01", "image.os": "Debian"}
         if ready:
-            config[labobjects.READY] = "true"
+            config[objects.READY] = "true"
         instances[name] = {"status": "Running", "config": config, "devices": spec.devices,
                            "profiles": list(spec.profiles)}
     networks = {name: {**config, "ipv4.dhcp.gateway": "x"} for name, config in want.networks.items()}
@@ -205,7 +205,7 @@ def test_interrupted_hosts_are_started_or_verified():
 def test_network_of_someone_else_is_a_conflict_not_a_change():
     want = desired()
     have = observed_from(want)
-    have.networks["default-mgmt"][labobjects.MARK] = "other"
+    have.networks["default-mgmt"][objects.MARK] = "other"
     the_plan = plan.make_plan(want, have)
     assert the_plan.conflicts and "lab other's" in the_plan.conflicts[0]
     assert not the_plan.select("network")
@@ -214,7 +214,7 @@ def test_network_of_someone_else_is_a_conflict_not_a_change():
 def test_teardown_touches_only_the_lab():
     want = desired()
     have = observed_from(want)
-    have.networks["other-mgmt"] = {labobjects.MARK: "other"}
+    have.networks["other-mgmt"] = {objects.MARK: "other"}
     the_plan = plan.teardown_plan("default", "lxdkvm-default", have)
     assert {(a.kind, a.name) for a in the_plan.actions} == {
         ("host", "kvm-1"), ("host", "kvm-2"), ("profile", "kvm-host"), ("network", "default-mgmt"),
@@ -222,14 +222,14 @@ def test_teardown_touches_only_the_lab():
 
 
 def test_spec_is_recorded_as_json():
-    spec = json.loads(desired().instances["kvm-1"].config[labobjects.SPEC])
+    spec = json.loads(desired().instances["kvm-1"].config[objects.SPEC])
     assert spec["networks"] == [["eth0", "mgmt", ""], ["eth1", "data", "10.200.20.11"]]
 
 
 def test_verify_pings_every_target_at_once_in_valid_shell():
     import subprocess
 
-    from lxdkvm import verify
+    from lxdkvm.lab import verify
 
     class Shell:  # runs the script verify sends to a host, here, with `ping` answering for one address
         def execute(self, _host, command, timeout=0):

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .errors import LxdkvmError
-from .hosts import readiness
-from .labfile import topology as t
-from .labobjects import READY, Desired
-from .lxd import LabLxd
-from .lxd.client import creating
-from .machine import hostcaps
+from ..errors import LxdkvmError
+from ..hosts import readiness
+from ..labfile import topology as t
+from ..lxd import LabLxd
+from ..lxd.client import creating
+from ..machine import hostcaps
+from .objects import READY, Desired
 from .plan import Plan
 
 Report = Callable[[str, str], None]  # (host or "lab", what is happening)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from .cluster.stretch import KEYS as STRETCH_KEYS
-from .labobjects import MARK, NETWORK, READY, SPEC, Desired
-from .lxd.client import IDMAPPED_ROOT
+from ..cluster.stretch import KEYS as STRETCH_KEYS
+from ..lxd.client import IDMAPPED_ROOT
+from .objects import MARK, NETWORK, READY, SPEC, Desired
 
 # Instance config keys LXD or lxdkvm keep for themselves: never a reason to change anything.
 UNMANAGED_PREFIXES = ("volatile.", "image.", READY)

@@ -12,16 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import labobjects, labstate, lxdsetup, provision, sshkeys
-from .errors import LxdkvmError
-from .guests import store
-from .hosts import profile as profile_mod
-from .images import bake, base
-from .labfile import checks
-from .labfile import topology as t
+from .. import lxdsetup
+from ..errors import LxdkvmError
+from ..guests import store
+from ..hosts import profile as profile_mod
+from ..images import bake, base
+from ..labfile import checks
+from ..labfile import topology as t
+from ..lxd import LabLxd
+from ..machine import hostcaps, storage
+from . import apply, objects, sshkeys, state
 from .lock import LabLock
-from .lxd import LabLxd
-from .machine import hostcaps, storage
 from .plan import Observed, Plan, make_plan, teardown_plan
 
 Report = Callable[[str, str], None]  # (host or "lab", message)
@@ -53,7 +54,7 @@ def machine_facts(lab_name: str, connect: bool = True,
 
 def load(path: str | Path | None, connect: bool = True, allow: Allowances = NO_ALLOWANCES) -> t.Lab:
     """The lab from PATH (None: the embedded default lab), checked. Raises LabInvalid with every problem."""
-    from .labfile import read as labfile  # pydantic: only the commands that read a lab file pay for it
+    from ..labfile import read as labfile  # pydantic: only the commands that read a lab file pay for it
 
     text, source = labfile.read(path)
     lab, problems, _ = labfile.parse(text, source)
@@ -72,7 +73,7 @@ def on_cluster(lab: t.Lab, cluster) -> t.Lab:
     """The lab as LXD runs it: on a cluster, its networks stretched over the members (cluster.stretch)."""
     if cluster is None:
         return lab
-    from .cluster import stretch
+    from ..cluster import stretch
 
     return stretch.for_cluster(lab, cluster)
 
@@ -87,7 +88,7 @@ def _cluster_of(project: str):
 def lab_name(lab: str | Path | None) -> str:
     """A lab's name from its file, or LAB itself when it is not a file (a lab that is up)."""
     if lab is None or Path(lab).is_file():
-        from .labfile import read as labfile
+        from ..labfile import read as labfile
 
         text, source = labfile.read(lab)  # bounded like `load`: the file is untrusted
         name, line = labfile.name_of(text, source)
@@ -166,7 +167,7 @@ def observe(lxd: LabLxd, guests: bool = False) -> Observed:
         return Observed(None, lxd.networks(), {}, {})
     have = Observed(project, lxd.networks(), lxd.profiles(), lxd.instances())
     if guests:
-        from .guests import runtime
+        from ..guests import runtime
 
         have.guests = {host: runtime.observe(lxd.scoped, host)
                        for host, info in have.instances.items() if info["status"] == "Running"}
@@ -177,16 +178,16 @@ def _guest_images(lab: t.Lab, say: Callable[[str], None]):
     """What the lab's guests are made from (built once, cached), or None for a lab without guests."""
     if not lab.guests:
         return None
-    from .guests import provision as guest_provision
+    from ..guests import provision as guest_provision
 
     return guest_provision.images(lab, say)
 
 
-def _with_guests(lab: t.Lab, want: labobjects.Desired, built) -> labobjects.Desired:
+def _with_guests(lab: t.Lab, want: objects.Desired, built) -> objects.Desired:
     """The lab's guests as libvirt domains, from BUILT (`_guest_images`)."""
     if built is None:
         return want
-    from .guests import provision as guest_provision
+    from ..guests import provision as guest_provision
 
     return dataclasses.replace(want, guests=guest_provision.desired(lab, built))
 
@@ -200,22 +201,22 @@ def plan(path: str | Path | None, allow: Allowances = NO_ALLOWANCES) -> tuple[t.
     return lab, make_plan(want, have)
 
 
-def _desired(lab: t.Lab, lxd: LabLxd, prepared: Prepared, have: Observed) -> labobjects.Desired:
+def _desired(lab: t.Lab, lxd: LabLxd, prepared: Prepared, have: Observed) -> objects.Desired:
     """What the lab needs; on a cluster, with each host on a member (existing hosts stay where they are)."""
     located = {name: info.get("location", "") for name, info in have.instances.items()}
-    return labobjects.desired(lab, prepared.pool, prepared.kvm_profile, lxd.cluster(), located)
+    return objects.desired(lab, prepared.pool, prepared.kvm_profile, lxd.cluster(), located)
 
 
 @dataclass
 class UpResult:
     lab: t.Lab
     plan: Plan
-    applied: provision.Applied
+    applied: apply.Applied
     recovered: str  # a stale lock that was taken over, if any
     guests: object = None  # guests.provision.GuestsApplied
 
 
-def up(path: str | Path | None, report: Report, workers: int = provision.DEFAULT_WORKERS,
+def up(path: str | Path | None, report: Report, workers: int = apply.DEFAULT_WORKERS,
        allow: Allowances = NO_ALLOWANCES) -> UpResult:
     say = lambda message: report("lab", message)
     lab = load(path, allow=allow)  # nothing is touched before the file is known to be right
@@ -231,9 +232,9 @@ def up(path: str | Path | None, report: Report, workers: int = provision.DEFAULT
         have = observe(lxd, guests=True)
         want = _with_guests(lab, _desired(lab, lxd, prepared, have), built)
         the_plan = make_plan(want, have)
-        applied = provision.Applied() if the_plan.empty else provision.apply(lab, want, the_plan, report, workers)
+        applied = apply.Applied() if the_plan.empty else apply.apply(lab, want, the_plan, report, workers)
         trust_host_keys(lab.name, say)
-        from .guests import provision as guest_provision  # after the hosts: guests live inside them
+        from ..guests import provision as guest_provision  # after the hosts: guests live inside them
 
         guests = guest_provision.apply(lab, want, the_plan, have, built, report)
         _remember(lab, path)
@@ -244,9 +245,9 @@ LAB_COPY = "lab.yaml"  # in the lab's state directory: the file the last success
 
 
 def _remember(lab: t.Lab, path: str | Path | None) -> None:
-    from .labfile import read as labfile
+    from ..labfile import read as labfile
 
-    copy = labstate.state_dir(lab.name) / LAB_COPY
+    copy = state.state_dir(lab.name) / LAB_COPY
     copy.write_text(labfile.read(path)[0])
 
 
@@ -256,7 +257,7 @@ def remembered(lab: str | Path | None) -> t.Lab:
         the_lab = load(lab, connect=False)
     else:
         name = lab_name(lab)
-        copy = labstate.path(name) / LAB_COPY
+        copy = state.path(name) / LAB_COPY
         if not copy.is_file():
             raise LxdkvmError(f"no lab file remembered for lab {name}: give the lab file instead of its name")
         the_lab = load(copy, connect=False)
@@ -276,7 +277,7 @@ def verify(lab: str | Path | None, say: Callable[[str], None] = lambda _m: None)
 
 def _guest(lab: str | Path | None, guest: str):
     """(lab name, a connection in its project, its running hosts, where GUEST runs)."""
-    from .guests import ops
+    from ..guests import ops
 
     name = lab_name(lab)
     client = LabLxd(t.project_name(name)).scoped
@@ -287,7 +288,7 @@ def _guest(lab: str | Path | None, guest: str):
 
 def guest_exec(lab: str | Path | None, guest: str, command: list[str], timeout: float = 60) -> tuple[str, str, int]:
     """(stdout, stderr, exit code) of COMMAND run in GUEST (through lxdkvm's agent in it)."""
-    from .guests import ops
+    from ..guests import ops
 
     _name, client, _hosts, where = _guest(lab, guest)
     return ops.guest_exec(client, where, command, timeout)
@@ -301,7 +302,7 @@ def console_host(lab: str | Path | None, guest: str) -> tuple[str, str]:
 
 def migrate(lab: str | Path | None, guest: str, to: str, live: bool = True,
             say: Callable[[str], None] = lambda _m: None) -> dict:
-    from .guests import ops
+    from ..guests import ops
 
     name, client, hosts, where = _guest(lab, guest)
     if to not in hosts:
@@ -315,7 +316,7 @@ def trust_host_keys(name: str, say: Callable[[str], None]) -> None:
     use); again at every `up`, since a recreated host has a new key. Warn about hosts without the lab's key."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from .inventory import management_address
+    from ..inventory import management_address
 
     project, lab_status = t.project_name(name), status(name, guests=False)
     nat = {n["name"] for n in lab_status["networks"] if n["gateway"] != "none"}
@@ -347,8 +348,8 @@ def down(lab: str | Path | None, report: Report) -> tuple[Plan, float]:
             report("lab", lock.recovered)
         lxd = LabLxd(t.project_name(name))
         the_plan = teardown_plan(name, lxd.project, observe(lxd))
-        seconds = provision.teardown(the_plan, report)
-        labstate.remove(name)  # its SSH keys and known_hosts (and anything else kept for it)
+        seconds = apply.teardown(the_plan, report)
+        state.remove(name)  # its SSH keys and known_hosts (and anything else kept for it)
         return the_plan, seconds
 
 
@@ -367,7 +368,7 @@ def status(lab: str | Path | None, guests: bool = True) -> dict:
     lxd = LabLxd(t.project_name(name))
     have = observe(lxd)
     networks = {bridge: config for bridge, config in have.networks.items()
-                if config.get(labobjects.MARK) == name}
+                if config.get(objects.MARK) == name}
     hosts = []
     leases: dict[str, str] | None = None
     for host, info in sorted(have.instances.items()):
@@ -375,16 +376,16 @@ def status(lab: str | Path | None, guests: bool = True) -> dict:
         per_network = {}
         for device, nic in sorted(info["devices"].items()):
             if nic.get("type") == "nic":
-                network = networks.get(nic.get("network", ""), {}).get(labobjects.NETWORK, nic.get("network", ""))
+                network = networks.get(nic.get("network", ""), {}).get(objects.NETWORK, nic.get("network", ""))
                 # the address is on the in-host bridge that carries the NIC (on the NIC for older hosts)
                 per_network[network] = (addresses.get(t.in_host_bridge(network))
                                         or addresses.get(nic.get("name", device), []))
         found: list[dict] = []
         if info["status"] == "Running" and guests:
-            from .guests import runtime
+            from ..guests import runtime
 
             found = runtime.guest_status(lxd.scoped, host, name)
-            subnets = {c.get(labobjects.NETWORK, b): c.get("user.lxdkvm.subnet", "") for b, c in networks.items()}
+            subnets = {c.get(objects.NETWORK, b): c.get("user.lxdkvm.subnet", "") for b, c in networks.items()}
             if any(g.get("dhcp_macs") for g in found):  # imported images report nothing: LXD's leases
                 leases = leases if leases is not None else lxd.dhcp_leases(sorted(networks))
                 for guest in found:
@@ -397,11 +398,11 @@ def status(lab: str | Path | None, guests: bool = True) -> dict:
                 guest["addresses"] = {net: got for net, got in guest["addresses"].items() if got}
         where = {"member": info["location"]} if info.get("location") else {}  # on a cluster only
         hosts.append({"name": host, "state": info["status"], **where,
-                      "ready": info["status"] == "Running" and info["config"].get(labobjects.READY) == "true",
+                      "ready": info["status"] == "Running" and info["config"].get(objects.READY) == "true",
                       "addresses": per_network, "guests": found})
     return {
         "lab": name, "project": lxd.project, "exists": have.project is not None,
-        "networks": [{"name": c.get(labobjects.NETWORK, b), "bridge": b, "subnet": c.get("user.lxdkvm.subnet", ""),
+        "networks": [{"name": c.get(objects.NETWORK, b), "bridge": b, "subnet": c.get("user.lxdkvm.subnet", ""),
                       "gateway": c.get("ipv4.address", "none")} for b, c in sorted(networks.items())],
         "hosts": hosts,
     }

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from .errors import LxdkvmError
+from ..errors import LxdkvmError
 
 
 class LabBusy(LxdkvmError):

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from .guests import agent, ops
-from .hosts import readiness
-from .labfile import topology as t
-from .lxd import LabLxd, Lxd
+from ..guests import agent, ops
+from ..hosts import readiness
+from ..labfile import topology as t
+from ..lxd import LabLxd, Lxd
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 

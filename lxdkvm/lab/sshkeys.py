@@ -18,8 +18,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import labstate
-from .errors import LxdkvmError
+from ..errors import LxdkvmError
+from . import state
 
 LAB_USER = "lab"  # the user Ansible logs in as (see cloud-init/kvm-host.user-data.j2)
 PRIVATE_KEY = "id_ed25519"
@@ -29,11 +29,11 @@ _PUBLIC_KEY = re.compile(r"^(ssh-ed25519) ([A-Za-z0-9+/]+={0,2})(?: .*)?$")
 
 
 def private_key_path(lab_name: str) -> Path:
-    return labstate.path(lab_name) / PRIVATE_KEY
+    return state.path(lab_name) / PRIVATE_KEY
 
 
 def known_hosts_path(lab_name: str) -> Path:
-    return labstate.path(lab_name) / KNOWN_HOSTS
+    return state.path(lab_name) / KNOWN_HOSTS
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
@@ -51,7 +51,7 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 def ensure_keypair(lab_name: str) -> str:
     """The lab's public key (OpenSSH line); the pair is made once, kept until `down`."""
-    directory = labstate.state_dir(lab_name)
+    directory = state.state_dir(lab_name)
     private, public = directory / PRIVATE_KEY, directory / f"{PRIVATE_KEY}.pub"
     if private.is_file() and public.is_file():
         return public_key(lab_name)
@@ -69,7 +69,7 @@ def ensure_keypair(lab_name: str) -> str:
 def public_key(lab_name: str) -> str:
     """The lab's public key line, or "" when the lab has no key pair (yet)."""
     try:
-        return (labstate.path(lab_name) / f"{PRIVATE_KEY}.pub").read_text().strip()
+        return (state.path(lab_name) / f"{PRIVATE_KEY}.pub").read_text().strip()
     except FileNotFoundError:
         return ""
 
@@ -107,7 +107,7 @@ def refresh_known_hosts(lab_name: str, hosts: dict[str, list[str]],
             entries[name] = (addresses, parse_host_key(read_host_key(name)))
         except LxdkvmError as exc:
             raise LxdkvmError(f"{name}: cannot read its SSH host key {HOST_KEY}: {exc}") from None
-    path = labstate.state_dir(lab_name) / KNOWN_HOSTS
+    path = state.state_dir(lab_name) / KNOWN_HOSTS
     _write(path, known_hosts_lines(entries).encode(), 0o644)
     return path
 

@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import LxdkvmError
+from ..errors import LxdkvmError
 
 DEFAULT_ROOT = "/var/lib/lxdkvm"
 

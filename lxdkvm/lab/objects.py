@@ -10,8 +10,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from .labfile import topology as t
-from .templating import render_template
+from ..labfile import topology as t
+from ..templating import render_template
 
 MARK = "user.lxdkvm.lab"  # on the project, its networks and instances: the lab's name
 SPEC = "user.lxdkvm.spec"  # on instances: what cannot change without recreating (JSON)
@@ -49,7 +49,7 @@ def network_config(lab: t.Lab, net: t.Network, cluster=None) -> dict[str, str]:
     """CLUSTER (cluster.placement.Cluster): the bridge is stretched over its members (see cluster.stretch)."""
     tunnel = {}
     if cluster is not None:
-        from .cluster import stretch
+        from ..cluster import stretch
 
         tunnel = stretch.tunnel_config(lab.name, net.name, cluster.vnis_taken)
     if net.mode == "nat":
@@ -137,7 +137,7 @@ def desired(lab: t.Lab, pool: str, kvm_profile: dict, cluster=None,
 def _placed(lab: t.Lab, instances: dict[str, InstanceSpec], cluster, located: dict[str, str]) -> dict[str, InstanceSpec]:
     if cluster is None:
         return instances
-    from .cluster import placement
+    from ..cluster import placement
 
     chosen = placement.assign(lab, cluster, located)
     return {name: dataclasses.replace(spec, target=chosen.get(name, ""),
