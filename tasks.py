@@ -101,11 +101,11 @@ def test(c, unit=False):
 def render_docs(c):
     """Rewrite docs/lab-file.md and schemas/lab.schema.json from the lab-file schema, and
     docs/default-lab.svg from labs/default.yaml (needs Graphviz: apt-get install graphviz)."""
-    from lxdkvm import labschema
+    from lxdkvm.outputs import reference
 
-    for path, text in labschema.committed().items():
+    for path, text in reference.committed().items():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
         print(f"wrote {path}")
-    Path(labschema.DEFAULT_LAB_SVG).write_bytes(labschema.default_lab_svg())
-    print(f"wrote {labschema.DEFAULT_LAB_SVG}")
+    Path(reference.DEFAULT_LAB_SVG).write_bytes(reference.default_lab_svg())
+    print(f"wrote {reference.DEFAULT_LAB_SVG}")

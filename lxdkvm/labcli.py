@@ -273,10 +273,10 @@ def register(main: click.Group, out, err, errors) -> None:
             exec_interactive(t.project_name(lab_mod.lab_name(lab)), host, ["su", "-l"])
 
     def run_playbook(lab, playbook: str) -> None:
-        from . import ansiblerun
+        from .clients import ansible
 
         with errors():
-            run = ansiblerun.run_playbook(lab, playbook, on_line=click.echo)
+            run = ansible.run_playbook(lab, playbook, on_line=click.echo)
         changed = sum(r["changed"] for r in run.recap.values())
         out.print(f"{run.playbook.name}: {len(run.recap)} hosts, {changed} changes in {run.seconds}s")
 
@@ -286,7 +286,7 @@ def register(main: click.Group, out, err, errors) -> None:
                   show_default=True, help="Ansible's YAML or INI inventory, or an inventory script's JSON.")
     def inventory(lab, fmt) -> None:
         """Print an Ansible inventory of a lab that is up (docs/ansible.md)."""
-        from . import inventory as inventory_mod
+        from .outputs import inventory as inventory_mod
 
         with errors():
             click.echo(inventory_mod.render(inventory_mod.live(lab), fmt), nl=False)

@@ -140,9 +140,9 @@ def _live_status(name: str) -> dict | None:
 def lab_graph(lab: str | None, live: bool):
     """The graph of LAB: a lab file (None: the default lab) annotated with its live state when it is up,
     or a lab name, drawn from its live state alone."""
-    from . import graph
     from .labfile import checks, read
     from .labfile import topology as t
+    from .outputs import graph
 
     if lab is not None and not Path(lab).is_file():
         from .lab import pipeline as lab_mod
@@ -208,7 +208,7 @@ def register(main: click.Group, out, err, errors) -> None:
         """Draw a lab: networks (subnet, gateway, NAT or isolated), hosts, guests inside their hosts, and
         each NIC's address. LAB is a lab file (drawn from the file, with live state when the lab is up) or
         the name of a lab that is up (drawn from LXD)."""
-        from . import graph as graph_mod
+        from .outputs import graph as graph_mod
 
         fmt = _format(fmt, output)
         with errors():
@@ -217,7 +217,7 @@ def register(main: click.Group, out, err, errors) -> None:
             if fmt in TEXT_FORMATS:
                 data = text.encode()
             else:
-                from . import graphviz
+                from .outputs import graphviz
 
                 data = graphviz.render(text, fmt)
         if output is None and fmt not in TEXT_FORMATS and sys.stdout.isatty():

@@ -316,7 +316,7 @@ def trust_host_keys(name: str, say: Callable[[str], None]) -> None:
     use); again at every `up`, since a recreated host has a new key. Warn about hosts without the lab's key."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..inventory import management_address
+    from ..outputs.inventory import management_address
 
     project, lab_status = t.project_name(name), status(name, guests=False)
     nat = {n["name"] for n in lab_status["networks"] if n["gateway"] != "none"}

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from lxdkvm import graph, graphviz
 from lxdkvm.cli import main
 from lxdkvm.labfile import read
 from lxdkvm.labfile import topology as t
+from lxdkvm.outputs import graph, graphviz
 
 
 @pytest.fixture(scope="module")

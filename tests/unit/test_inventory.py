@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lxdkvm import inventory
 from lxdkvm.errors import LxdkvmError
 from lxdkvm.hosts import profile as profile_mod
 from lxdkvm.lab import sshkeys
 from lxdkvm.labfile import checks, read
 from lxdkvm.machine import hostcaps
+from lxdkvm.outputs import inventory
 
 ACCESS = inventory.Access("lab", Path("/state/labs/my-lab/id_ed25519"), Path("/state/labs/my-lab/known_hosts"))
 STATUS = {  # as lab.status returns it

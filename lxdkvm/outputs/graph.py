@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from .labfile import topology as t
+from ..labfile import topology as t
 
 FORMATS = ("mermaid", "dot", "svg", "png")
 MACHINE = "this machine"

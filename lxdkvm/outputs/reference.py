@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel
 
-from .labfile import checks, read
-from .labfile import schema as lab_schema
+from ..labfile import checks, read
+from ..labfile import schema as lab_schema
 
 SCHEMA_PATH = "schemas/lab.schema.json"
 DOC_PATH = "docs/lab-file.md"

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LxdkvmError
-from .templating import data_dir
+from ..errors import LxdkvmError
+from ..templating import data_dir
 
 RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
                    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)")
@@ -67,7 +67,7 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
 def run_playbook(lab: str | Path | None, playbook: str = "site.yml", extra_args: tuple[str, ...] = (),
                  on_line: Callable[[str], None] = lambda _line: None) -> PlaybookRun:
     """Run PLAYBOOK (a name in playbooks/, or a path) against LAB; each output line goes to ON_LINE."""
-    from . import inventory
+    from ..outputs import inventory
 
     path = Path(playbook) if Path(playbook).is_file() else playbooks_dir() / playbook
     if not path.is_file():

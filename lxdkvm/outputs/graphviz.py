@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from .errors import LxdkvmError
+from ..errors import LxdkvmError
 
 INSTALL = "apt-get install graphviz"
 TIMEOUT = 60  # seconds; a lab graph takes well under one

@@ -1,0 +1,168 @@
+"""An Ansible inventory of a lab that is up, as plain data — the one source of both
+`lxdkvm inventory LAB --format yaml|ini|json` and the inventory plugin (playbooks/inventory_plugins).
+
+`build` is pure: the lab's status (`lab.status`), each host's groups and how to reach it in, an
+`Inventory` out. `live` gathers those from LXD and the lab's state directory. The writers turn an
+`Inventory` into the three formats Ansible reads; each parses to the same hosts, groups and vars.
+
+Groups: `lab_<lab>` (every host), `net_<network>` (the hosts on it), the group of each range of hosts
+(`compute-[1-4]` → compute) and the hosts' `groups:` from the lab file. Names with `-` get `_`
+(Ansible's rule for group names). Every variable is a host variable, so the inventories of two labs
+can be used together.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import LxdkvmError
+
+PYTHON = "/usr/bin/python3"  # the image's; saves Ansible's interpreter discovery (and its warning)
+
+
+@dataclass(frozen=True)
+class Access:
+    """How Ansible reaches a lab's hosts over SSH."""
+    user: str
+    private_key: Path
+    known_hosts: Path
+
+    @property
+    def ssh_common_args(self) -> str:
+        # whatever the user's ansible.cfg or ~/.ssh/config says: this lab's known_hosts, checked, and
+        # only this lab's key offered
+        return (f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes "
+                "-o IdentitiesOnly=yes")
+
+
+@dataclass
+class Inventory:
+    hosts: dict[str, dict] = field(default_factory=dict)  # host → its variables
+    groups: dict[str, list[str]] = field(default_factory=dict)  # group → its hosts
+
+
+def group_name(name: str) -> str:
+    return name.replace("-", "_").replace(".", "_")
+
+
+def management_address(host: dict, nat_networks: set[str]) -> str | None:
+    """The host's address on its first NAT network (the one this machine routes to), without prefix."""
+    for network, addresses in host["addresses"].items():
+        if network in nat_networks and addresses:
+            return str(ipaddress.IPv4Interface(addresses[0]).ip)
+    return None
+
+
+def _guest_vars(host: dict) -> list[dict]:
+    """A host's guests as `lab.status` reports them: name, state, its addresses per network, and the first
+    one as `address` (what a play pings)."""
+    out = []
+    for guest in host.get("guests", []):
+        addresses = {net: str(ipaddress.IPv4Interface(found[0]).ip)
+                     for net, found in guest.get("addresses", {}).items() if found}
+        entry = {"name": guest["name"], "state": guest["state"], "addresses": addresses}
+        if addresses:
+            entry["address"] = next(iter(addresses.values()))
+        out.append(entry)
+    return out
+
+
+def build(status: dict, groups: dict[str, list[str]], access: Access,
+          guests: dict[str, list[dict]] | None = None) -> Inventory:
+    """The inventory of the lab STATUS describes (`lab.status`'s dict). GROUPS: host → its groups from
+    the lab file. GUESTS: host → the guests it runs, as `lxdkvm_guests` (see playbooks/guests.yml)."""
+    guests = guests or {}
+    lab = status["lab"]
+    nat = {n["name"] for n in status["networks"] if n["gateway"] != "none"}
+    inventory = Inventory()
+    lab_group = f"lab_{group_name(lab)}"
+    for host in status["hosts"]:
+        name = host["name"]
+        hostvars: dict = {}
+        address = management_address(host, nat)
+        if address:
+            hostvars["ansible_host"] = address
+        hostvars.update({
+            "ansible_user": access.user,
+            "ansible_ssh_private_key_file": str(access.private_key),
+            "ansible_ssh_common_args": access.ssh_common_args,
+            "ansible_python_interpreter": PYTHON,
+            "lxdkvm_lab": lab,
+            "lxdkvm_project": status["project"],
+            "lxdkvm_addresses": {net: str(ipaddress.IPv4Interface(addrs[0]).ip)
+                                 for net, addrs in host["addresses"].items() if addrs},
+            # the guests this host runs (playbooks/guests.yml starts them, verify.yml pings them)
+            "lxdkvm_guests": list(guests.get(name, _guest_vars(host))),
+        })
+        inventory.hosts[name] = hostvars
+        member_of = [lab_group, *(f"net_{group_name(net)}" for net in host["addresses"]),
+                     *(group_name(g) for g in groups.get(name, []))]
+        for group in dict.fromkeys(member_of):
+            inventory.groups.setdefault(group, []).append(name)
+    return Inventory(inventory.hosts, {g: sorted(h) for g, h in sorted(inventory.groups.items())})
+
+
+def live(lab: str | Path | None) -> Inventory:
+    """The inventory of LAB (a lab file, or the name of a lab that is up) as LXD has it now."""
+    from ..lab import pipeline as lab_mod
+    from ..lab import sshkeys
+    from ..lab.objects import GROUPS
+    from ..lxd import LabLxd
+
+    name = lab_mod.lab_name(lab)
+    status = lab_mod.status(name)
+    if not status["exists"]:
+        raise LxdkvmError(f"lab {name} is not up; `lxdkvm up` it first")
+    access = Access(sshkeys.LAB_USER, sshkeys.private_key_path(name), sshkeys.known_hosts_path(name))
+    for path in (access.private_key, access.known_hosts):
+        if not path.is_file():
+            raise LxdkvmError(f"lab {name} has no {path}; run `lxdkvm up` for it again")
+    instances = LabLxd(status["project"]).instances()
+    groups = {host: [g for g in info["config"].get(GROUPS, "").split(",") if g]
+              for host, info in instances.items()}
+    return build(status, groups, access)
+
+
+# ------------------------------------------------------------------------------------------ writers
+def to_json(inventory: Inventory) -> dict:
+    """The JSON of an inventory script (what `ansible-inventory --list` prints)."""
+    out: dict = {"_meta": {"hostvars": inventory.hosts}, "all": {"children": ["ungrouped", *inventory.groups]}}
+    out.update({group: {"hosts": hosts} for group, hosts in inventory.groups.items()})
+    return out
+
+
+def to_yaml_data(inventory: Inventory) -> dict:
+    """Ansible's YAML inventory: variables once, under `all.hosts`; groups list their hosts."""
+    return {"all": {"hosts": inventory.hosts,
+                    "children": {group: {"hosts": dict.fromkeys(hosts)} for group, hosts in inventory.groups.items()}}}
+
+
+def _ini_value(value: object) -> str:
+    # the INI inventory splits a line like a shell and reads each value as a Python literal when it can
+    text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return text
+
+
+def to_ini(inventory: Inventory) -> str:
+    lines = ["[all]"]
+    for host, hostvars in inventory.hosts.items():
+        lines.append(" ".join([host, *(shlex.quote(f"{k}={_ini_value(v)}") for k, v in hostvars.items())]))
+    for group, hosts in inventory.groups.items():
+        lines += ["", f"[{group}]", *hosts]
+    return "\n".join(lines) + "\n"
+
+
+def render(inventory: Inventory, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(to_json(inventory), indent=2) + "\n"
+    if fmt == "yaml":
+        import yaml
+
+        return yaml.safe_dump(to_yaml_data(inventory), sort_keys=False, default_flow_style=False)
+    if fmt == "ini":
+        return to_ini(inventory)
+    raise LxdkvmError(f"--format must be yaml, ini or json, not {fmt!r}")
