@@ -30,11 +30,10 @@ from pathlib import Path
 from lab_up import LAB
 from measure import cpu_seconds, daemon_seconds, machine_busy_seconds, machine_lines
 
-from lxdkvm import lxdsetup
 from lxdkvm.images import bake
 from lxdkvm.lab import pipeline as lab_mod
 from lxdkvm.labfile import topology as t
-from lxdkvm.lxd import Lxd
+from lxdkvm.lxd import Lxd, setup
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "benchmarks.md"
@@ -244,8 +243,8 @@ def main() -> None:
         print(f"wrote {args.out}")
         return
 
-    client = lxdsetup.ensure_lxd(print)
-    pool = lxdsetup.ensure_hosts_pool(client, print).name
+    client = setup.ensure_lxd(print)
+    pool = setup.ensure_hosts_pool(client, print).name
     image = bake.DEFAULT_ALIAS
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

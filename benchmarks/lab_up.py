@@ -25,9 +25,8 @@ from pathlib import Path
 
 from measure import anon_bytes, machine_lines
 
-from lxdkvm import lxdsetup
 from lxdkvm.lab import pipeline as lab_mod
-from lxdkvm.lxd import Lxd
+from lxdkvm.lxd import Lxd, setup
 
 SETTLE = 5  # seconds
 OUT = Path(__file__).resolve().parent.parent / "docs" / "lab-benchmarks.md"
@@ -87,7 +86,7 @@ def main() -> None:
                    measure("lab10", 10, 218, 10, Path(folder), args.runs)]
     base = results[0]["up"]
     server = Lxd().server_facts()
-    pool = lxdsetup.ensure_hosts_pool(Lxd()).name
+    pool = setup.ensure_hosts_pool(Lxd()).name
     rows = "\n".join(f"| {r['label']} | {r['hosts']} | {r['workers']} | {r['up']:.1f} s "
                      f"({', '.join(f'{u:.1f}' for u in r['ups'])}) | {base / r['up']:.2f} | "
                      f"{r['down']:.1f} s | {r['memory']:.1f} MiB |" for r in results)

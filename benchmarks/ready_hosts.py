@@ -23,12 +23,11 @@ from pathlib import Path
 
 from measure import anon_bytes, machine_lines
 
-from lxdkvm import lxdsetup
 from lxdkvm.hosts import profile as profile_mod
 from lxdkvm.hosts import readiness
 from lxdkvm.images import bake
 from lxdkvm.images import base as image
-from lxdkvm.lxd import Lxd
+from lxdkvm.lxd import Lxd, setup
 from lxdkvm.machine import hostcaps
 
 READY = [stage for stage in readiness.STAGES if stage.name != "cloud-init finished"]
@@ -70,10 +69,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
-    client = lxdsetup.ensure_lxd(print)
+    client = setup.ensure_lxd(print)
     base = image.build(report=print)
     baked = bake.bake(report=print)
-    cow = lxdsetup.ensure_hosts_pool(client, print)
+    cow = setup.ensure_hosts_pool(client, print)
     dir_pool = next((p["name"] for p in client.server_facts().pools if p["driver"] == "dir"), None)
     if not dir_pool:
         client.ensure_storage_pool("lxdkvm-dir", "dir")

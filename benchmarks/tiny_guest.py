@@ -23,13 +23,12 @@ from pathlib import Path
 
 from measure import machine_lines
 
-from lxdkvm import lxdsetup
 from lxdkvm.guests import agent, runtime, tiny
 from lxdkvm.guests import domain as gd
 from lxdkvm.hosts import profile as profile_mod
 from lxdkvm.hosts import readiness
 from lxdkvm.images import bake
-from lxdkvm.lxd import Lxd
+from lxdkvm.lxd import Lxd, setup
 from lxdkvm.machine import hostcaps
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "guests-benchmarks.md"
@@ -108,7 +107,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="baseline runs (1 guest)")
     args = parser.parse_args()
 
-    lxd = lxdsetup.ensure_lxd(lambda _m: None)
+    lxd = setup.ensure_lxd(lambda _m: None)
     image = lxd.image_by_alias(bake.DEFAULT_ALIAS) or bake.bake().__dict__
     host = f"lxdkvm-bench-tiny-{uuid.uuid4().hex[:6]}"
     spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=int(image["properties"]["lxdkvm.kvm_gid"]),
@@ -116,7 +115,7 @@ def main() -> None:
     lxd.apply_profile(host, profile_mod.parse(profile_mod.render(spec)))
     rows: list[tuple[int, list[float], float]] = []
     try:
-        pool = lxdsetup.ensure_hosts_pool(lxd)
+        pool = setup.ensure_hosts_pool(lxd)
         readiness.launch(lxd, host, bake.DEFAULT_ALIAS, ["default", host], pool=pool.name)
         key = prepare(lxd, host)
         baseline_times = []

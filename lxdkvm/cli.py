@@ -236,7 +236,7 @@ def image_bake(from_alias, alias, force) -> None:
 @_daemon_option
 def setup() -> None:
     """Install, start and initialise LXD or Incus (storage pool, NAT bridge) as needed."""
-    from . import lxdsetup
+    from .lxd import setup as lxdsetup
 
     with _errors():
         client = lxdsetup.ensure_lxd(_progress)
@@ -252,9 +252,9 @@ def setup() -> None:
 @click.option("--pool", help="Storage pool for the hosts [default: the copy-on-write pool lxdkvm chooses].")
 def launch(names, image_alias, profiles, pool) -> None:
     """Launch KVM host containers in parallel and wait until each is ready."""
-    from . import lxdsetup
     from .hosts import readiness
     from .lxd import Lxd
+    from .lxd import setup as lxdsetup
 
     with _errors():
         pool = pool or lxdsetup.ensure_hosts_pool(Lxd(), _progress).name

@@ -12,14 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import lxdsetup
 from ..errors import LxdkvmError
 from ..guests import store
 from ..hosts import profile as profile_mod
 from ..images import bake, base
 from ..labfile import checks
 from ..labfile import topology as t
-from ..lxd import LabLxd
+from ..lxd import LabLxd, setup
 from ..machine import hostcaps, storage
 from . import apply, objects, sshkeys, state
 from .lock import LabLock
@@ -38,7 +37,7 @@ def machine_facts(lab_name: str, connect: bool = True,
     facts = {"routes": tuple(hostcaps.routes()), "cpus": os.cpu_count(), "memory": hostcaps.mem_total(),
              "hardware_virt": hostcaps.hardware_virt(host) is not None, "allow": allow,
              "guest_images": {i.name: i.virtual_mib for i in store.listing()}}
-    if lxdsetup.lxd_installed():  # LXD's package creates root's subordinate ids: unknown before it
+    if setup.lxd_installed():  # LXD's package creates root's subordinate ids: unknown before it
         facts["isolated_capacity"] = min(hostcaps.isolated_capacity(host.subuid),
                                          hostcaps.isolated_capacity(host.subgid))
     if connect:
@@ -126,7 +125,7 @@ def prepare(lab: t.Lab, say: Callable[[str], None]) -> Prepared:
     Shared by every lab; never deleted by `down`."""
     client = LabLxd(lab.project)
     if lab.storage == "auto":
-        pool = lxdsetup.ensure_hosts_pool(client, say).name
+        pool = setup.ensure_hosts_pool(client, say).name
     else:
         pool = lab.storage
     found = client.image_by_alias(lab.image)
@@ -223,7 +222,7 @@ def up(path: str | Path | None, report: Report, workers: int = apply.DEFAULT_WOR
     with LabLock(lab.name, "up") as lock:
         if lock.recovered:
             say(lock.recovered)
-        lxdsetup.ensure_lxd(say)  # installs, starts and initialises LXD on a fresh machine
+        setup.ensure_lxd(say)  # installs, starts and initialises LXD on a fresh machine
         lab = load(path, allow=allow)  # again, now that LXD surely answers (images, pools, other labs' ids)
         sshkeys.ensure_keypair(lab.name)  # before the profile: its user-data carries the public key
         prepared = prepare(lab, say)

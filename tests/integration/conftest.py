@@ -6,11 +6,10 @@ import uuid
 
 import pytest
 
-from lxdkvm import lxdsetup
 from lxdkvm.hosts import profile as profile_mod
 from lxdkvm.hosts import readiness
 from lxdkvm.images import base as image
-from lxdkvm.lxd import Lxd
+from lxdkvm.lxd import Lxd, setup
 from lxdkvm.machine import hostcaps
 
 pytestmark = pytest.mark.integration
@@ -24,7 +23,7 @@ def _log(message: str) -> None:
 def lxd() -> Lxd:
     if os.geteuid() != 0:
         pytest.fail("the integration tests need root: they install, start and drive LXD")
-    return lxdsetup.ensure_lxd(_log)
+    return setup.ensure_lxd(_log)
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +64,7 @@ def baked_host(lxd: Lxd, name: str):
                                 install_packages=False)
     lxd.apply_profile(name, profile_mod.parse(profile_mod.render(spec)))
     try:
-        pool = lxdsetup.ensure_hosts_pool(lxd)
+        pool = setup.ensure_hosts_pool(lxd)
         readiness.launch(lxd, name, bake.DEFAULT_ALIAS, ["default", name], pool=pool.name)
         yield name
     finally:

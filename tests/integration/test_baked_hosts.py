@@ -3,10 +3,10 @@ each with its own identity."""
 
 import pytest
 
-from lxdkvm import lxdsetup
 from lxdkvm.hosts import profile as profile_mod
 from lxdkvm.hosts import readiness
 from lxdkvm.images import bake
+from lxdkvm.lxd import setup
 from lxdkvm.machine import hostcaps
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ def two_hosts(lxd, baked, unique):
     spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=int(baked.properties["lxdkvm.kvm_gid"]),
                                 install_packages=False)
     lxd.apply_profile(profile, profile_mod.parse(profile_mod.render(spec)))
-    pool = lxdsetup.ensure_hosts_pool(lxd)
+    pool = setup.ensure_hosts_pool(lxd)
     try:
         readiness.launch_many(names, baked.alias, ["default", profile], pool=pool.name)
         yield names
@@ -66,7 +66,7 @@ def test_hosts_run_cloud_init_per_instance_but_install_nothing(lxd, two_hosts):
 
 
 def test_hosts_are_on_the_copy_on_write_pool(lxd, two_hosts):
-    pool = lxdsetup.ensure_hosts_pool(lxd)
+    pool = setup.ensure_hosts_pool(lxd)
     for name in two_hosts:
         assert lxd.instance_info(name)["expanded_devices"]["root"]["pool"] == pool.name
     assert pool.cow  # btrfs-progs is installed by setup and this kernel has btrfs

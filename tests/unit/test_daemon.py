@@ -4,9 +4,8 @@ import ipaddress
 
 import pytest
 
-from lxdkvm import incussetup, lxdsetup
 from lxdkvm.errors import LxdkvmError
-from lxdkvm.lxd import daemon
+from lxdkvm.lxd import daemon, incussetup, setup
 from lxdkvm.machine import hostcaps
 
 
@@ -100,6 +99,6 @@ def test_a_stopped_daemons_bridge_still_takes_its_subnet():
     """LXD stopped: lxdkvmbr0 is down, has no route, but keeps 10.87.0.1/24 — Incus must not take it."""
     taken = [net for net, _dev in hostcaps.parse_interface_subnets(IP_ADDR)]
     assert ("lxdkvmbr0" in [dev for _net, dev in hostcaps.parse_interface_subnets(IP_ADDR)])
-    assert lxdsetup.free_subnet(taken, start=87) == ipaddress.IPv4Network("10.88.0.0/24")
-    assert lxdsetup.free_subnet(taken + [ipaddress.IPv4Network("10.88.0.0/16")], start=88) == \
+    assert setup.free_subnet(taken, start=87) == ipaddress.IPv4Network("10.88.0.0/24")
+    assert setup.free_subnet(taken + [ipaddress.IPv4Network("10.88.0.0/16")], start=88) == \
         ipaddress.IPv4Network("10.89.0.0/24")

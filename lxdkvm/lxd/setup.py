@@ -14,9 +14,10 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from . import incussetup, lxd
-from .errors import LxdkvmError
-from .machine import hostcaps, storage
+from .. import lxd
+from ..errors import LxdkvmError
+from ..machine import hostcaps, storage
+from . import incussetup
 
 # What a daemon's bridge needs (firewall, DHCP/DNS), and what image builds need.
 TOOLS = ["iptables", "dnsmasq-base", "debootstrap", "squashfs-tools", "btrfs-progs", "xz-utils", "qemu-utils"]

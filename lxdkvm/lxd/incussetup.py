@@ -14,8 +14,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import LxdkvmError
-from .lxd import daemon
+from ..errors import LxdkvmError
+from . import daemon
 
 PACKAGES = ["incus-base", "incus-client"]
 SOURCE = Path("/etc/apt/sources.list.d/lxdkvm-backports.sources")
