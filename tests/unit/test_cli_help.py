@@ -5,8 +5,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from lxdkvm import outputcli
-from lxdkvm.cli import main
+from lxdkvm.cli import outputs as outputcli
+from lxdkvm.cli.app import main
 
 
 def commands(group: click.Group, path: tuple[str, ...] = ()):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from lxdkvm.cli import main
+from lxdkvm.cli.app import main
 from lxdkvm.labfile import read
 from lxdkvm.labfile import topology as t
 from lxdkvm.outputs import graph, graphviz

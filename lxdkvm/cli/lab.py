@@ -16,11 +16,11 @@ import click
 from rich.live import Live
 from rich.table import Table
 
-from .hosts.readiness import WAITING
-from .labfile import topology as t
+from ..hosts.readiness import WAITING
+from ..labfile import topology as t
 
 if TYPE_CHECKING:
-    from .lab.plan import Plan
+    from ..lab.plan import Plan
 
 LAB_HELP = "A lab file, or the name of a lab that is up [default: the embedded default lab]."
 VERB_STYLE = {"create": "green", "update": "yellow", "recreate": "magenta", "delete": "red",
@@ -121,7 +121,7 @@ def watch_status(console, read: Callable[[], dict], interval: float) -> None:
     from rich.console import Group
     from rich.text import Text
 
-    from .errors import LxdkvmError
+    from ..errors import LxdkvmError
 
     last = None
     live = Live(console=console, auto_refresh=False, transient=False) if console.is_terminal else None
@@ -178,7 +178,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @allow_options
     def plan(lab, **allow) -> None:
         """Show what `up` would create, change or delete, and why. Changes nothing."""
-        from .lab import pipeline as lab_mod
+        from ..lab import pipeline as lab_mod
 
         with errors():
             _, the_plan = lab_mod.plan(lab, allowances(lab_mod, allow))
@@ -193,7 +193,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @allow_options
     def up(lab, workers, provision, **allow) -> None:
         """Make the lab real: validate, plan, create in parallel, wait until every host is ready."""
-        from .lab import pipeline as lab_mod
+        from ..lab import pipeline as lab_mod
 
         with errors(), Progress(err) as progress:
             result = lab_mod.up(lab, progress, workers, allowances(lab_mod, allow))
@@ -214,7 +214,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.argument("lab", required=False)
     def down(lab) -> None:
         """Delete the lab: its hosts, profiles, networks and project, and nothing else."""
-        from .lab import pipeline as lab_mod
+        from ..lab import pipeline as lab_mod
 
         with errors(), Progress(err) as progress:
             the_plan, seconds = lab_mod.down(lab, progress)
@@ -234,7 +234,7 @@ def register(main: click.Group, out, err, errors) -> None:
                   help="Seconds between refreshes with --watch.")
     def status(lab, as_json, watch, interval) -> None:
         """Hosts of the lab, their state, addresses per network and readiness."""
-        from .lab import pipeline as lab_mod
+        from ..lab import pipeline as lab_mod
 
         if watch:
             with errors():
@@ -255,8 +255,8 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
     def exec_(lab, host, command) -> None:
         """Run COMMAND on a lab host: lxdkvm exec [--lab LAB] HOST -- CMD..."""
-        from .lab import pipeline as lab_mod
-        from .lxd import exec_interactive
+        from ..lab import pipeline as lab_mod
+        from ..lxd import exec_interactive
 
         with errors():
             exec_interactive(t.project_name(lab_mod.lab_name(lab)), host, list(command))
@@ -266,14 +266,14 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.argument("host")
     def shell(lab, host) -> None:
         """Open a login shell on a lab host."""
-        from .lab import pipeline as lab_mod
-        from .lxd import exec_interactive
+        from ..lab import pipeline as lab_mod
+        from ..lxd import exec_interactive
 
         with errors():
             exec_interactive(t.project_name(lab_mod.lab_name(lab)), host, ["su", "-l"])
 
     def run_playbook(lab, playbook: str) -> None:
-        from .clients import ansible
+        from ..clients import ansible
 
         with errors():
             run = ansible.run_playbook(lab, playbook, on_line=click.echo)
@@ -286,7 +286,7 @@ def register(main: click.Group, out, err, errors) -> None:
                   show_default=True, help="Ansible's YAML or INI inventory, or an inventory script's JSON.")
     def inventory(lab, fmt) -> None:
         """Print an Ansible inventory of a lab that is up (docs/ansible.md)."""
-        from .outputs import inventory as inventory_mod
+        from ..outputs import inventory as inventory_mod
 
         with errors():
             click.echo(inventory_mod.render(inventory_mod.live(lab), fmt), nl=False)

@@ -15,15 +15,15 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from . import kvmprobe
-from .clustercli import register as register_cluster_commands
-from .errors import LxdkvmError
-from .guestcli import register as register_guest_commands
-from .hosts import profile as profile_mod
-from .images import base as image_mod
-from .labcli import register as register_lab_commands
-from .labfile.topology import LabInvalid
-from .outputcli import register as register_output_commands
+from .. import kvmprobe
+from ..errors import LxdkvmError
+from ..hosts import profile as profile_mod
+from ..images import base as image_mod
+from ..labfile.topology import LabInvalid
+from .cluster import register as register_cluster_commands
+from .guests import register as register_guest_commands
+from .lab import register as register_lab_commands
+from .outputs import register as register_output_commands
 
 # Wide enough for the doctor's evidence when the output is a file or a CI log.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -93,10 +93,10 @@ def doctor(as_json: bool) -> None:
     """Check that this host can run a KVM lab, with evidence and fixes. Exit 1 if it cannot."""
     from rich.table import Table
 
-    from .lxd import probe_server
-    from .machine import doctor as doctor_mod
-    from .machine import hostcaps
-    from .machine.storage import btrfs_support
+    from ..lxd import probe_server
+    from ..machine import doctor as doctor_mod
+    from ..machine import hostcaps
+    from ..machine.storage import btrfs_support
 
     checks = doctor_mod.diagnose(hostcaps.read_host(), kvmprobe.probe(), probe_server(), btrfs_support())
     ok = doctor_mod.verdict(checks)
@@ -151,7 +151,7 @@ def _profile_options(func):
 
 def _spec(for_host: bool, cpu: str, idmap: str, cloud_init_keys: str, kvm_gid: int,
           kvm_gid_from: str | None, install_packages: bool) -> profile_mod.ProfileSpec:
-    from .machine import hostcaps
+    from ..machine import hostcaps
 
     if kvm_gid_from:
         kvm_gid = image_mod.kvm_gid(kvm_gid_from)
@@ -180,7 +180,7 @@ def profile_render(output, **options) -> None:
 @_profile_options
 def profile_apply(name, **options) -> None:
     """Create or update profile NAME in LXD."""
-    from .lxd import Lxd
+    from ..lxd import Lxd
 
     with _errors():
         text = profile_mod.render(_spec(**options))
@@ -192,7 +192,7 @@ def profile_apply(name, **options) -> None:
 @click.argument("name", default=DEFAULT_PROFILE)
 def profile_delete(name) -> None:
     """Delete profile NAME (LXD refuses while containers use it)."""
-    from .lxd import Lxd
+    from ..lxd import Lxd
 
     with _errors():
         deleted = Lxd().delete_profile(name)
@@ -224,7 +224,7 @@ def image_build(release, alias, mirror, force) -> None:
 @click.option("--force", is_flag=True, help="Bake again even if a matching image exists.")
 def image_bake(from_alias, alias, force) -> None:
     """Bake a KVM-host image: libvirt and QEMU installed, configured, verified, cleaned for reuse."""
-    from .images import bake
+    from ..images import bake
 
     with _errors():
         result = bake.bake(from_alias, alias, force, _progress)
@@ -236,7 +236,7 @@ def image_bake(from_alias, alias, force) -> None:
 @_daemon_option
 def setup() -> None:
     """Install, start and initialise LXD or Incus (storage pool, NAT bridge) as needed."""
-    from .lxd import setup as lxdsetup
+    from ..lxd import setup as lxdsetup
 
     with _errors():
         client = lxdsetup.ensure_lxd(_progress)
@@ -252,9 +252,9 @@ def setup() -> None:
 @click.option("--pool", help="Storage pool for the hosts [default: the copy-on-write pool lxdkvm chooses].")
 def launch(names, image_alias, profiles, pool) -> None:
     """Launch KVM host containers in parallel and wait until each is ready."""
-    from .hosts import readiness
-    from .lxd import Lxd
-    from .lxd import setup as lxdsetup
+    from ..hosts import readiness
+    from ..lxd import Lxd
+    from ..lxd import setup as lxdsetup
 
     with _errors():
         pool = pool or lxdsetup.ensure_hosts_pool(Lxd(), _progress).name
@@ -268,7 +268,7 @@ def launch(names, image_alias, profiles, pool) -> None:
 @click.argument("names", nargs=-1, required=True)
 def delete(names) -> None:
     """Delete containers (stopping them first)."""
-    from .lxd import Lxd
+    from ..lxd import Lxd
 
     with _errors():
         client = Lxd()

@@ -38,7 +38,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.option("--no-images", is_flag=True, help="Do not copy lxdkvm's images from the main LXD.")
     def sandbox_up(members: int, no_images: bool) -> None:
         """Form the cluster, or start it again after its daemons (or the machine) restarted. Needs root."""
-        from .cluster import sandbox as sandbox_mod
+        from ..cluster import sandbox as sandbox_mod
 
         with errors():
             show(sandbox_mod.up(members, say, images=not no_images))
@@ -46,7 +46,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @sandbox.command("down", epilog="Example: lxdkvm cluster sandbox down")
     def sandbox_down() -> None:
         """Remove the cluster completely: daemons, their containers, namespaces, bridge, directories."""
-        from .cluster import sandbox as sandbox_mod
+        from ..cluster import sandbox as sandbox_mod
 
         with errors():
             sandbox_mod.down(say)
@@ -55,7 +55,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @sandbox.command("stop", epilog="Example: lxdkvm cluster sandbox stop && lxdkvm cluster sandbox up")
     def sandbox_stop() -> None:
         """Stop the daemons and namespaces but keep the cluster (`up` starts it again), like a reboot."""
-        from .cluster import sandbox as sandbox_mod
+        from ..cluster import sandbox as sandbox_mod
 
         with errors():
             sandbox_mod.stop(None, say)
@@ -64,7 +64,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the members as JSON.")
     def sandbox_status(as_json: bool) -> None:
         """The members: address, state in the cluster, daemon, LXD_DIR."""
-        from .cluster import sandbox as sandbox_mod
+        from ..cluster import sandbox as sandbox_mod
 
         with errors():
             state = sandbox_mod.status()

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 from click.shell_completion import CompletionItem
 
-from .errors import LxdkvmError
+from ..errors import LxdkvmError
 
 FORMATS = ("mermaid", "dot", "svg", "png")
 TEXT_FORMATS = ("mermaid", "dot")
@@ -48,8 +48,8 @@ def _in_time(ask, default):
 def lab_names() -> list[str]:
     """Labs that are up: LXD projects named lxdkvm-*. Empty when LXD does not answer."""
     def ask() -> list[str]:
-        from .labfile.topology import PROJECT_PREFIX
-        from .lxd import Lxd, socket_path
+        from ..labfile.topology import PROJECT_PREFIX
+        from ..lxd import Lxd, socket_path
 
         if not Path(socket_path()).exists():
             return []
@@ -62,9 +62,9 @@ def lab_names() -> list[str]:
 def host_names(lab: str | None) -> list[str]:
     """The instances of LAB's project (LAB: a lab file, a lab name, None for the default lab)."""
     def ask() -> list[str]:
-        from .lab import pipeline as lab_mod
-        from .labfile import topology as t
-        from .lxd import LabLxd, socket_path
+        from ..lab import pipeline as lab_mod
+        from ..labfile import topology as t
+        from ..lxd import LabLxd, socket_path
 
         if not Path(socket_path()).exists():
             return []
@@ -76,7 +76,7 @@ def host_names(lab: str | None) -> list[str]:
 def guest_names(lab: str | None) -> list[str]:
     """Guests of LAB: from its file when LAB is one (or the default lab), and those the live status lists."""
     def ask() -> list[str]:
-        from .labfile import read
+        from ..labfile import read
 
         names: set[str] = set()
         if lab is None or Path(lab).is_file():
@@ -86,8 +86,8 @@ def guest_names(lab: str | None) -> list[str]:
         return sorted(names)
 
     def live() -> list[str]:
-        from .lab import pipeline as lab_mod
-        from .lxd import socket_path
+        from ..lab import pipeline as lab_mod
+        from ..lxd import socket_path
 
         if not Path(socket_path()).exists():
             return []
@@ -125,8 +125,8 @@ def complete_host_or_guest(ctx: click.Context, param: click.Parameter,
 # ---------------------------------------------------------------------------------------- graph
 def _live_status(name: str) -> dict | None:
     """`lab.status(name)` when LXD answers and the lab exists, else None."""
-    from .lab import pipeline as lab_mod
-    from .lxd import socket_path
+    from ..lab import pipeline as lab_mod
+    from ..lxd import socket_path
 
     if not Path(socket_path()).exists():
         return None
@@ -140,12 +140,12 @@ def _live_status(name: str) -> dict | None:
 def lab_graph(lab: str | None, live: bool):
     """The graph of LAB: a lab file (None: the default lab) annotated with its live state when it is up,
     or a lab name, drawn from its live state alone."""
-    from .labfile import checks, read
-    from .labfile import topology as t
-    from .outputs import graph
+    from ..labfile import checks, read
+    from ..labfile import topology as t
+    from ..outputs import graph
 
     if lab is not None and not Path(lab).is_file():
-        from .lab import pipeline as lab_mod
+        from ..lab import pipeline as lab_mod
 
         name = lab_mod.lab_name(lab)  # refuses a path that does not exist and a bad name
         status = _live_status(name)
@@ -208,7 +208,7 @@ def register(main: click.Group, out, err, errors) -> None:
         """Draw a lab: networks (subnet, gateway, NAT or isolated), hosts, guests inside their hosts, and
         each NIC's address. LAB is a lab file (drawn from the file, with live state when the lab is up) or
         the name of a lab that is up (drawn from LXD)."""
-        from .outputs import graph as graph_mod
+        from ..outputs import graph as graph_mod
 
         fmt = _format(fmt, output)
         with errors():
@@ -217,7 +217,7 @@ def register(main: click.Group, out, err, errors) -> None:
             if fmt in TEXT_FORMATS:
                 data = text.encode()
             else:
-                from .outputs import graphviz
+                from ..outputs import graphviz
 
                 data = graphviz.render(text, fmt)
         if output is None and fmt not in TEXT_FORMATS and sys.stdout.isatty():

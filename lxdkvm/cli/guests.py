@@ -23,8 +23,8 @@ def register(main: click.Group, out, err, errors) -> None:
         across hosts)."""
         from rich.table import Table
 
-        from .lab import pipeline as lab_mod
-        from .lab.verify import summary
+        from ..lab import pipeline as lab_mod
+        from ..lab.verify import summary
 
         with errors():
             the_lab, checks = lab_mod.verify(lab, lambda message: err.print(f"[dim]· {message}[/]"))
@@ -49,8 +49,8 @@ def register(main: click.Group, out, err, errors) -> None:
     def console(lab, guest) -> None:
         """Attach to a guest's serial console (virsh console in its host; Ctrl-] leaves). Everything the
         console shows is also kept in the host's /var/log/libvirt/qemu/GUEST-serial.log."""
-        from .lab import pipeline as lab_mod
-        from .lxd import exec_interactive
+        from ..lab import pipeline as lab_mod
+        from ..lxd import exec_interactive
 
         with errors():
             project, host = lab_mod.console_host(lab, guest)
@@ -65,7 +65,7 @@ def register(main: click.Group, out, err, errors) -> None:
     def guest_exec(lab, guest, command, timeout) -> None:
         """Run COMMAND in a guest (through the tiny guest's agent on its second serial port) and print its
         output; the exit status is the command's."""
-        from .lab import pipeline as lab_mod
+        from ..lab import pipeline as lab_mod
 
         command = list(command[1:] if command[:1] == ("--",) else command)
         with errors():
@@ -85,7 +85,7 @@ def register(main: click.Group, out, err, errors) -> None:
         """Move a running guest to another host of the lab with libvirt over an isolated lab network (its
         disk copied when it has one), then check it kept running: same boot id, same address answering.
         Reports the migration time and downtime (libvirt's job statistics) and the pings lost at 5/s."""
-        from .lab import pipeline as lab_mod
+        from ..lab import pipeline as lab_mod
 
         with errors():
             result = lab_mod.migrate(lab, guest, to, live, lambda message: err.print(f"[dim]· {message}[/]"))
@@ -122,7 +122,7 @@ def register(main: click.Group, out, err, errors) -> None:
     def guest_image_import(file, name, fmt, force) -> None:
         """Check FILE (raw or qcow2; no backing or external data file, not encrypted) and keep a standalone
         qcow2 copy of it as NAME."""
-        from .guests import store
+        from ..guests import store
 
         with errors():
             stored = store.import_file(file, name, fmt, force)
@@ -132,7 +132,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @guest_image.command(name="list", epilog="Example: lxdkvm guest-image list")
     def guest_image_list() -> None:
         """The imported guest images."""
-        from .guests import store
+        from ..guests import store
 
         images = store.listing()
         for image in images:
@@ -145,7 +145,7 @@ def register(main: click.Group, out, err, errors) -> None:
     @click.argument("name")
     def guest_image_remove(name) -> None:
         """Forget an imported image (hosts keep their copy until their lab goes)."""
-        from .guests import store
+        from ..guests import store
 
         with errors():
             if not store.remove(store.check_name(name)):
