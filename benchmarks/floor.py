@@ -33,7 +33,10 @@ from measure import cpu_seconds, daemon_seconds, machine_busy_seconds, machine_l
 from lxdkvm.images import bake
 from lxdkvm.lab import pipeline as lab_mod
 from lxdkvm.labfile import topology as t
-from lxdkvm.lxd import Lxd, setup
+from lxdkvm.lxd import setup
+from lxdkvm.lxd.session import Session
+
+SESSION = Session()  # the benchmark's one session with the daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "benchmarks.md"
@@ -64,9 +67,9 @@ class Meter:
 
 def floor(hosts: int, image: str, pool: str) -> dict:
     names = [f"bench-floor-{i}" for i in range(1, hosts + 1)]
-    client = Lxd()
+    client = SESSION
     for name in names:
-        client.delete_instance(name)  # a leftover from an interrupted run
+        client.instances.delete(name)  # a leftover from an interrupted run
     time.sleep(SETTLE)
     cpu: dict[str, float] = {}
     booted: dict[str, float] = {}
@@ -81,23 +84,23 @@ def floor(hosts: int, image: str, pool: str) -> dict:
         # network, libvirtd): the least a lab host's boot costs with this image, measured beside the floor
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # until systemd's own bus answers (exec answers before it)
-            state = conn.execute(name, ["systemctl", "is-system-running", "--wait"], timeout=120).stdout.strip()
+            state = conn.instances.execute(name, ["systemctl", "is-system-running", "--wait"], timeout=120).stdout.strip()
             if state in ("running", "degraded"):
                 booted[name] = time.monotonic()
                 return
             time.sleep(0.05)
 
-    def answer(name: str) -> Lxd:
-        conn = Lxd()
+    def answer(name: str) -> Session:
+        conn = Session()  # a client of its own, as separate programs each have
         # the daemon's own API, as a plain client would call it: not lxdkvm's creation lock, which
         # serialises creations for isolated id maps (LXD 5.0) and would make the floor higher
-        conn.client.instances.create({"name": name, "type": "container", "profiles": ["default"],
+        conn.connection().client.instances.create({"name": name, "type": "container", "profiles": ["default"],
                                       "source": {"type": "image", "alias": image},
                                       "devices": {"root": {"type": "disk", "path": "/", "pool": pool}}},
                                      wait=True).start(wait=True)
         while True:
             try:
-                if conn.execute(name, ["true"], timeout=5).exit_code == 0:
+                if conn.instances.execute(name, ["true"], timeout=5).exit_code == 0:
                     break
             except Exception:  # noqa: BLE001 - not answering yet
                 time.sleep(0.1)
@@ -122,7 +125,7 @@ def floor(hosts: int, image: str, pool: str) -> dict:
         result["booted_seconds"] = max(booted.values()) - meter.start
     finally:
         for name in names:
-            client.delete_instance(name)
+            client.instances.delete(name)
     return result
 
 
@@ -131,7 +134,7 @@ def up(hosts: int, folder: Path) -> dict:
     path = folder / f"{name}.yaml"
     path.write_text(LAB.format(name=name, n=SUBNET[hosts], hosts=hosts))
     project = t.project_name(name)
-    lab_mod.down(name, lambda *_: None)
+    lab_mod.down(SESSION, name, lambda *_: None)
     time.sleep(SETTLE)
     cpu: dict[str, float] = {}
 
@@ -140,13 +143,13 @@ def up(hosts: int, folder: Path) -> dict:
             cpu[host] = cpu_seconds(host, project)
 
     meter = Meter()
-    lab_mod.up(path, report)
+    lab_mod.up(SESSION, path, report)
     result = meter.read(hosts)
-    assert len(cpu) == hosts and all(h["ready"] for h in lab_mod.status(name)["hosts"]), cpu
+    assert len(cpu) == hosts and all(h.ready for h in lab_mod.status(SESSION, name).hosts), cpu
     result["container_cpu"] = statistics.mean(cpu.values())
     time.sleep(SETTLE)
     start = time.monotonic()
-    lab_mod.down(name, lambda *_: None)
+    lab_mod.down(SESSION, name, lambda *_: None)
     result["down"] = time.monotonic() - start
     return result
 
@@ -243,7 +246,8 @@ def main() -> None:
         print(f"wrote {args.out}")
         return
 
-    client = setup.ensure_lxd(print)
+    client = SESSION
+    setup.ensure_lxd(client, print)
     pool = setup.ensure_hosts_pool(client, print).name
     image = bake.DEFAULT_ALIAS
     with tempfile.TemporaryDirectory() as tmp:
@@ -251,8 +255,8 @@ def main() -> None:
         warm = folder / "bench-warm.yaml"
         warm.write_text(LAB.format(name="bench-warm", n=233, hosts=1))
         print("warming up: image built and baked, unpacked into the pool ...", flush=True)
-        lab_mod.up(warm, lambda *_: None)  # bakes the image if its inputs changed
-        lab_mod.down("bench-warm", lambda *_: None)
+        lab_mod.up(SESSION, warm, lambda *_: None)  # bakes the image if its inputs changed
+        lab_mod.down(SESSION, "bench-warm", lambda *_: None)
         results = []
         for hosts in args.hosts:
             floors, ups = [], []
@@ -270,7 +274,7 @@ def main() -> None:
         print(f"{r['hosts']} hosts: floor {r['floor']['seconds']:.1f}s (booted {r['floor']['booted_seconds']:.1f}s), "
               f"up {r['up']['seconds']:.1f}s, u/f = {r['ratio']:.2f} (booted {r['ratio_booted']:.2f}); CPU-s per host in the container {r['up']['container_cpu']:.2f}, "
               f"machine {r['up']['machine_cpu']:.2f}; down {r['up']['down']:.1f}s")
-    server = client.server_facts()
+    server = client.server.facts()
     machine = machine_lines(server.version, f"host pool {pool}", server.daemon)
     if args.save:
         RESULTS.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,10 @@ from pathlib import Path
 from measure import anon_bytes, machine_lines
 
 from lxdkvm.lab import pipeline as lab_mod
-from lxdkvm.lxd import Lxd, setup
+from lxdkvm.lxd import setup
+from lxdkvm.lxd.session import Session
+
+SESSION = Session()  # the benchmark's one session with the daemon
 
 SETTLE = 5  # seconds
 OUT = Path(__file__).resolve().parent.parent / "docs" / "lab-benchmarks.md"
@@ -46,17 +49,17 @@ def once(label: str, hosts: int, subnet: int, workers: int, folder: Path) -> tup
     name = f"bench-{label}"
     path = folder / f"{name}.yaml"
     path.write_text(LAB.format(name=name, n=subnet, hosts=hosts))
-    lab_mod.down(name, lambda *_: None)  # a leftover from an interrupted benchmark
+    lab_mod.down(SESSION, name, lambda *_: None)  # a leftover from an interrupted benchmark
     time.sleep(SETTLE)  # let the previous run's teardown (btrfs cleanup, dnsmasq) finish
     start = time.monotonic()
-    result = lab_mod.up(path, lambda host, msg: print(f"    {time.monotonic() - start:6.1f}s {host}: {msg}",
+    result = lab_mod.up(SESSION, path, lambda host, msg: print(f"    {time.monotonic() - start:6.1f}s {host}: {msg}",
                                                      flush=True), workers=workers)
     up = time.monotonic() - start
-    assert not result.plan.empty and all(h["ready"] for h in lab_mod.status(name)["hosts"])
+    assert not result.plan.empty and all(h.ready for h in lab_mod.status(SESSION, name).hosts)
     time.sleep(SETTLE)  # let the hosts settle to idle before reading memory and tearing down
     memory = statistics.mean(anon_bytes(h.name, f"lxdkvm-{name}") / 2**20 for h in result.lab.hosts)
     start = time.monotonic()
-    lab_mod.down(name, lambda *_: None)
+    lab_mod.down(SESSION, name, lambda *_: None)
     return up, time.monotonic() - start, memory
 
 
@@ -79,14 +82,14 @@ def main() -> None:
         warm = Path(folder) / "warm.yaml"
         warm.write_text(LAB.format(name="bench-warm", n=219, hosts=1))
         print("warming up: image built and baked, unpacked into the pool ...", flush=True)
-        lab_mod.up(warm, lambda *_: None)
-        lab_mod.down("bench-warm", lambda *_: None)
+        lab_mod.up(SESSION, warm, lambda *_: None)
+        lab_mod.down(SESSION, "bench-warm", lambda *_: None)
         results = [measure("serial3", 3, 216, 1, Path(folder), args.runs),
                    measure("lab3", 3, 217, 10, Path(folder), args.runs),
                    measure("lab10", 10, 218, 10, Path(folder), args.runs)]
     base = results[0]["up"]
-    server = Lxd().server_facts()
-    pool = setup.ensure_hosts_pool(Lxd()).name
+    server = SESSION.server.facts()
+    pool = setup.ensure_hosts_pool(SESSION).name
     rows = "\n".join(f"| {r['label']} | {r['hosts']} | {r['workers']} | {r['up']:.1f} s "
                      f"({', '.join(f'{u:.1f}' for u in r['ups'])}) | {base / r['up']:.2f} | "
                      f"{r['down']:.1f} s | {r['memory']:.1f} MiB |" for r in results)

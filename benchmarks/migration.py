@@ -21,8 +21,11 @@ from pathlib import Path
 
 from measure import machine_lines
 
+from lxdkvm.lab import guests as lab_guests
 from lxdkvm.lab import pipeline as lab_mod
-from lxdkvm.lxd import Lxd
+from lxdkvm.lxd.session import Session
+
+SESSION = Session()  # the benchmark's one session with the daemon
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "migration-benchmarks.md"
 LAB = """
@@ -61,8 +64,8 @@ def main() -> None:
         handle.write(LAB)
     lab_file = handle.name
     try:
-        lab_mod.up(lab_file, quiet)
-        written = lab_mod.guest_exec("bench-migrate", "with-disk",
+        lab_mod.up(SESSION, lab_file, quiet)
+        written = lab_guests.guest_exec(SESSION, "bench-migrate", "with-disk",
                                      ["sh", "-c", "dd if=/dev/urandom of=/dev/vda bs=1M count=64 2>/dev/null; "
                                                   "md5sum /dev/vda"], timeout=300)[0].split()[0]
         results: dict[str, list[dict]] = {"mem-only": [], "with-disk": []}
@@ -70,17 +73,17 @@ def main() -> None:
         for round_ in range(args.rounds):
             for guest in ("mem-only", "with-disk"):  # interleaved, so both see the same machine
                 target = "mig-2" if where[guest] == "mig-1" else "mig-1"
-                moved = lab_mod.migrate("bench-migrate", guest, target)
+                moved = lab_guests.migrate(SESSION, "bench-migrate", guest, target)
                 where[guest] = target
                 assert moved["same_boot"] and moved["address_answers"], moved
                 results[guest].append(moved)
                 print(f"round {round_ + 1} {guest}: {moved['seconds']:.2f} s, downtime {moved['downtime_ms']} ms, "
                       f"{moved['pings_lost']}/{moved['pings_sent']} pings lost", flush=True)
-        after = lab_mod.guest_exec("bench-migrate", "with-disk", ["md5sum", "/dev/vda"])[0].split()[0]
+        after = lab_guests.guest_exec(SESSION, "bench-migrate", "with-disk", ["md5sum", "/dev/vda"])[0].split()[0]
         assert after == written, "the disk's content changed while it moved"
         report(results, args.rounds)
     finally:
-        lab_mod.down("bench-migrate", quiet)
+        lab_mod.down(SESSION, "bench-migrate", quiet)
         Path(lab_file).unlink(missing_ok=True)
 
 
@@ -98,7 +101,7 @@ def report(results: dict[str, list[dict]], rounds: int) -> None:
                          len(everything))
     low, high = (min(float(r["downtime_ms"] or 0) for r in everything),
                  max(float(r["downtime_ms"] or 0) for r in everything))
-    info = Lxd().server_facts()
+    info = SESSION.server.facts()
     text = f"""# Live migration benchmarks
 
 Written by `python3 benchmarks/migration.py`; rerun it to measure your machine (hold

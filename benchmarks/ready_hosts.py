@@ -27,8 +27,11 @@ from lxdkvm.hosts import profile as profile_mod
 from lxdkvm.hosts import readiness
 from lxdkvm.images import bake
 from lxdkvm.images import base as image
-from lxdkvm.lxd import Lxd, setup
+from lxdkvm.lxd import setup
+from lxdkvm.lxd.session import Session
 from lxdkvm.machine import hostcaps
+
+SESSION = Session()  # the benchmark's one session with the daemon
 
 READY = [stage for stage in readiness.STAGES if stage.name != "cloud-init finished"]
 OUT = Path(__file__).resolve().parent.parent / "docs" / "seed-benchmarks.md"
@@ -39,28 +42,28 @@ def run_scenario(label: str, hosts: int, image_alias: str, profile: str, pool: s
     print(f"({label}) {hosts} hosts from {image_alias} on pool {pool} ...", flush=True)
     start = time.monotonic()
     try:
-        readiness.launch_many(names, image_alias, ["default", profile], pool=pool, stages=READY, poll=0.2,
+        readiness.launch_many(SESSION.instances, names, image_alias, ["default", profile], pool=pool, stages=READY, poll=0.2,
                             report=lambda host, stage: print(f"    {time.monotonic() - start:6.1f}s {host}: {stage}",
                                                              flush=True))
         seconds = time.monotonic() - start
         time.sleep(10)  # let the hosts settle to idle before reading memory
         memory = [anon_bytes(n) / 2**20 for n in names]
     finally:
-        client = Lxd()
+        client = SESSION
         for name in names:
-            client.delete_instance(name)
+            client.instances.delete(name)
     print(f"({label}) ready in {seconds:.1f}s; idle anon memory per host {statistics.mean(memory):.1f} MiB")
     return {"label": label, "seconds": seconds, "memory": statistics.mean(memory), "image": image_alias,
             "pool": pool}
 
 
-def warm(client: Lxd, image_alias: str, profile: str, pool: str, tag: str) -> None:
+def warm(client: Session, image_alias: str, profile: str, pool: str, tag: str) -> None:
     """Unpack the image into the pool once (LXD keeps it there for later instances)."""
     name = f"bench-{tag}-warm"
     try:
-        client.launch(name, image_alias, ["default", profile], pool=pool)
+        client.instances.launch(name, image_alias, ["default", profile], pool=pool)
     finally:
-        client.delete_instance(name)
+        client.instances.delete(name)
 
 
 def main() -> None:
@@ -69,13 +72,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
-    client = setup.ensure_lxd(print)
-    base = image.build(report=print)
-    baked = bake.bake(report=print)
+    client = SESSION
+    setup.ensure_lxd(client, print)
+    base = image.build(SESSION, report=print)
+    baked = bake.bake(SESSION, report=print)
     cow = setup.ensure_hosts_pool(client, print)
-    dir_pool = next((p["name"] for p in client.server_facts().pools if p["driver"] == "dir"), None)
+    dir_pool = next((p["name"] for p in client.server.facts().pools if p["driver"] == "dir"), None)
     if not dir_pool:
-        client.ensure_storage_pool("lxdkvm-dir", "dir")
+        client.pools.ensure("lxdkvm-dir", "dir")
         dir_pool = "lxdkvm-dir"
     tag = uuid.uuid4().hex[:4]
     facts = hostcaps.read_host()
@@ -87,7 +91,7 @@ def main() -> None:
     names = {kind: f"bench-{tag}-{kind}" for kind in profiles}
     try:
         for kind, spec in profiles.items():
-            client.apply_profile(names[kind], profile_mod.parse(profile_mod.render(spec)))
+            client.profiles.apply(names[kind], profile_mod.parse(profile_mod.render(spec)))
         warm(client, baked.alias, names["baked"], cow.name, tag)
         results = [
             run_scenario("a", args.hosts, base.alias, names["install"], dir_pool, tag),
@@ -96,11 +100,11 @@ def main() -> None:
         ]
     finally:
         for name in names.values():
-            client.delete_profile(name)
+            client.profiles.delete(name)
 
     a, b, c = (r["seconds"] for r in results)
     print(f"\na/b = {a / b:.1f}   a/c = {a / c:.1f}   (targets: c <= 6 s for 3 hosts, a/c >= 15)")
-    server = client.server_facts()
+    server = client.server.facts()
     what = {"a": "base image + cloud-init installs libvirt/QEMU (seed method)",
             "b": "baked KVM-host image", "c": "baked KVM-host image"}
     rows = "\n".join(

@@ -23,13 +23,16 @@ from pathlib import Path
 
 from measure import machine_lines
 
-from lxdkvm.guests import agent, runtime, tiny
+from lxdkvm.guests import agent, hostprep, tiny
 from lxdkvm.guests import domain as gd
 from lxdkvm.hosts import profile as profile_mod
 from lxdkvm.hosts import readiness
 from lxdkvm.images import bake
-from lxdkvm.lxd import Lxd, setup
+from lxdkvm.lxd import setup
+from lxdkvm.lxd.session import Session
 from lxdkvm.machine import hostcaps
+
+SESSION = Session()  # the benchmark's one session with the daemon
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "guests-benchmarks.md"
 BRIDGE, NET = "br-bench", "192.168.79"
@@ -37,24 +40,24 @@ MEMORY_MIB = 128
 PER_GUEST_MIB = 256  # a 128 MiB tiny guest's QEMU measured ~220 MiB resident (RAM, TCG, libraries)
 
 
-def sh(lxd: Lxd, host: str, script: str, timeout: int = 600) -> str:
-    result = lxd.execute(host, ["sh", "-c", script], timeout=timeout)
+def sh(lxd: Session, host: str, script: str, timeout: int = 600) -> str:
+    result = lxd.instances.execute(host, ["sh", "-c", script], timeout=timeout)
     if result.exit_code != 0:
         raise RuntimeError(f"{script[:200]}…\n{result.stdout}{result.stderr}")
     return result.stdout
 
 
-def prepare(lxd: Lxd, host: str) -> str:
+def prepare(lxd: Session, host: str) -> str:
     artifacts = tiny.build()
-    runtime.push_tiny(lxd, host, artifacts)
-    agent.push_agent(lxd, host)
+    hostprep.push_tiny(lxd.instances, host, artifacts)
+    agent.push_agent(lxd.instances, host)
     sh(lxd, host, f"ip link add {BRIDGE} type bridge stp_state 0 && ip addr add {NET}.1/24 dev {BRIDGE} && "
                   f"ip link set {BRIDGE} up && {{ [ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ] || "
                   "sysctl -qw net.bridge.bridge-nf-call-iptables=0; }")
     return artifacts.key
 
 
-def define(lxd: Lxd, host: str, key: str, count: int) -> list[str]:
+def define(lxd: Session, host: str, key: str, count: int) -> list[str]:
     names = [f"bench-{i}" for i in range(1, count + 1)]
     for i, name in enumerate(names, start=1):
         paths = gd.paths(name, key)
@@ -63,12 +66,12 @@ def define(lxd: Lxd, host: str, key: str, count: int) -> list[str]:
             nics=(gd.GuestNic(BRIDGE, gd.mac_for("bench", name, 0), f"{NET}.{10 + i}/24"),),
             serial_log=paths.serial_log, agent_socket=paths.agent_socket))
         sh(lxd, host, f"mkdir -p {paths.directory} && rm -f {paths.serial_log}")
-        lxd.push(host, paths.xml, xml.encode())
+        lxd.instances.push(host, paths.xml, xml.encode())
         sh(lxd, host, f"virsh -q define {paths.xml} > /dev/null")
     return names
 
 
-def boot_together(lxd: Lxd, host: str, names: list[str]) -> tuple[list[float], float]:
+def boot_together(lxd: Session, host: str, names: list[str]) -> tuple[list[float], float]:
     """Start every guest at once; each one's seconds from its `virsh start` to its marker, and the
     median resident memory of their QEMU processes (MiB) once all have booted."""
     # `virsh start` one after the other (each returns once QEMU runs, ~0.2 s), retried: inside an unprivileged
@@ -92,12 +95,12 @@ def boot_together(lxd: Lxd, host: str, names: list[str]) -> tuple[list[float], f
     return [times[g] for g in names], statistics.median(rss)
 
 
-def destroy(lxd: Lxd, host: str, names: list[str]) -> None:
+def destroy(lxd: Session, host: str, names: list[str]) -> None:
     sh(lxd, host, " ".join(f"virsh -q destroy {g} >/dev/null 2>&1; virsh -q undefine {g} >/dev/null;"
                            for g in names) + " true")
 
 
-def available_mib(lxd: Lxd, host: str) -> int:
+def available_mib(lxd: Session, host: str) -> int:
     return int(sh(lxd, host, "awk '/MemAvailable/ {print $2}' /proc/meminfo")) // 1024
 
 
@@ -107,16 +110,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="baseline runs (1 guest)")
     args = parser.parse_args()
 
-    lxd = setup.ensure_lxd(lambda _m: None)
-    image = lxd.image_by_alias(bake.DEFAULT_ALIAS) or bake.bake().__dict__
+    lxd = SESSION
+    setup.ensure_lxd(lxd, lambda _m: None)
+    image = lxd.images.by_alias(bake.DEFAULT_ALIAS) or bake.bake(SESSION).__dict__
     host = f"lxdkvm-bench-tiny-{uuid.uuid4().hex[:6]}"
     spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=int(image["properties"]["lxdkvm.kvm_gid"]),
                                 install_packages=False)
-    lxd.apply_profile(host, profile_mod.parse(profile_mod.render(spec)))
+    lxd.profiles.apply(host, profile_mod.parse(profile_mod.render(spec)))
     rows: list[tuple[int, list[float], float]] = []
     try:
         pool = setup.ensure_hosts_pool(lxd)
-        readiness.launch(lxd, host, bake.DEFAULT_ALIAS, ["default", host], pool=pool.name)
+        readiness.launch(lxd.instances, host, bake.DEFAULT_ALIAS, ["default", host], pool=pool.name)
         key = prepare(lxd, host)
         baseline_times = []
         for _ in range(args.runs):
@@ -148,9 +152,9 @@ def main() -> None:
         else:
             stop = f"reached --max {args.max}"
     finally:
-        lxd.delete_instance(host)
-        lxd.delete_profile(host)
-    write(rows, baseline, baseline_times, stop, lxd.server_facts().version, pool.name)
+        lxd.instances.delete(host)
+        lxd.profiles.delete(host)
+    write(rows, baseline, baseline_times, stop, lxd.server.facts().version, pool.name)
 
 
 def write(rows, baseline, baseline_times, stop, lxd_version, pool) -> None:

@@ -118,6 +118,20 @@ def _describe_exit(run: mmap.mmap) -> tuple[int, str]:
     return reason, name
 
 
+def _real_mode_at_guest_code(vcpu: int) -> None:
+    """The vCPU in real mode (code segment base 0, selector 0), its instruction pointer at GUEST_CODE."""
+    sregs = bytearray(312)
+    _ioctl("KVM_GET_SREGS", vcpu, KVM_GET_SREGS, sregs)
+    cs = list(_SEGMENT.unpack_from(sregs, 0))
+    cs[0], cs[2] = 0, 0
+    _SEGMENT.pack_into(sregs, 0, *cs)
+    _ioctl("KVM_SET_SREGS", vcpu, KVM_SET_SREGS, sregs)
+    regs = bytearray(144)
+    struct.pack_into("=Q", regs, 16 * 8, GUEST_ADDR)  # rip
+    struct.pack_into("=Q", regs, 17 * 8, 0x2)  # rflags: bit 1 is always set
+    _ioctl("KVM_SET_REGS", vcpu, KVM_SET_REGS, regs)
+
+
 def probe(device: str = DEVICE) -> ProbeResult:
     """Create a VM with one vCPU, run GUEST_CODE and check the exits. Never raises."""
     result = ProbeResult(ok=False, step="open", device=device)
@@ -149,17 +163,7 @@ def probe(device: str = DEVICE) -> ProbeResult:
         run = mmap.mmap(vcpu, run_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         maps.append(run)
 
-        sregs = bytearray(312)
-        _ioctl("KVM_GET_SREGS", vcpu, KVM_GET_SREGS, sregs)
-        cs = list(_SEGMENT.unpack_from(sregs, 0))
-        cs[0], cs[2] = 0, 0  # real mode, code segment base 0 selector 0
-        _SEGMENT.pack_into(sregs, 0, *cs)
-        _ioctl("KVM_SET_SREGS", vcpu, KVM_SET_SREGS, sregs)
-
-        regs = bytearray(144)
-        struct.pack_into("=Q", regs, 16 * 8, GUEST_ADDR)  # rip
-        struct.pack_into("=Q", regs, 17 * 8, 0x2)  # rflags: bit 1 is always set
-        _ioctl("KVM_SET_REGS", vcpu, KVM_SET_REGS, regs)
+        _real_mode_at_guest_code(vcpu)
 
         expected = [KVM_EXIT_IO, KVM_EXIT_HLT]
         for want in expected:

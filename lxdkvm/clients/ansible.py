@@ -64,7 +64,7 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
     return recap
 
 
-def run_playbook(lab: str | Path | None, playbook: str = "site.yml", extra_args: tuple[str, ...] = (),
+def run_playbook(session, lab: str | Path | None, playbook: str = "site.yml", extra_args: tuple[str, ...] = (),
                  on_line: Callable[[str], None] = lambda _line: None) -> PlaybookRun:
     """Run PLAYBOOK (a name in playbooks/, or a path) against LAB; each output line goes to ON_LINE."""
     from ..outputs import inventory
@@ -73,7 +73,7 @@ def run_playbook(lab: str | Path | None, playbook: str = "site.yml", extra_args:
     if not path.is_file():
         known = ", ".join(sorted(p.name for p in playbooks_dir().glob("*.yml")))
         raise LxdkvmError(f"no playbook {playbook} (lxdkvm's playbooks: {known})")
-    hosts = inventory.render(inventory.live(lab), "yaml")  # read once: the playbook sees one state
+    hosts = inventory.render(inventory.live(session, lab), "yaml")  # read once: the playbook sees one state
     start = time.monotonic()
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="lxdkvm-inventory-") as tmp:

@@ -1,5 +1,5 @@
 """Where a lab's hosts run on an LXD cluster: the cluster as plain data, the checks of `placement:` against
-it, and the member each host is created on. Pure: `lxd.LabLxd.cluster()` reads the facts.
+it, and the member each host is created on. Pure: `lxd.server.Server.cluster()` reads the facts.
 
 `placement:` of a host is a member's name, `group:<cluster group>`, or `spread` (the default). A new
 `spread` host goes to the online member with the fewest of the lab's hosts (ties: the first by name); a

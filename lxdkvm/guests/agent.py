@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..lxd import Lxd
+    from ..lxd.instances import Instances
 
 AGENT_PATH = "/usr/local/lib/lxdkvm/guest-agent.py"
 MARKER_RE = re.compile(r"LXDKVM-GUEST-BOOTED name=(\S*) boot_id=(\S+) addrs=(\S*)")
@@ -47,7 +47,7 @@ TIMED_OUT, UNREACHABLE = 124, 125
 CONNECT_RETRY = 5.0  # seconds a refused or missing socket is retried
 
 
-def push_agent(client: Lxd, host: str) -> None:
+def push_agent(client: Instances, host: str) -> None:
     """Put this file into HOST at AGENT_PATH."""
     client.execute(host, ["mkdir", "-p", str(Path(AGENT_PATH).parent)])
     client.push(host, AGENT_PATH, Path(__file__).read_bytes(), mode="0755")

@@ -12,25 +12,23 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..lab import state
-from ..lxd import Lxd
-from . import agent, domain, runtime, tiny
+from ..paths import kvm_guest_boot
+from . import agent, domain, hostprep, tiny
+from .accel import BOOTS, HANGS, NO_HARDWARE, UNKNOWN, Verdict
 
-NO_HARDWARE, BOOTS, HANGS, UNKNOWN = "no-hardware", "boots", "hangs", "unknown"
+if TYPE_CHECKING:
+    from ..lxd.instances import Instances
+
+__all__ = ["BOOTS", "HANGS", "NO_HARDWARE", "UNKNOWN", "Verdict", "cached", "probe", "remember"]
+
 PROBE_GUEST = "lxdkvm-kvm-boot-probe"
 PROBE_TIMEOUT = 20.0  # the tiny guest reaches its marker in ~0.5 s under working KVM, ~2 s under TCG
 
 
-@dataclass(frozen=True)
-class Verdict:
-    kvm: str  # NO_HARDWARE | BOOTS | HANGS | UNKNOWN
-    evidence: str = ""
-
-
 def _cache_file():
-    return state.root().parent / "kvm-guest-boot.json"
+    return kvm_guest_boot()
 
 
 def _cache_key(tiny_key: str) -> str:
@@ -59,9 +57,9 @@ def remember(tiny_key: str, verdict: Verdict) -> None:
     path.write_text(json.dumps(known, indent=1, sort_keys=True))
 
 
-def probe(client: Lxd, host: str, artifacts: tiny.TinyArtifacts, timeout: float = PROBE_TIMEOUT) -> Verdict:
+def probe(client: Instances, host: str, artifacts: tiny.TinyArtifacts, timeout: float = PROBE_TIMEOUT) -> Verdict:
     """Boot the tiny guest under KVM in HOST (a transient domain, no NIC) and wait for its boot marker."""
-    runtime.push_tiny(client, host, artifacts)
+    hostprep.push_tiny(client, host, artifacts)
     agent.push_agent(client, host)
     paths = domain.paths(PROBE_GUEST, artifacts.key)
     xml = domain.domain_xml(domain.GuestDomain(

@@ -1,7 +1,7 @@
 """What a person does to a running guest: find it, run a command in it, and move it to another host.
 
 Live migration is plain libvirt between two lab hosts over an isolated lab network (the only kind a host's
-libvirt TCP listener binds to, see `runtime.migration_addresses`): pre-copy (post-copy needs
+libvirt TCP listener binds to, see `hostprep.migration_addresses`): pre-copy (post-copy needs
 userfaultfd, which a user namespace does not get), memory and device state by QEMU's migration stream,
 disks (when the guest has one) by QEMU's own NBD server with `--copy-storage-all` into an image made
 beforehand on the destination; a Debian guest's overlay with `--copy-storage-inc` onto the same base,
@@ -16,10 +16,13 @@ import re
 import shlex
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import LxdkvmError
-from ..lxd import Lxd
-from . import agent, debian, domain, runtime, tiny
+from . import agent, debian, domain, hostprep, runtime, tiny
+
+if TYPE_CHECKING:
+    from ..lxd.instances import Instances
 
 PING_INTERVAL = 0.2  # 5 pings a second while a guest moves
 
@@ -31,7 +34,7 @@ class Located:
     spec: dict  # lxdkvm's metadata in the domain
 
 
-def locate(client: Lxd, hosts: list[str], lab: str, name: str) -> Located:
+def locate(client: Instances, hosts: list[str], lab: str, name: str) -> Located:
     """The host whose libvirt has lab LAB's guest NAME."""
     for host in hosts:
         found = runtime.observe(client, host).get(name)
@@ -40,7 +43,7 @@ def locate(client: Lxd, hosts: list[str], lab: str, name: str) -> Located:
     raise LxdkvmError(f"lab {lab} has no guest {name} in a running host (`lxdkvm status {lab}` lists them)")
 
 
-def guest_exec(client: Lxd, where: Located, command: list[str], timeout: float = 60) -> tuple[str, str, int]:
+def guest_exec(client: Instances, where: Located, command: list[str], timeout: float = 60) -> tuple[str, str, int]:
     """(stdout, stderr, exit code) of COMMAND run in the guest through its agent socket."""
     socket = domain.paths(where.name).agent_socket
     result = client.execute(where.host, ["python3", agent.AGENT_PATH, "exec", socket, "--timeout",
@@ -48,24 +51,24 @@ def guest_exec(client: Lxd, where: Located, command: list[str], timeout: float =
     return result.stdout, result.stderr, result.exit_code
 
 
-def _run(client: Lxd, host: str, script: str, timeout: float = 300) -> str:
+def _run(client: Instances, host: str, script: str, timeout: float = 300) -> str:
     result = client.execute(host, ["sh", "-c", script], timeout=timeout)
     if result.exit_code != 0:
         raise LxdkvmError(f"{host}: {(result.stderr or result.stdout).strip()[-1500:]}")
     return result.stdout
 
 
-def _host_addresses(client: Lxd, host: str) -> list[ipaddress.IPv4Interface]:
+def _host_addresses(client: Instances, host: str) -> list[ipaddress.IPv4Interface]:
     out = _run(client, host, "ip -4 -o addr show")
     return [ipaddress.IPv4Interface(f.split()[3]) for f in out.splitlines() if len(f.split()) > 3]
 
 
-def _listen_addresses(client: Lxd, host: str) -> list[ipaddress.IPv4Address]:
-    text = client.execute(host, ["cat", runtime.LISTENER_DROPIN]).stdout
+def _listen_addresses(client: Instances, host: str) -> list[ipaddress.IPv4Address]:
+    text = client.execute(host, ["cat", hostprep.LISTENER_DROPIN]).stdout
     return [ipaddress.IPv4Address(a) for a in re.findall(r"^ListenStream=([\d.]+):\d+$", text, re.M)]
 
 
-def migration_address(client: Lxd, source: str, target: str) -> ipaddress.IPv4Address:
+def migration_address(client: Instances, source: str, target: str) -> ipaddress.IPv4Address:
     """Where SOURCE reaches TARGET's libvirt: a listener address of TARGET in a subnet SOURCE is on."""
     mine = _host_addresses(client, source)
     for address in _listen_addresses(client, target):
@@ -76,7 +79,7 @@ def migration_address(client: Lxd, source: str, target: str) -> ipaddress.IPv4Ad
                       "network with `ipv4:` addresses (libvirt's TCP listener is never on a NAT network)")
 
 
-def _check_target(client: Lxd, where: Located, target: str) -> None:
+def _check_target(client: Instances, where: Located, target: str) -> None:
     bridges = sorted({nic[0] for nic in where.spec.get("nics", [])})
     have = _run(client, target, "ls /sys/class/net").split()
     missing = [b for b in bridges if b not in have]
@@ -101,7 +104,7 @@ def _static_address(where: Located) -> str | None:
     return next((nic[2].split("/")[0] for nic in where.spec.get("nics", []) if nic[2] != "dhcp"), None)
 
 
-def _guest_address(client: Lxd, where: Located) -> str | None:
+def _guest_address(client: Instances, where: Located) -> str | None:
     """The guest's first address: a static one from its spec, else what the guest has (a DHCP lease)."""
     static = _static_address(where)
     if static:
@@ -123,7 +126,7 @@ def _jobinfo(text: str) -> dict[str, float]:
     return out
 
 
-def migrate(client: Lxd, where: Located, target: str, live: bool = True,
+def migrate(client: Instances, where: Located, target: str, live: bool = True,
             say=lambda _m: None) -> dict:
     """Move guest WHERE to host TARGET with libvirt; return what was measured and checked."""
     if target == where.host:
@@ -157,15 +160,7 @@ def migrate(client: Lxd, where: Located, target: str, live: bool = True,
         _run(client, where.host, command, timeout=600)
     finally:
         seconds = round(time.monotonic() - start, 2)
-        lost = sent = 0
-        if guest_ip:
-            time.sleep(1.0)  # a ping in flight at the end gets its chance
-            summary = _run(client, where.host, f"kill -INT $(cat {pinger}.pid); sleep 0.3; cat {pinger}; "
-                                               f"rm -f {pinger} {pinger}.pid")
-            found = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", summary)
-            if found:
-                sent, received = int(found.group(1)), int(found.group(2))
-                lost = sent - received
+        sent, lost = _pings_counted(client, where.host, pinger) if guest_ip else (0, 0)
     job = _jobinfo(_run(client, target, f"virsh domjobinfo {where.name} --completed"))
     moved = Located(where.name, target, {**where.spec, "host": target})
     _run(client, target, f"virsh -q metadata {where.name} {domain.METADATA_NS} --key lxdkvm --live --config "
@@ -186,7 +181,18 @@ def migrate(client: Lxd, where: Located, target: str, live: bool = True,
     }
 
 
-def _allocated_mib(client: Lxd, host: str, image: str) -> float:
+def _pings_counted(client: Instances, host: str, pinger: str) -> tuple[int, int]:
+    """(sent, lost) of the pings HOST sent while the guest moved; the ping is stopped and its files removed."""
+    time.sleep(1.0)  # a ping in flight at the end gets its chance
+    summary = _run(client, host, f"kill -INT $(cat {pinger}.pid); sleep 0.3; cat {pinger}; rm -f {pinger} {pinger}.pid")
+    found = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", summary)
+    if not found:
+        return 0, 0
+    sent, received = int(found.group(1)), int(found.group(2))
+    return sent, sent - received
+
+
+def _allocated_mib(client: Instances, host: str, image: str) -> float:
     """What the disk copy wrote: the destination image's allocated size (libvirt's migration job counts
     memory only; the disk goes through a separate NBD mirror)."""
     info = client.execute(host, ["qemu-img", "info", "-U", "--output=json", image])
@@ -203,7 +209,7 @@ def _metadata_xml(spec: dict) -> str:
     return f"<spec>{escape(text)}</spec>"  # libvirt puts it in the namespace, with --key as its prefix
 
 
-def _prepare_target(client: Lxd, where: Located, target: str) -> None:
+def _prepare_target(client: Instances, where: Located, target: str) -> None:
     """The destination needs the guest's kernel and initrd at the same paths, and (for a disk copy) an
     image of the same size where the source has it."""
     paths, q = domain.paths(where.name), shlex.quote
@@ -220,7 +226,7 @@ def _prepare_target(client: Lxd, where: Located, target: str) -> None:
     if artifacts.key != where.spec.get("tiny"):
         raise LxdkvmError(f"guest {where.name} runs tiny guest build {where.spec.get('tiny')}, this machine now "
                           f"builds {artifacts.key}: recreate the guest (`lxdkvm up`) before moving it")
-    runtime.push_tiny(client, target, artifacts)
+    hostprep.push_tiny(client, target, artifacts)
     agent.push_agent(client, target)
     script = f"mkdir -p {q(paths.directory)}"
     if where.spec.get("image") == "debian":  # the same base and size; the seed (read-only) is copied

@@ -14,11 +14,12 @@ from collections.abc import Iterable
 
 import yaml
 
-from ..errors import LxdkvmError
+from ..labfile.userdata import DEFAULT_USER_DATA, check_user_data
 from . import domain
 
+__all__ = ["DEFAULT_USER_DATA", "check_user_data", "files", "iso", "seed_iso"]
+
 LABEL = "cidata"
-DEFAULT_USER_DATA = "#cloud-config\n{}\n"
 # ISO 9660 level 1 names (8.3, upper case) for readers without Rock Ridge or Joliet
 ISO_NAMES = {"meta-data": "METADATA.;1", "network-config": "NETWORK.;1", "user-data": "USERDATA.;1"}
 
@@ -50,23 +51,6 @@ def network_config(nics: Iterable[domain.GuestNic]) -> str:
                 entry["gateway4"] = nic.gateway
         ethernets[f"eth{index}"] = entry
     return yaml.safe_dump({"version": 2, "ethernets": ethernets}, sort_keys=False)
-
-
-def check_user_data(text: str | None) -> str:
-    """User data as cloud-init takes it: a `#cloud-config` YAML mapping, a `#!` script or MIME multipart."""
-    if text is None or not text.strip():
-        return DEFAULT_USER_DATA
-    first = text.lstrip().splitlines()[0]
-    if first.startswith("#cloud-config"):
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise LxdkvmError(f"user-data is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise LxdkvmError("user-data: a #cloud-config document must be a mapping")
-    elif not first.startswith(("#!", "Content-Type:", "#include", "#cloud-boothook")):
-        raise LxdkvmError("user-data must start with #cloud-config, #! (a script) or be MIME multipart")
-    return text if text.endswith("\n") else text + "\n"
 
 
 def files(name: str, spec: dict, nics: Iterable[domain.GuestNic], user_data: str | None) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The guests a lab wants, as plain data: one libvirt domain per guest, on the host the lab file names.
 
-Pure: a `topology.Lab`, the guest images' build keys and what is known of KVM here (`kvmboot.Verdict`)
+Pure: a `topology.Lab`, the guest images' build keys and what is known of KVM here (`Verdict`)
 in, `GuestSpec`s out. What may not change without recreating a guest is its `spec`,
 kept in the domain's metadata (see `plan`).
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..labfile import topology as t
 from . import domain as d
-from . import kvmboot
+from .accel import Verdict, choose
 
 SPEC_VERSION = 1
 
@@ -43,21 +43,7 @@ class GuestSpec:
         return json.dumps(self.spec, sort_keys=True, separators=(",", ":"))
 
 
-def accel(guest: t.Guest, verdict: kvmboot.Verdict) -> tuple[str, str]:
-    """The accelerator a guest gets, and why when the lab file left it to lxdkvm (`auto`): KVM only
-    where the CPU has hardware virtualization and a guest kernel really boots under it."""
-    if guest.accel != "auto":
-        return guest.accel, ""
-    if verdict.kvm == kvmboot.BOOTS:
-        return "kvm", ""
-    if verdict.kvm == kvmboot.UNKNOWN:
-        return "kvm", "kvm: to be confirmed by a probe boot under KVM when the lab comes up"
-    if verdict.kvm == kvmboot.HANGS:
-        return "tcg", f"tcg: a guest kernel does not boot under this machine's KVM ({verdict.evidence})"
-    return "tcg", "tcg: this machine's CPU has no hardware virtualization (no vmx/svm)"
-
-
-def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, verdict: kvmboot.Verdict,
+def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, verdict: Verdict,
                debian_key: str | None = None, files: dict[str, tuple[str, int]] | None = None) -> GuestSpec:
     """FILES: the imported images the lab's guests use, name → (key, virtual size in MiB)."""
     paths = d.paths(guest.name, tiny_key)
@@ -82,7 +68,7 @@ def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, verdict: kvmboot.Verdi
         nics.append(d.GuestNic(att.bridge, d.mac_for(lab.name, guest.name, index),
                                address, gateway))
         expect.append((att.network, address))
-    chosen, note = accel(guest, verdict)
+    chosen, note = choose(guest, verdict)
     spec = {"v": SPEC_VERSION, "lab": lab.name, "host": guest.host, "tiny": tiny_key, "accel": chosen,
             "vcpus": guest.vcpus, "memory_mib": guest.memory_mib, "disk_mib": disk_mib,
             "nics": [[n.bridge, n.mac, n.address or "dhcp", n.gateway or ""] for n in nics]}
@@ -104,6 +90,6 @@ def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, verdict: kvmboot.Verdi
                      float(guest.ready_timeout) if guest.ready_timeout else None)
 
 
-def desired(lab: t.Lab, tiny_key: str, verdict: kvmboot.Verdict, debian_key: str | None = None,
+def desired(lab: t.Lab, tiny_key: str, verdict: Verdict, debian_key: str | None = None,
             files: dict[str, tuple[str, int]] | None = None) -> dict[str, GuestSpec]:
     return {g.name: guest_spec(lab, g, tiny_key, verdict, debian_key, files) for g in lab.guests}

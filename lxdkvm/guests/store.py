@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .. import paths
 from ..errors import LxdkvmError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -47,7 +48,7 @@ class StoredImage:
 
 
 def root() -> Path:
-    return Path(os.environ.get("LXDKVM_STATE_DIR") or "/var/lib/lxdkvm") / "guest-images"
+    return paths.guest_images()
 
 
 def check_name(name: str) -> str:

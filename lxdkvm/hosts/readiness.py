@@ -21,7 +21,7 @@ from .. import kvmprobe
 from ..errors import LxdkvmError
 
 if TYPE_CHECKING:
-    from ..lxd import Lxd
+    from ..lxd.instances import Instances
 
 QEMU_USER = "libvirt-qemu"
 
@@ -120,7 +120,7 @@ class StageFailed(LxdkvmError):
         self.host, self.stage = host, stage
 
 
-def _tail(client: Lxd, name: str, log: tuple[str, ...]) -> str:
+def _tail(client: Instances, name: str, log: tuple[str, ...]) -> str:
     if not log:
         return ""
     try:
@@ -149,7 +149,7 @@ def _verdict(stage: Stage, exit_code: int, output: str) -> tuple[str, str]:
 BATCH_MARK = "@@lxdkvm-stage-end"
 
 
-def _all_at_once(client: Lxd, name: str, stages: list[Stage]) -> list[tuple[int, str, float]]:
+def _all_at_once(client: Instances, name: str, stages: list[Stage]) -> list[tuple[int, str, float]]:
     """Run the stages' commands one after another in ONE exec, for as long as each exits 0: (exit code,
     output, seconds) of each that ran. A ready host then costs one exec (six requests to the daemon)
     instead of one or more per stage."""
@@ -178,7 +178,7 @@ def batch_results(stdout: str) -> list[tuple[int, str, float]]:
     return ran
 
 
-def wait_ready(client: Lxd, name: str, report: Report = lambda _h, _m: None,
+def wait_ready(client: Instances, name: str, report: Report = lambda _h, _m: None,
                stages: list[Stage] = STAGES, poll: float = 1.0,
                cancel: threading.Event | None = None) -> dict[str, float]:
     """Run the stages in order; return the seconds each took. Raises StageFailed, or Cancelled as
@@ -234,25 +234,23 @@ def wait_ready(client: Lxd, name: str, report: Report = lambda _h, _m: None,
     return took
 
 
-def launch(client: Lxd, name: str, image: str, profiles: list[str], report: Report = lambda _h, _m: None,
+def launch(client: Instances, name: str, image: str, profiles: list[str], report: Report = lambda _h, _m: None,
            config: dict[str, str] | None = None, pool: str | None = None,
            stages: list[Stage] = STAGES, poll: float = 1.0) -> dict[str, float]:
     """Create and start NAME (unless it exists) and wait until it is a ready KVM host."""
-    if not client.instance_exists(name):
+    if not client.exists(name):
         report(name, f"creating from {image} with profiles {', '.join(profiles)}" + (f" on {pool}" if pool else ""))
         client.launch(name, image, profiles, config, pool)
     return wait_ready(client, name, report, stages, poll)
 
 
-def launch_many(names: list[str], image: str, profiles: list[str], report: Report = lambda _h, _m: None,
-                workers: int = 4, pool: str | None = None, stages: list[Stage] = STAGES,
-                poll: float = 1.0) -> dict[str, dict[str, float]]:
-    """Launch several hosts on a bounded pool (one LXD connection each); the first failure is raised
-    after the others finish, so no host is left half-way without being reported."""
-    from ..lxd import Lxd  # here: the lab commands import this module for its stage names only
-
+def launch_many(client: Instances, names: list[str], image: str, profiles: list[str],
+                report: Report = lambda _h, _m: None, workers: int = 4, pool: str | None = None,
+                stages: list[Stage] = STAGES, poll: float = 1.0) -> dict[str, dict[str, float]]:
+    """Launch several hosts on a bounded pool; the first failure is raised after the others finish, so no
+    host is left half-way without being reported."""
     def one(name: str) -> dict[str, float]:
-        return launch(Lxd(), name, image, profiles, report, pool=pool, stages=stages, poll=poll)
+        return launch(client, name, image, profiles, report, pool=pool, stages=stages, poll=poll)
 
     with ThreadPoolExecutor(max_workers=min(workers, len(names))) as executor:
         futures = {name: executor.submit(one, name) for name in names}

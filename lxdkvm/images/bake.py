@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from ..errors import LxdkvmError
 from ..hosts import profile as profile_mod
 from ..hosts import readiness
-from ..lxd import Lxd
 from ..machine import hostcaps
 from ..templating import data_dir
 from . import base as image
@@ -44,38 +43,38 @@ def bake_key(base_fingerprint: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def bake(from_alias: str = image.DEFAULT_ALIAS, alias: str = DEFAULT_ALIAS, force: bool = False,
+def bake(session, from_alias: str = image.DEFAULT_ALIAS, alias: str = DEFAULT_ALIAS, force: bool = False,
          report: Report = lambda _msg: None) -> BakeResult:
-    client = Lxd()
-    base = client.image_by_alias(from_alias)
+    images, instances, profiles = session.images, session.instances, session.profiles
+    base = images.by_alias(from_alias)
     if not base:
         raise LxdkvmError(f"no base image {from_alias}: run `lxdkvm image build` first")
     key = bake_key(base["fingerprint"])
-    existing = client.image_by_alias(alias)
+    existing = images.by_alias(alias)
     if existing and existing["properties"].get("lxdkvm.key") == key and not force:
         return BakeResult(alias, existing["fingerprint"], key, "up to date", existing["properties"])
 
     name = f"lxdkvm-bake-{key[:8]}"
-    for leftover in (client.delete_instance, client.delete_profile):  # from an interrupted bake
+    for leftover in (instances.delete, profiles.delete):  # from an interrupted bake
         leftover(name)
     kvm_gid = int(base["properties"].get("lxdkvm.kvm_gid", "0"))
     spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=kvm_gid)
     try:
-        client.apply_profile(name, profile_mod.parse(profile_mod.render(spec)))
-        readiness.launch(client, name, from_alias, ["default", name],
-                       report=lambda _host, stage: report(f"bake container: {stage}"))
-        versions = client.execute(name, ["dpkg-query", "-W", "-f", "${Package}=${Version} ", *CONTENTS])
-        client.push(name, CLOUD_INIT_BOOT, (data_dir("images") / "cloud-init-boot.py").read_bytes(), mode="0755")
+        profiles.apply(name, profile_mod.parse(profile_mod.render(spec)))
+        readiness.launch(instances, name, from_alias, ["default", name],
+                         report=lambda _host, stage: report(f"bake container: {stage}"))
+        versions = instances.execute(name, ["dpkg-query", "-W", "-f", "${Package}=${Version} ", *CONTENTS])
+        instances.push(name, CLOUD_INIT_BOOT, (data_dir("images") / "cloud-init-boot.py").read_bytes(), mode="0755")
         for script, what in (("bake-lean-boot.sh", "trimming the boot (cloud-init stages, unneeded units)"),
                              ("bake-clean.sh", "cleaning for reuse (cloud-init, machine-id, ssh keys, caches, logs)")):
             report(what)
-            result = client.execute(name, ["sh", "-c", (data_dir("images") / script).read_text()])
+            result = instances.execute(name, ["sh", "-c", (data_dir("images") / script).read_text()])
             if result.exit_code != 0:
                 raise LxdkvmError(f"{script} failed in the bake container: {result.stderr.strip()[-300:]}")
-        client.put_template(name, "cloud-init-meta.tpl",
-                            (data_dir("images") / "bake-meta-data.tpl").read_bytes())
+        instances.put_template(name, "cloud-init-meta.tpl",
+                               (data_dir("images") / "bake-meta-data.tpl").read_bytes())
         report("stopping and publishing")
-        client.stop(name)
+        instances.stop(name)
         release = base["properties"].get("release", "")
         properties = {
             **{k: v for k, v in base["properties"].items() if k in ("os", "release", "architecture")},
@@ -83,8 +82,8 @@ def bake(from_alias: str = image.DEFAULT_ALIAS, alias: str = DEFAULT_ALIAS, forc
             "variant": "lxdkvm-kvm-host", "lxdkvm.key": key, "lxdkvm.kvm_gid": str(kvm_gid), "lxdkvm.base": base["fingerprint"],
             "lxdkvm.contains": versions.stdout.strip(),
         }
-        fingerprint = client.publish(name, alias, properties, properties["description"])
+        fingerprint = images.publish(name, alias, properties, properties["description"])
     finally:
-        client.delete_instance(name)
-        client.delete_profile(name)
+        instances.delete(name)
+        profiles.delete(name)
     return BakeResult(alias, fingerprint, key, "baked", properties)

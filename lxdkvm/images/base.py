@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import paths
 from ..errors import LxdkvmError
 from ..templating import data_dir, render_template
 
@@ -67,9 +68,7 @@ class BuildResult:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("LXDKVM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lxdkvm")
-    return Path(base)
+    return paths.cache_root()
 
 
 def _preflight(recipe: Recipe, need_build: bool) -> None:
@@ -188,19 +187,20 @@ def _pack(rootfs: Path, out: Path, metadata_text: str, report: Report) -> None:
         raise LxdkvmError(f"packing the rootfs failed: {proc.stderr.strip()[-300:]}")
 
 
-def build(recipe: Recipe = Recipe(), alias: str = DEFAULT_ALIAS, force: bool = False,
+def build(session, recipe: Recipe = Recipe(), alias: str = DEFAULT_ALIAS, force: bool = False,
           report: Report = lambda _msg: None) -> BuildResult:
-    from ..lxd import Lxd
-
-    client = Lxd()  # LXD down is reported before any work
+    """The base image under ALIAS in the session's daemon: found, pointed at, imported from the cache or
+    built by debootstrap, whichever is the least work."""
+    images = session.images
+    images.conn  # noqa: B018 - the daemon being down is reported before any work
     key = recipe.key()
-    existing = client.image_by_alias(alias)
+    existing = images.by_alias(alias)
     if existing and existing["properties"].get("lxdkvm.key") == key and not force:
         return BuildResult(alias, existing["fingerprint"], key, "up to date", existing["properties"])
-    same = None if force else client.image_with_property("lxdkvm.key", key)
+    same = None if force else images.with_property("lxdkvm.key", key)
     if same:  # LXD has this image under another alias: LXD refuses a second copy, and needs none
         report(f"LXD has this image as {', '.join(same['aliases']) or same['fingerprint'][:12]}: adding {alias}")
-        client.point_alias(alias, same["fingerprint"], same["properties"].get("description", ""))
+        images.point_alias(alias, same["fingerprint"], same["properties"].get("description", ""))
         return BuildResult(alias, same["fingerprint"], key, "alias added", same["properties"])
 
     cached = cache_root() / "images" / key
@@ -226,17 +226,15 @@ def build(recipe: Recipe = Recipe(), alias: str = DEFAULT_ALIAS, force: bool = F
             shutil.rmtree(work, ignore_errors=True)
     properties = json.loads((cached / "properties.json").read_text())
     report(f"importing into LXD as {alias}")
-    fingerprint, imported = client.import_image(cached / "meta.tar.gz", cached / "rootfs.tar.gz", alias,
+    fingerprint, imported = images.import_split(cached / "meta.tar.gz", cached / "rootfs.tar.gz", alias,
                                                 description=properties["description"])
     action = "alias added" if not imported else "built" if need_build else "imported from cache"
     return BuildResult(alias, fingerprint, key, action, properties)
 
 
-def kvm_gid(alias: str) -> int:
+def kvm_gid(session, alias: str) -> int:
     """The kvm group's GID inside an lxdkvm image (recorded when the image was built)."""
-    from ..lxd import Lxd
-
-    found = Lxd().image_by_alias(alias)
+    found = session.images.by_alias(alias)
     if not found:
         raise LxdkvmError(f"no image {alias} in LXD: run `lxdkvm image build`")
     value = found["properties"].get("lxdkvm.kvm_gid", "")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Self
 
+from .. import paths
 from ..errors import LxdkvmError
 
 
@@ -21,7 +22,7 @@ class LabBusy(LxdkvmError):
 
 
 def lock_dir() -> Path:
-    return Path(os.environ.get("LXDKVM_RUN_DIR", "/run/lxdkvm")) / "labs"
+    return paths.lab_locks()
 
 
 def _alive(pid: int) -> bool:

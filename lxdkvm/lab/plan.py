@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..cluster.stretch import KEYS as STRETCH_KEYS
-from ..lxd.client import IDMAPPED_ROOT
+from ..machine.idmapmount import IDMAPPED_ROOT
 from .objects import MARK, NETWORK, READY, SPEC, Desired
 
 # Instance config keys LXD or lxdkvm keep for themselves: never a reason to change anything.
@@ -21,7 +21,7 @@ NETWORK_KEYS = {"ipv4.address", "ipv4.nat", "ipv4.dhcp", "ipv4.dhcp.ranges", "ip
 
 @dataclass
 class Observed:
-    """What LXD has now, as plain data (see `lxd.Lxd.lab_state`)."""
+    """What LXD has now, as plain data (see `pipeline.observe`)."""
     project: dict[str, str] | None = None  # the lab project's config; None: no project
     networks: dict[str, dict[str, str]] = field(default_factory=dict)  # every network: name → config
     profiles: dict[str, dict] = field(default_factory=dict)  # in the project

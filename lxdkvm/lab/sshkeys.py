@@ -1,7 +1,7 @@
 """SSH into a lab with host keys checked: the lab's own key pair and a known_hosts that is never
 trust-on-first-use.
 
-`up` makes an ed25519 key pair in the lab's state directory (`labstate`); its public half goes to every
+`up` makes an ed25519 key pair in the lab's state directory (`state`); its public half goes to every
 host through the kvm-host profile's cloud-init user-data (user `lab`, passwordless sudo). Once the hosts
 are ready, `up` reads each host's own public host key over LXD exec — a channel that is already
 authenticated (LXD's unix socket, root on this machine) — and writes them to the lab's known_hosts, for

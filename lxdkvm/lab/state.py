@@ -10,13 +10,14 @@ import os
 import shutil
 from pathlib import Path
 
+from .. import paths
 from ..errors import LxdkvmError
 
 DEFAULT_ROOT = "/var/lib/lxdkvm"
 
 
 def root() -> Path:
-    return Path(os.environ.get("LXDKVM_STATE_DIR") or DEFAULT_ROOT) / "labs"
+    return paths.labs_root()
 
 
 def path(lab_name: str) -> Path:

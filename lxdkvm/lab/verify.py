@@ -14,11 +14,15 @@ import shlex
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from ..guests import agent, ops
 from ..hosts import readiness
 from ..labfile import topology as t
-from ..lxd import LabLxd, Lxd
+
+if TYPE_CHECKING:
+    from ..lxd.instances import Instances
+    from .status import GuestStatus, LabStatus
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
@@ -34,16 +38,16 @@ class Check:
         return asdict(self)
 
 
-def _run(client: Lxd, host: str, command: list[str], timeout: float = 120) -> tuple[int, str]:
+def _run(client: Instances, host: str, command: list[str], timeout: float = 120) -> tuple[int, str]:
     result = client.execute(host, command, timeout=timeout)
     return result.exit_code, (result.stdout + result.stderr).strip()
 
 
-def _sh(client: Lxd, host: str, script: str, timeout: float = 120) -> tuple[int, str]:
+def _sh(client: Instances, host: str, script: str, timeout: float = 120) -> tuple[int, str]:
     return _run(client, host, ["sh", "-c", script], timeout)
 
 
-def host_checks(client: Lxd, host: str) -> list[Check]:
+def host_checks(client: Instances, host: str) -> list[Check]:
     scope, out = f"host {host}", []
     _, uid_map = _sh(client, host, "cat /proc/self/uid_map")
     fields = uid_map.split()
@@ -74,7 +78,7 @@ def host_checks(client: Lxd, host: str) -> list[Check]:
     return out
 
 
-def _pings(client: Lxd, host: str, targets: list[str]) -> dict[str, bool]:
+def _pings(client: Instances, host: str, targets: list[str]) -> dict[str, bool]:
     """Ping every target from HOST at once (one exec); target → answered."""
     if not targets:
         return {}
@@ -85,9 +89,9 @@ def _pings(client: Lxd, host: str, targets: list[str]) -> dict[str, bool]:
     return {a: answered.get(a, False) for a in targets}
 
 
-def network_checks(client: Lxd, lab: t.Lab, addresses: dict[str, dict[str, list[str]]],
+def network_checks(client: Instances, lab: t.Lab, addresses: dict[str, dict[str, list[str]]],
                    running: set[str]) -> list[Check]:
-    """ADDRESSES: host → network → ["ADDR/PFX"] as `lab.status` reports them."""
+    """ADDRESSES: host → network → ["ADDR/PFX"] as the lab's status reports them."""
     jobs: dict[str, list[str]] = {}
     plan: list[tuple[str, str, str, str, bool]] = []  # (network, from, to, address, should reach)
     for net in lab.networks:
@@ -122,67 +126,68 @@ def network_checks(client: Lxd, lab: t.Lab, addresses: dict[str, dict[str, list[
     return out
 
 
-def guest_checks(client: Lxd, lab: t.Lab, guests: list[dict]) -> list[Check]:
-    """GUESTS: the rows of `lab.status` (name, host, state, booted, boot_id, addresses per network)."""
+def guest_checks(client: Instances, lab: t.Lab, guests: list[GuestStatus]) -> list[Check]:
+    """GUESTS: as the lab's status has them (name, host, state, booted, boot id, addresses per network)."""
     out: list[Check] = []
     declared = {g.name: g for g in lab.guests}
     for row in guests:
-        scope = f"guest {row['name']}"
-        evidence = (f"running on {row['host']} (imported image {row['image']}: no boot marker)" if row.get("image")
-                    else f"boot id {row['boot_id']} on {row['host']}")
-        out.append(Check(scope, "booted", PASS if row["booted"] else FAIL,
-                         evidence if row["booted"] else f"state {row['state']}"))
-        guest = declared.get(row["name"])
+        scope = f"guest {row.name}"
+        evidence = (f"running on {row.host} (imported image {row.image}: no boot marker)" if row.image
+                    else f"boot id {row.boot_id} on {row.host}")
+        out.append(Check(scope, "booted", PASS if row.booted else FAIL,
+                         evidence if row.booted else f"state {row.state}"))
+        guest = declared.get(row.name)
         wanted = {a.network: a.ipv4 for a in guest.attachments} if guest else {}
-        have = row["addresses"]
+        have = row.addresses
         wrong = [f"{net}: {have.get(net) or 'none'} (lab file: {ip or 'DHCP'})" for net, ip in wanted.items()
                  if not have.get(net) or (ip and not any(a.split("/")[0] == str(ip) for a in have[net]))]
         out.append(Check(scope, "addresses", FAIL if wrong else PASS,
                          "; ".join(wrong) if wrong else ", ".join(f"{n} {', '.join(a)}" for n, a in have.items())))
-        first = next((a.split("/")[0] for found in have.values() for a in found), None)
+        first = row.first_address()
         if first:
-            answered = _pings(client, row["host"], [first])[first]
-            out.append(Check(scope, f"reachable from {row['host']}", PASS if answered else FAIL, f"ping {first}"))
+            answered = _pings(client, row.host, [first])[first]
+            out.append(Check(scope, f"reachable from {row.host}", PASS if answered else FAIL, f"ping {first}"))
     out += _across_hosts(client, lab, guests)
     return out
 
 
-def _across_hosts(client: Lxd, lab: t.Lab, guests: list[dict]) -> list[Check]:
+def _across_hosts(client: Instances, lab: t.Lab, guests: list[GuestStatus]) -> list[Check]:
     """Each booted guest pings a guest on another host over each network they share (from inside)."""
-    out, booted = [], [g for g in guests if g["booted"]]
+    out, booted = [], [g for g in guests if g.booted]
     for source in booted:
-        for net in source["addresses"]:
-            peer = next((g for g in booted if g["host"] != source["host"] and g["addresses"].get(net)), None)
+        for net in source.addresses:
+            peer = next((g for g in booted if g.host != source.host and g.addresses.get(net)), None)
             if peer is None:
                 continue
-            address = peer["addresses"][net][0].split("/")[0]
-            where = ops.Located(source["name"], source["host"], {})
+            address = peer.addresses[net][0].split("/")[0]
+            where = ops.Located(source.name, source.host, {})
             output, err, code = ops.guest_exec(client, where, ["ping", "-c", "2", "-W", "2", address], timeout=30)
             summary = next((line for line in output.splitlines() if "packets transmitted" in line), output[-120:])
-            check = f"reaches {peer['name']} on {peer['host']} over {net}"
-            if source.get("image") and code in (agent.TIMED_OUT, agent.UNREACHABLE):  # nothing to run it with
-                out.append(Check(f"guest {source['name']}", check, WARN, f"not checked from inside: image "
-                                 f"{source['image']} has no lxdkvm agent on its second serial port ({err.strip()})"))
+            check = f"reaches {peer.name} on {peer.host} over {net}"
+            if source.image and code in (agent.TIMED_OUT, agent.UNREACHABLE):  # nothing to run it with
+                out.append(Check(f"guest {source.name}", check, WARN, f"not checked from inside: image "
+                                 f"{source.image} has no lxdkvm agent on its second serial port ({err.strip()})"))
                 continue
-            out.append(Check(f"guest {source['name']}", check, PASS if code == 0 else FAIL, summary.strip()))
+            out.append(Check(f"guest {source.name}", check, PASS if code == 0 else FAIL, summary.strip()))
     return out
 
 
-def verify(lab: t.Lab, status: dict, report: Callable[[str], None] = lambda _m: None) -> list[Check]:
-    client = LabLxd(lab.project).scoped
-    hosts = [h for h in status["hosts"] if h["state"] == "Running"]
+def verify(lxd, lab: t.Lab, status: LabStatus, report: Callable[[str], None] = lambda _m: None) -> list[Check]:
+    """Every check of the lab (LXD: its `LabScope`) as STATUS finds it."""
+    client = lxd.instances
+    hosts = [h for h in status.hosts if h.running]
     checks: list[Check] = []
-    missing = sorted({h.name for h in lab.hosts} - {h["name"] for h in hosts})
+    missing = sorted({h.name for h in lab.hosts} - {h.name for h in hosts})
     for name in missing:
         checks.append(Check(f"host {name}", "running", FAIL, "not running (or not created): `lxdkvm up`"))
     report(f"checking {len(hosts)} hosts")
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for found in pool.map(lambda h: host_checks(client, h["name"]), hosts):
+        for found in pool.map(lambda h: host_checks(client, h.name), hosts):
             checks += found
     report("checking networks")
-    checks += network_checks(client, lab, {h["name"]: h["addresses"] for h in hosts}, {h["name"] for h in hosts})
-    guests = [g for h in hosts for g in h.get("guests", [])]
-    for name in sorted({g.name for g in lab.guests} - {g["name"] for g in guests}):
+    checks += network_checks(client, lab, {h.name: h.addresses for h in hosts}, {h.name for h in hosts})
+    guests = [g for h in hosts for g in h.guests]
+    for name in sorted({g.name for g in lab.guests} - {g.name for g in guests}):
         checks.append(Check(f"guest {name}", "defined", FAIL, "not found in any running host: `lxdkvm up`"))
     if guests:
         report(f"checking {len(guests)} guests")

@@ -51,7 +51,7 @@ class Machine:
     hardware_virt: bool | None = None  # vmx/svm in /proc/cpuinfo
     guest_images: dict[str, int] | None = None  # imported guest images: name → virtual size in MiB
     allow: Allowances = field(default_factory=Allowances)  # not a fact: risks accepted on the command line
-    cluster: object = None  # cluster.placement.Cluster when LXD is a cluster (placement, stretched networks)
+    cluster: object = None  # cluster.placement.Cluster when LXD is a cluster (`lab.load` checks it)
 
 
 def _suggest(word: str, choices: list[str]) -> str:
@@ -277,19 +277,6 @@ CHECKS: list[Callable[[t.Lab, Machine], Iterator[t.Problem]]] = [
     lambda lab, m: _config(lab, m.allow), _references, _capacity,
     lambda lab, m: guestchecks.check(lab, m.cpus, m.memory, m.hardware_virt, m.guest_images),
 ]
-
-
-def _cluster(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
-    """On an LXD cluster: placements name its members or groups, MTUs fit the tunnel between them."""
-    if machine.cluster is None:
-        return
-    from ..cluster import placement, stretch
-
-    yield from placement.check(lab, machine.cluster)
-    yield from stretch.check(lab, machine.cluster)
-
-
-CHECKS.append(_cluster)
 
 
 def check(lab: t.Lab, machine: Machine = Machine()) -> list[t.Problem]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 from ..errors import LxdkvmError
 from . import topology as t
+from .userdata import check_user_data
 
 GUEST_NAME = re.compile(r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 MAX_NICS = 8
@@ -151,8 +152,6 @@ DEBIAN_DISK_MIB = 2048  # the Debian guest disk's filesystem (lxdkvm.guests.debi
 
 
 def _images(lab: t.Lab, images: dict[str, int] | None = None) -> Iterator[t.Problem]:
-    from ..guests import seed  # YAML checks of user-data, nothing else
-
     said: set[str] = set()
     for guest in lab.guests:
         if guest.path in said:
@@ -169,14 +168,14 @@ def _images(lab: t.Lab, images: dict[str, int] | None = None) -> Iterator[t.Prob
                                 f"disk ({DEBIAN_DISK_MIB} MiB)", f"use at least {DEBIAN_DISK_MIB // 1024}GiB, or "
                                 "leave `size` out", lab.line_of(f"{guest.path}.disk.size", guest.line))
             try:
-                seed.check_user_data(guest.user_data)
+                check_user_data(guest.user_data)
             except LxdkvmError as exc:  # YAML's own message runs over several lines: its first says what
                 yield t.Problem(f"{guest.path}.user_data", str(exc).splitlines()[0], "give a #cloud-config "
                                 "document (or a mapping)", line)
         elif guest.disk == "file":
             yield from _file_image(lab, guest, images)
             try:  # handed to the image's cloud-init (if it runs one) in a NoCloud seed
-                seed.check_user_data(guest.user_data)
+                check_user_data(guest.user_data)
             except LxdkvmError as exc:
                 yield t.Problem(f"{guest.path}.user_data", str(exc).splitlines()[0], "give a #cloud-config "
                                 "document (or a mapping)", line)

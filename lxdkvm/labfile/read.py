@@ -228,3 +228,11 @@ def name_of(text: str, source: str) -> tuple[str, int]:
         raise t.LabInvalid(source, [t.Problem("name", "the lab file has no readable `name`",
                                               "give the lab's name instead of its file", 1)])
     return data["name"], positions.line(("name",))
+
+
+def load(path: str | Path | None) -> tuple[t.Lab | None, list[t.Problem], str]:
+    """(the lab or None, the problems found reading and parsing it, its source name): the one way every
+    command reads a lab file. The file's meaning is `checks`'."""
+    text, source = read(path)
+    lab, problems, _ = parse(text, source)
+    return lab, problems, source

@@ -99,11 +99,11 @@ def _run(command: list[str], what: str, env: dict[str, str]) -> None:
         raise LxdkvmError(f"{what} failed ({' '.join(command[:3])}...): {' | '.join(tail)} (log: {LOG})")
 
 
-def start(report: Report, answers: Callable[[], bool]) -> None:
-    """Start incusd unless ANSWERS() already says it is up, then wait until it is ready."""
-    if answers():
+def start(session, report: Report) -> None:
+    """Start incusd unless the session's daemon already answers, then wait until it is ready."""
+    if session.answers():
         return
-    chosen = daemon.selected()
+    chosen = session.daemon
     env = {**os.environ, "INCUS_DIR": chosen.state_dir}
     env.pop("LXD_DIR", None)
     if Path("/run/systemd/system").is_dir() and chosen.state_dir == daemon.INCUS_DIR:

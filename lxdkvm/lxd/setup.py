@@ -1,7 +1,7 @@
 """Make this machine's LXD (or Incus) usable: install the packages, start the daemon, give it a pool and
 a bridge.
 
-Which daemon is lxd.selected_daemon()'s choice; Incus's installation and start are in incussetup. Every
+Which daemon is the session's (`daemon.selected`); Incus's installation and start are in incussetup. Every
 step first checks whether it is needed, so running it again changes nothing.
 """
 
@@ -14,9 +14,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import lxd
 from ..errors import LxdkvmError
 from ..machine import hostcaps, storage
+from . import daemon as daemon_mod
 from . import incussetup
 
 # What a daemon's bridge needs (firewall, DHCP/DNS), and what image builds need.
@@ -47,16 +47,16 @@ def _missing_commands(daemon: str = "lxd") -> list[str]:
     return [p for p in commands if not shutil.which(p) and not Path("/usr/sbin", p).exists()]
 
 
-def lxd_installed() -> bool:
-    """Whether the selected daemon is installed: what LXD's package sets up (root's subordinate ids, the
-    daemon) exists; for Incus, its daemon."""
-    if lxd.selected_daemon().kind == "incus":
+def lxd_installed(kind: str) -> bool:
+    """Whether the daemon of KIND ("lxd" or "incus") is installed: what LXD's package sets up (root's
+    subordinate ids, the daemon) exists; for Incus, its daemon."""
+    if kind == "incus":
         return incussetup.installed()
-    return lxd.lxd_present()
+    return daemon_mod.lxd_present()
 
 
-def install_packages(report: Report) -> None:
-    kind = lxd.selected_daemon().kind
+def install_packages(session, report: Report) -> None:
+    kind = session.daemon.kind
     missing = _missing_commands(kind)
     if kind == "incus":
         if missing:  # the tools first, from Debian 12 itself
@@ -79,20 +79,12 @@ def _install(packages: list[str], missing: list[str], what: str, report: Report)
             raise LxdkvmError(f"{' '.join(command[:2])} failed: {' | '.join(tail)}")
 
 
-def _answers() -> bool:
-    try:
-        lxd.Lxd()
-        return True
-    except LxdkvmError:
-        return False
-
-
-def start_daemon(report: Report) -> None:
-    if lxd.selected_daemon().kind == "incus":
-        incussetup.start(report, _answers)
-        lxd.wait_for_socket()
+def start_daemon(session, report: Report) -> None:
+    if session.daemon.kind == "incus":
+        incussetup.start(session, report)
+        session.wait_until_answers()
         return
-    if _answers():
+    if session.answers():
         return
     if Path("/run/systemd/system").is_dir():
         report("starting LXD (systemctl start lxd)")
@@ -105,7 +97,7 @@ def start_daemon(report: Report) -> None:
             subprocess.Popen(["lxd", "--group", "root", "--logfile", str(LOG)], stdin=devnull,
                              stdout=log, stderr=log, start_new_session=True, close_fds=True)
     _run(["lxd", "waitready", "--timeout", "60"], "waiting for LXD")
-    lxd.wait_for_socket()
+    session.wait_until_answers()
 
 
 def free_subnet(taken: list[ipaddress.IPv4Network], start: int = 87) -> ipaddress.IPv4Network:
@@ -118,16 +110,16 @@ def free_subnet(taken: list[ipaddress.IPv4Network], start: int = 87) -> ipaddres
                       "this machine (`ip route`)")
 
 
-def initialise(client: lxd.Lxd, report: Report) -> dict[str, str]:
+def initialise(session, report: Report) -> dict[str, str]:
     """A storage pool, a NAT bridge with an explicit subnet, and a default profile that uses them."""
-    facts = client.server_facts()
-    profile_devices = client.client.profiles.get("default").devices or {}
+    facts = session.server.facts()
+    profile_devices = session.profiles.devices("default")
     root = next((d for d in profile_devices.values() if d.get("type") == "disk" and d.get("path") == "/"), None)
     nic = next((d for d in profile_devices.values() if d.get("type") == "nic"), None)
     pool = root["pool"] if root else POOL
-    if not root and client.ensure_storage_pool(pool, "dir"):
+    if not root and session.pools.ensure(pool, "dir"):
         report(f"created storage pool {pool} (dir)")
-    bridge, start = BRIDGES[client.daemon.kind]
+    bridge, start = BRIDGES[session.daemon.kind]
     network = (nic or {}).get("network") or (nic or {}).get("parent") or bridge
     if not nic and not any(n["name"] == network for n in facts.networks):
         # `lxd init --auto` cannot pick a subnet on some machines: choose one that overlaps nothing: no
@@ -137,34 +129,32 @@ def initialise(client: lxd.Lxd, report: Report) -> dict[str, str]:
             ipaddress.IPv4Network(n["ipv4"], strict=False) for n in facts.networks if n["ipv4"] and "/" in n["ipv4"]]
         subnet = free_subnet(taken, start)
         address = f"{subnet.network_address + 1}/{subnet.prefixlen}"
-        client.ensure_network(network, {"ipv4.address": address, "ipv4.nat": "true",
-                                        "ipv6.address": "none"}, description="lxdkvm management bridge")
+        session.networks.ensure(network, {"ipv4.address": address, "ipv4.nat": "true",
+                                          "ipv6.address": "none"}, description="lxdkvm management bridge")
         report(f"created bridge {network} ({address}, NAT)")
-    added = client.ensure_default_devices(pool, network)
+    added = session.profiles.ensure_default_devices(pool, network)
     if added:
         report(f"default profile: added {', '.join(added)}")
-    hosts_pool = ensure_hosts_pool(client, report)
+    hosts_pool = ensure_hosts_pool(session, report)
     return {"pool": pool, "network": network, "hosts_pool": hosts_pool.name}
 
 
-def ensure_hosts_pool(client: lxd.Lxd, report: Report = lambda _msg: None) -> storage.PoolChoice:
+def ensure_hosts_pool(session, report: Report = lambda _msg: None) -> storage.PoolChoice:
     """The pool KVM hosts go on (see storage.choose_pool), created when it does not exist yet."""
-    choice = storage.choose_pool(client.server_facts().pools, storage.btrfs_support())
-    if choice.create and client.clustered():  # a cluster's pool is made on every member: not lxdkvm's job
+    choice = storage.choose_pool(session.server.facts().pools, storage.btrfs_support())
+    if choice.create and session.server.clustered():  # a cluster's pool is made on every member: not lxdkvm's job
         raise LxdkvmError("the LXD cluster has no storage pool for the hosts: create one on every member "
                           "(docs/cluster.md), or name one with `storage:` in the lab file")
-    if choice.create and client.ensure_storage_pool(choice.name, choice.driver, dict(choice.config)):
+    if choice.create and session.pools.ensure(choice.name, choice.driver, dict(choice.config)):
         report(f"created storage pool {choice.name} ({choice.driver}): {choice.reason}")
     if not choice.cow:
         report(f"warning: {choice.reason}")
     return choice
 
 
-def ensure_lxd(report: Report = lambda _msg: None) -> lxd.Lxd:
-    """Install, start and initialise the selected daemon (LXD, or Incus) as needed; return a connection."""
-    install_packages(report)
-    start_daemon(report)
-    client = lxd.Lxd()
-    if not client.clustered():  # a cluster is set up by whoever runs it (docs/cluster.md)
-        initialise(client, report)
-    return client
+def ensure_lxd(session, report: Report = lambda _msg: None) -> None:
+    """Install, start and initialise the session's daemon (LXD, or Incus) as needed."""
+    install_packages(session, report)
+    start_daemon(session, report)
+    if not session.server.clustered():  # a cluster is set up by whoever runs it (docs/cluster.md)
+        initialise(session, report)

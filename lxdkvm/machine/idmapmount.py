@@ -16,6 +16,11 @@ import errno
 import os
 import platform
 
+# A host whose root filesystem is mounted idmapped (docs/container-cost.md): LXC mounts the rootfs with
+# the container's id map instead of LXD chowning every file of it at first start. The line LXD itself
+# gives LXC when its own probe says the kernel can; lxdkvm's own key in LXD, never a lab file's.
+IDMAPPED_ROOT = "lxc.rootfs.options = idmap=container"
+
 # x86_64 and aarch64 share these numbers (the "new" syscall table, Linux 5.2 and 5.12)
 SYS_OPEN_TREE, SYS_MOUNT_SETATTR = 428, 442
 OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC, AT_EMPTY_PATH = 1, 0o2000000, 0x1000

@@ -1,7 +1,7 @@
 """An Ansible inventory of a lab that is up, as plain data — the one source of both
 `lxdkvm inventory LAB --format yaml|ini|json` and the inventory plugin (playbooks/inventory_plugins).
 
-`build` is pure: the lab's status (`lab.status`), each host's groups and how to reach it in, an
+`build` is pure: the lab's status (`lab.status.LabStatus`), each host's groups and how to reach it in, an
 `Inventory` out. `live` gathers those from LXD and the lab's state directory. The writers turn an
 `Inventory` into the three formats Ansible reads; each parses to the same hosts, groups and vars.
 
@@ -18,8 +18,13 @@ import json
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import LxdkvmError
+from ..labfile import topology as t
+
+if TYPE_CHECKING:
+    from ..lab.status import HostStatus, LabStatus
 
 PYTHON = "/usr/bin/python3"  # the image's; saves Ansible's interpreter discovery (and its warning)
 
@@ -49,41 +54,33 @@ def group_name(name: str) -> str:
     return name.replace("-", "_").replace(".", "_")
 
 
-def management_address(host: dict, nat_networks: set[str]) -> str | None:
-    """The host's address on its first NAT network (the one this machine routes to), without prefix."""
-    for network, addresses in host["addresses"].items():
-        if network in nat_networks and addresses:
-            return str(ipaddress.IPv4Interface(addresses[0]).ip)
-    return None
-
-
-def _guest_vars(host: dict) -> list[dict]:
-    """A host's guests as `lab.status` reports them: name, state, its addresses per network, and the first
-    one as `address` (what a play pings)."""
+def _guest_vars(host: HostStatus) -> list[dict]:
+    """A host's guests as the lab's status reports them: name, state, its addresses per network, and the
+    first one as `address` (what a play pings)."""
     out = []
-    for guest in host.get("guests", []):
+    for guest in host.guests:
         addresses = {net: str(ipaddress.IPv4Interface(found[0]).ip)
-                     for net, found in guest.get("addresses", {}).items() if found}
-        entry = {"name": guest["name"], "state": guest["state"], "addresses": addresses}
+                     for net, found in guest.addresses.items() if found}
+        entry = {"name": guest.name, "state": guest.state, "addresses": addresses}
         if addresses:
             entry["address"] = next(iter(addresses.values()))
         out.append(entry)
     return out
 
 
-def build(status: dict, groups: dict[str, list[str]], access: Access,
+def build(status: LabStatus, groups: dict[str, list[str]], access: Access,
           guests: dict[str, list[dict]] | None = None) -> Inventory:
-    """The inventory of the lab STATUS describes (`lab.status`'s dict). GROUPS: host → its groups from
-    the lab file. GUESTS: host → the guests it runs, as `lxdkvm_guests` (see playbooks/guests.yml)."""
+    """The inventory of the lab STATUS describes. GROUPS: host → its groups from the lab file. GUESTS:
+    host → the guests it runs, as `lxdkvm_guests` (see playbooks/guests.yml)."""
     guests = guests or {}
-    lab = status["lab"]
-    nat = {n["name"] for n in status["networks"] if n["gateway"] != "none"}
+    lab = status.lab
+    nat = status.nat_networks
     inventory = Inventory()
     lab_group = f"lab_{group_name(lab)}"
-    for host in status["hosts"]:
-        name = host["name"]
+    for host in status.hosts:
+        name = host.name
         hostvars: dict = {}
-        address = management_address(host, nat)
+        address = host.management_address(nat)
         if address:
             hostvars["ansible_host"] = address
         hostvars.update({
@@ -92,36 +89,37 @@ def build(status: dict, groups: dict[str, list[str]], access: Access,
             "ansible_ssh_common_args": access.ssh_common_args,
             "ansible_python_interpreter": PYTHON,
             "lxdkvm_lab": lab,
-            "lxdkvm_project": status["project"],
+            "lxdkvm_project": status.project,
             "lxdkvm_addresses": {net: str(ipaddress.IPv4Interface(addrs[0]).ip)
-                                 for net, addrs in host["addresses"].items() if addrs},
+                                 for net, addrs in host.addresses.items() if addrs},
             # the guests this host runs (playbooks/guests.yml starts them, verify.yml pings them)
             "lxdkvm_guests": list(guests.get(name, _guest_vars(host))),
         })
         inventory.hosts[name] = hostvars
-        member_of = [lab_group, *(f"net_{group_name(net)}" for net in host["addresses"]),
+        member_of = [lab_group, *(f"net_{group_name(net)}" for net in host.addresses),
                      *(group_name(g) for g in groups.get(name, []))]
         for group in dict.fromkeys(member_of):
             inventory.groups.setdefault(group, []).append(name)
     return Inventory(inventory.hosts, {g: sorted(h) for g, h in sorted(inventory.groups.items())})
 
 
-def live(lab: str | Path | None) -> Inventory:
-    """The inventory of LAB (a lab file, or the name of a lab that is up) as LXD has it now."""
-    from ..lab import pipeline as lab_mod
+def live(session, lab: str | Path | None) -> Inventory:
+    """The inventory of LAB (a lab file, or the name of a lab that is up) as the daemon has it now."""
     from ..lab import sshkeys
+    from ..lab import status as status_mod
+    from ..lab.load import lab_name
     from ..lab.objects import GROUPS
-    from ..lxd import LabLxd
 
-    name = lab_mod.lab_name(lab)
-    status = lab_mod.status(name)
-    if not status["exists"]:
+    name = lab_name(lab)
+    lxd = session.lab(t.project_name(name))
+    status = status_mod.read(lxd, name)
+    if not status.exists:
         raise LxdkvmError(f"lab {name} is not up; `lxdkvm up` it first")
     access = Access(sshkeys.LAB_USER, sshkeys.private_key_path(name), sshkeys.known_hosts_path(name))
     for path in (access.private_key, access.known_hosts):
         if not path.is_file():
             raise LxdkvmError(f"lab {name} has no {path}; run `lxdkvm up` for it again")
-    instances = LabLxd(status["project"]).instances()
+    instances = lxd.instances.all()
     groups = {host: [g for g in info["config"].get(GROUPS, "").split(",") if g]
               for host, info in instances.items()}
     return build(status, groups, access)

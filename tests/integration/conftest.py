@@ -8,8 +8,9 @@ import pytest
 
 from lxdkvm.hosts import profile as profile_mod
 from lxdkvm.hosts import readiness
-from lxdkvm.images import base as image
-from lxdkvm.lxd import Lxd, setup
+from lxdkvm.images import base as image_mod
+from lxdkvm.lxd import setup
+from lxdkvm.lxd.session import Session
 from lxdkvm.machine import hostcaps
 
 pytestmark = pytest.mark.integration
@@ -20,15 +21,26 @@ def _log(message: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def lxd() -> Lxd:
+def lxd() -> Session:
+    """The tests' session with the machine's daemon (installed, started and initialised when missing)."""
     if os.geteuid() != 0:
         pytest.fail("the integration tests need root: they install, start and drive LXD")
-    return setup.ensure_lxd(_log)
+    session = Session()
+    setup.ensure_lxd(session, _log)
+    return session
 
 
 @pytest.fixture(scope="session")
-def base_image(lxd) -> image.BuildResult:
-    return image.build(report=_log)
+def base_image(lxd) -> image_mod.BuildResult:
+    return image_mod.build(lxd, report=_log)
+
+
+@pytest.fixture(scope="session")
+def baked_image(lxd, base_image):
+    """The KVM-host image, baked from the base image when its inputs changed (instant when up to date)."""
+    from lxdkvm.images import bake
+
+    return bake.bake(lxd, base_image.alias, report=lambda msg: _log(f"bake: {msg}"))
 
 
 @pytest.fixture(scope="session")
@@ -42,32 +54,34 @@ def kvm_host(lxd, base_image, unique):
     name = f"lxdkvm-it-{unique}"
     kvm_gid = int(base_image.properties["lxdkvm.kvm_gid"])
     spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=kvm_gid)
-    lxd.apply_profile(name, profile_mod.parse(profile_mod.render(spec)))
+    lxd.profiles.apply(name, profile_mod.parse(profile_mod.render(spec)))
     try:
-        took = readiness.launch(lxd, name, base_image.alias, ["default", name],
+        took = readiness.launch(lxd.instances, name, base_image.alias, ["default", name],
                               report=lambda host, msg: _log(f"{host}: {msg}"))
         _log(f"{name} ready: {took}")
         yield {"name": name, "kvm_gid": kvm_gid, "ready": took}
     finally:
-        lxd.delete_instance(name)
-        lxd.delete_profile(name)
+        lxd.instances.delete(name)
+        lxd.profiles.delete(name)
 
 
 @contextlib.contextmanager
-def baked_host(lxd: Lxd, name: str):
+def baked_host(lxd: Session, name: str):
     """A KVM host container from the baked image (baked when missing) with its own for-host profile, on
     the hosts' pool; deleted with its profile afterwards, also on failure."""
     from lxdkvm.images import bake
 
-    image = lxd.image_by_alias(bake.DEFAULT_ALIAS) or bake.bake().__dict__
+    image = lxd.images.by_alias(bake.DEFAULT_ALIAS)
+    if image is None:  # the base image first: bake needs it
+        image = bake.bake(lxd, image_mod.build(lxd, report=_log).alias).__dict__
     spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=int(image["properties"]["lxdkvm.kvm_gid"]),
                                 install_packages=False)
-    lxd.apply_profile(name, profile_mod.parse(profile_mod.render(spec)))
+    lxd.profiles.apply(name, profile_mod.parse(profile_mod.render(spec)))
     try:
         pool = setup.ensure_hosts_pool(lxd)
-        readiness.launch(lxd, name, bake.DEFAULT_ALIAS, ["default", name], pool=pool.name)
+        readiness.launch(lxd.instances, name, bake.DEFAULT_ALIAS, ["default", name], pool=pool.name)
         yield name
     finally:
-        lxd.delete_instance(name)
-        lxd.delete_profile(name)
+        lxd.instances.delete(name)
+        lxd.profiles.delete(name)
 

@@ -64,11 +64,8 @@ def plain(value):
 
 
 @pytest.fixture(scope="module")
-def lab(lxd, tmp_path_factory):
+def lab(lxd, baked_image, tmp_path_factory):
     """The lab, up, with its state in a temporary directory; down (and LXD as before) afterwards."""
-    from lxdkvm.images import bake
-
-    bake.bake(report=lambda msg: print(f"[bake] {msg}", flush=True))
     state = tmp_path_factory.mktemp("state")
     saved = os.environ.get("LXDKVM_STATE_DIR")
     os.environ["LXDKVM_STATE_DIR"] = str(state)

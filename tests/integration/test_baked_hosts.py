@@ -7,14 +7,15 @@ from lxdkvm.hosts import profile as profile_mod
 from lxdkvm.hosts import readiness
 from lxdkvm.images import bake
 from lxdkvm.lxd import setup
+from lxdkvm.lxd.session import Session
 from lxdkvm.machine import hostcaps
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def baked(lxd, base_image):
-    return bake.bake(report=lambda msg: print(f"[bake] {msg}", flush=True))
+def baked(baked_image):
+    return baked_image
 
 
 @pytest.fixture(scope="module")
@@ -23,29 +24,29 @@ def two_hosts(lxd, baked, unique):
     profile = f"lxdkvm-it-baked-{unique}"
     spec = profile_mod.for_host(hostcaps.read_host(), kvm_gid=int(baked.properties["lxdkvm.kvm_gid"]),
                                 install_packages=False)
-    lxd.apply_profile(profile, profile_mod.parse(profile_mod.render(spec)))
+    lxd.profiles.apply(profile, profile_mod.parse(profile_mod.render(spec)))
     pool = setup.ensure_hosts_pool(lxd)
     try:
-        readiness.launch_many(names, baked.alias, ["default", profile], pool=pool.name)
+        readiness.launch_many(lxd.instances, names, baked.alias, ["default", profile], pool=pool.name)
         yield names
     finally:
         for name in names:
-            lxd.delete_instance(name)
-        lxd.delete_profile(profile)
+            lxd.instances.delete(name)
+        lxd.profiles.delete(profile)
 
 
 def out(lxd, name, *command):
-    result = lxd.execute(name, list(command))
+    result = lxd.instances.execute(name, list(command))
     assert result.exit_code == 0, result.stderr
     return result.stdout.strip()
 
 
 def test_baked_image_says_what_it_contains_and_rebake_is_cached(lxd, baked, base_image):
-    props = lxd.image_by_alias(bake.DEFAULT_ALIAS)["properties"]
+    props = lxd.images.by_alias(bake.DEFAULT_ALIAS)["properties"]
     assert "libvirt-daemon-system=" in props["lxdkvm.contains"]
     assert "qemu-system-x86=" in props["lxdkvm.contains"]
     assert props["lxdkvm.base"] == base_image.fingerprint
-    assert bake.bake().action == "up to date"
+    assert bake.bake(Session(), base_image.alias).action == "up to date"
 
 
 def test_hosts_get_fresh_identity(lxd, two_hosts):
@@ -68,7 +69,7 @@ def test_hosts_run_cloud_init_per_instance_but_install_nothing(lxd, two_hosts):
 def test_hosts_are_on_the_copy_on_write_pool(lxd, two_hosts):
     pool = setup.ensure_hosts_pool(lxd)
     for name in two_hosts:
-        assert lxd.instance_info(name)["expanded_devices"]["root"]["pool"] == pool.name
+        assert lxd.instances.info(name)["expanded_devices"]["root"]["pool"] == pool.name
     assert pool.cow  # btrfs-progs is installed by setup and this kernel has btrfs
 
 

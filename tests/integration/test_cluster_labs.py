@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm.cluster import sandbox
+from lxdkvm.cluster import members, sandbox
 
 pytestmark = pytest.mark.integration
 LAB = Path(__file__).parent.parent / "labs" / "valid" / "cluster.yaml"
@@ -23,7 +23,7 @@ MEMBERS = ("m1", "m2", "m3")
 
 
 def env(member: str = "m1") -> dict[str, str]:
-    return {**os.environ, "LXD_DIR": str(sandbox.ROOT / member)}
+    return {**os.environ, "LXD_DIR": str(members.ROOT / member)}
 
 
 def lxdkvm(*args: str, ok: bool = True, member: str | None = "m1", timeout: float = 900) -> subprocess.CompletedProcess:
@@ -47,7 +47,7 @@ def locations() -> dict[str, str]:
 
 def lab_links(member: str) -> list[str]:
     """Network devices of the lab (its bridges and their tunnels) inside a member's network namespace."""
-    holder = (sandbox.ROOT / "run" / member / "holder.pid").read_text().strip()
+    holder = (members.ROOT / "run" / member / "holder.pid").read_text().strip()
     links = subprocess.run(["nsenter", "-n", "-t", holder, "ip", "-br", "link"], capture_output=True, text=True,
                            check=True).stdout
     return [line.split()[0] for line in links.splitlines() if line.startswith("itcl-")]
@@ -58,14 +58,14 @@ def outbound_sources() -> dict[str, str]:
     import socket
 
     server = socket.socket()
-    server.bind((str(sandbox.GATEWAY), 0))
+    server.bind((str(members.GATEWAY), 0))
     server.listen(8)
     server.settimeout(10)
     port, seen = server.getsockname()[1], {}
     try:
         for host in ("node-1", "node-2", "node-3"):
             subprocess.Popen(["lxc", "exec", "--project", PROJECT, host, "--", "bash", "-c",
-                              f"echo {host} > /dev/tcp/{sandbox.GATEWAY}/{port}"], env=env(),
+                              f"echo {host} > /dev/tcp/{members.GATEWAY}/{port}"], env=env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             conn, (peer, _port) = server.accept()
             with conn:
@@ -92,12 +92,9 @@ def timed(label: str, took: dict, *args: str, **kwargs) -> subprocess.CompletedP
 
 
 @pytest.fixture(scope="module")
-def cluster(lxd, base_image):
+def cluster(lxd, baked_image):  # the machine's LXD has the baked image: the sandbox copies it
     if os.geteuid() != 0:
         pytest.fail("the sandbox cluster needs root")
-    from lxdkvm.images import bake
-
-    bake.bake()  # the machine's LXD has the baked image (instant when it is up to date): the sandbox copies it
     sandbox.down()
     sandbox.up(3, lambda m: print(f"[sandbox] {m}", flush=True))
     yield
@@ -156,7 +153,7 @@ def test_a_member_killed_during_up_then_a_rerun_converges(cluster):
     for line in proc.stdout:  # m3 has made node-3 and is asked to start it: kill m3's daemon now
         seen.append(line)
         if "node-3: starting" in line:
-            os.kill(int((sandbox.ROOT / "run" / "m3" / "lxd.pid").read_text()), signal.SIGKILL)
+            os.kill(int((members.ROOT / "run" / "m3" / "lxd.pid").read_text()), signal.SIGKILL)
             break
     assert any("node-3: starting" in line for line in seen), "".join(seen)
     try:

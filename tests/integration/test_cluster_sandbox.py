@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm.cluster import sandbox
+from lxdkvm.cluster import members, sandbox
 
 pytestmark = pytest.mark.integration
 
@@ -26,30 +26,30 @@ def lxdkvm(*args: str) -> subprocess.CompletedProcess:
 def members_seen(member: str) -> dict[str, str]:
     """name → status, as a member's own `lxc cluster list` says."""
     proc = subprocess.run(["lxc", "cluster", "list", "--format", "json"], capture_output=True, text=True,
-                          env={**os.environ, "LXD_DIR": str(sandbox.ROOT / member)}, check=True)
+                          env={**os.environ, "LXD_DIR": str(members.ROOT / member)}, check=True)
     return {m["server_name"]: m["status"] for m in json.loads(proc.stdout)}
 
 
 def traces() -> list[str]:
     """Whatever of the sandbox is left on this machine."""
     left = []
-    if sandbox.ROOT.exists():
-        left.append(f"directory {sandbox.ROOT}")
-    left += [f"link {n}" for n in os.listdir("/sys/class/net") if n.startswith(sandbox.BRIDGE)]
+    if members.ROOT.exists():
+        left.append(f"directory {members.ROOT}")
+    left += [f"link {n}" for n in os.listdir("/sys/class/net") if n.startswith(members.BRIDGE)]
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        if line.split()[4].startswith(str(sandbox.ROOT)):
+        if line.split()[4].startswith(str(members.ROOT)):
             left.append(f"mount {line.split()[4]}")
     loops = subprocess.run(["losetup", "--list", "--noheadings", "-O", "BACK-FILE"], capture_output=True, text=True, check=False)
-    left += [f"loop {f}" for f in loops.stdout.split() if f.startswith(str(sandbox.ROOT))]
+    left += [f"loop {f}" for f in loops.stdout.split() if f.startswith(str(members.ROOT))]
     nat = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True, check=False).stdout
-    left += [f"rule {r}" for r in nat.splitlines() if sandbox.NAT_COMMENT in r]
+    left += [f"rule {r}" for r in nat.splitlines() if members.NAT_COMMENT in r]
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
-        if str(sandbox.ROOT) in cmdline or str(sandbox.ROOT).encode() in environ or str(sandbox.HOLDER) in cmdline:
+        if str(members.ROOT) in cmdline or str(members.ROOT).encode() in environ or str(members.HOLDER) in cmdline:
             left.append(f"process {pid}: {cmdline[:80]}")
     return left
 
@@ -96,31 +96,31 @@ def lifecycle():
     formed = time.monotonic() - start
     # a running container on m2, so stop and down must deal with one
     subprocess.run(["lxc", "launch", "lxdkvm/base", PROBE, "--target", "m2", "-c", "boot.host_shutdown_timeout=5"], check=True, capture_output=True,
-                   env={**os.environ, "LXD_DIR": str(sandbox.ROOT / "m1")})
+                   env={**os.environ, "LXD_DIR": str(members.ROOT / "m1")})
     assert eventually(lambda: probe_processes() != [])
     assert members_seen("m2") == {"m1": "Online", "m2": "Online", "m3": "Online"}
-    certificate = (sandbox.ROOT / "m1" / "cluster.crt").read_text()
-    holders = [int((sandbox.ROOT / "run" / m / "holder.pid").read_text()) for m in ("m1", "m2", "m3")]
+    certificate = (members.ROOT / "m1" / "cluster.crt").read_text()
+    holders = [int((members.ROOT / "run" / m / "holder.pid").read_text()) for m in ("m1", "m2", "m3")]
     # each member's daemon runs in its own network namespace, none in the machine's
     assert len({os.readlink(f"/proc/{p}/ns/net") for p in holders} | {os.readlink("/proc/self/ns/net")}) == 4
 
     lxdkvm("cluster", "sandbox", "stop")  # what a reboot does to the members: daemons and namespaces gone
-    assert not any(sandbox._alive(p) for p in holders)
+    assert not any(members._alive(p) for p in holders)
     assert eventually(lambda: probe_processes() == [])  # the container stopped with its daemon
-    assert not any(n.startswith(f"{sandbox.BRIDGE}-") for n in os.listdir("/sys/class/net"))
+    assert not any(n.startswith(f"{members.BRIDGE}-") for n in os.listdir("/sys/class/net"))
     start = time.monotonic()
     lxdkvm("cluster", "sandbox", "up", "--no-images")
     status = json.loads(lxdkvm("cluster", "sandbox", "status", "--json").stdout)
     restarted = time.monotonic() - start
     assert [m["state"] for m in status["members"]] == ["ONLINE"] * 3
     assert members_seen("m3") == {"m1": "Online", "m2": "Online", "m3": "Online"}
-    assert (sandbox.ROOT / "m1" / "cluster.crt").read_text() == certificate  # the same cluster, not a new one
+    assert (members.ROOT / "m1" / "cluster.crt").read_text() == certificate  # the same cluster, not a new one
     probe = subprocess.run(["lxc", "list", PROBE, "--format", "json"], capture_output=True, text=True, check=True,
-                           env={**os.environ, "LXD_DIR": str(sandbox.ROOT / "m3")})
+                           env={**os.environ, "LXD_DIR": str(members.ROOT / "m3")})
     assert [(i["name"], i["location"]) for i in json.loads(probe.stdout)] == [(PROBE, "m2")]  # kept
     if not probe_processes():  # LXD starts what was running when it stopped; else start it
         subprocess.run(["lxc", "start", PROBE], capture_output=True, check=True,
-                       env={**os.environ, "LXD_DIR": str(sandbox.ROOT / "m1")})
+                       env={**os.environ, "LXD_DIR": str(members.ROOT / "m1")})
     assert eventually(lambda: probe_processes() != [])  # running again, for `down` to remove
 
     start = time.monotonic()

@@ -41,8 +41,8 @@ def host(lxd, unique, disk):
         sh(lxd, name, f"mkdir -p {where.directory} {gd.GUESTS_DIR}")
         for source, target in ((disk.path, where.disk), (disk.kernel, where.kernel), (disk.initrd, where.initrd)):
             with open(source, "rb") as data:
-                lxd.push(name, target, data)
-        agent.push_agent(lxd, name)
+                lxd.instances.push(name, target, data)
+        agent.push_agent(lxd.instances, name)
         sh(lxd, name, f"ip link add {BRIDGE} type bridge stp_state 0 && ip addr add {GATEWAY}/24 dev {BRIDGE}"
                       f" && ip link set {BRIDGE} up"
                       " && { [ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ]"
@@ -72,18 +72,18 @@ def guest(lxd, host, keypair):
     spec = {"test": GUEST, "disk": where.disk}
     sh(lxd, name, f"mkdir -p {paths.directory} && qemu-img create -q -f qcow2 -F qcow2 -b {where.disk}"
                   f" {paths.disk} {OVERLAY_MIB}M")
-    lxd.push(name, paths.seed, seed.seed_iso(GUEST, spec, (nic,), user_data(keypair["public"])))
+    lxd.instances.push(name, paths.seed, seed.seed_iso(GUEST, spec, (nic,), user_data(keypair["public"])))
     xml = gd.domain_xml(gd.GuestDomain(
         name=GUEST, kernel=where.kernel, initrd=where.initrd, memory_mib=512, vcpus=2, accel="tcg",
         nics=(nic,), disk=paths.disk, serial_log=paths.serial_log, agent_socket=paths.agent_socket,
         metadata=json.dumps(spec), root="/dev/vda", seed=paths.seed))
-    lxd.push(name, paths.xml, xml.encode())
+    lxd.instances.push(name, paths.xml, xml.encode())
     sh(lxd, name, f"virsh -q define {paths.xml}")
     try:
         started = time.monotonic()
         sh(lxd, name, f"n=0; until virsh -q start {GUEST} > /dev/null; do n=$((n + 1)); [ $n -lt 5 ] || exit 1;"
                       " sleep 0.3; done")
-        waited = lxd.execute(name, ["python3", agent.AGENT_PATH, "wait-boot", paths.serial_log, "--timeout",
+        waited = lxd.instances.execute(name, ["python3", agent.AGENT_PATH, "wait-boot", paths.serial_log, "--timeout",
                                     str(BOOT_TIMEOUT)], timeout=BOOT_TIMEOUT + 30)
         seconds = time.monotonic() - started
         log = sh(lxd, name, f"tail -c 6000 {shlex.quote(paths.serial_log)}", ok=False).stdout
@@ -133,8 +133,8 @@ def test_the_host_pings_the_guest_and_ssh_checks_its_host_key(lxd, host, guest, 
     address = ADDRESS.split("/")[0]
     sh(lxd, host["name"], f"ping -c 2 -W 3 {address}")
     host_key = run(lxd, host, "cat /etc/ssh/ssh_host_ed25519_key.pub").split()
-    lxd.push(host["name"], "/root/it-deb-id", keypair["private"], mode="0600")
-    lxd.push(host["name"], "/root/it-deb-known", f"{address} {host_key[0]} {host_key[1]}\n".encode())
+    lxd.instances.push(host["name"], "/root/it-deb-id", keypair["private"], mode="0600")
+    lxd.instances.push(host["name"], "/root/it-deb-known", f"{address} {host_key[0]} {host_key[1]}\n".encode())
     result = sh(lxd, host["name"], "ssh -i /root/it-deb-id -o UserKnownHostsFile=/root/it-deb-known"
                                    " -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=20"
                                    f" lab@{address} 'hostname; id -un'", timeout=120)

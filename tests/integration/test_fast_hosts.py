@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm.lab import pipeline as lab_mod
-from lxdkvm.lxd import IDMAPPED_ROOT, probe_server
+from lxdkvm.lab import pipeline
+from lxdkvm.lxd.session import Session
+from lxdkvm.machine.idmapmount import IDMAPPED_ROOT
 
 from .test_labs import lxc_json, lxd_snapshot, on
 
@@ -50,12 +51,12 @@ def rootfs(host: str) -> Path:
 def lab(tmp_path_factory):
     path = tmp_path_factory.mktemp("fast") / "itest-fast.yaml"
     path.write_text(LAB)
-    lab_mod.down("itest-fast", lambda *_: None)
+    pipeline.down(Session(), "itest-fast", lambda *_: None)
     before = lxd_snapshot()
     messages: list[tuple[str, str]] = []
-    lab_mod.up(path, lambda host, message: messages.append((host, message)))
+    pipeline.up(Session(), path, lambda host, message: messages.append((host, message)))
     yield path, messages
-    lab_mod.down("itest-fast", lambda *_: None)
+    pipeline.down(Session(), "itest-fast", lambda *_: None)
     assert lxd_snapshot() == before  # nothing of the lab is left
 
 
@@ -108,7 +109,7 @@ def test_networks_got_their_addresses_and_a_second_up_changes_nothing(lab):
     for host in HOSTS:
         mac = config(host, "volatile.eth0.hwaddr")
         assert (entries / f"{PROJECT}_{host}.eth0").read_text().startswith(mac)
-    _lab, again = lab_mod.plan(path)
+    _lab, again = pipeline.plan(Session(), path)
     assert again.empty, [(a.verb, a.name, a.reason) for a in again.actions]
 
 
@@ -124,13 +125,13 @@ def test_a_host_made_but_never_started_is_started_right_by_the_next_up(lab):
     subprocess.run(["lxc", "config", "set", "--project", PROJECT, "fast-3", "volatile.last_state.idmap=[]"],
                    check=True)
     messages: list[tuple[str, str]] = []
-    result = lab_mod.up(path, lambda host, message: messages.append((host, message)))
+    result = pipeline.up(Session(), path, lambda host, message: messages.append((host, message)))
     assert [(a.verb, a.name) for a in result.plan.actions] == [("update", "fast-3"), ("start", "fast-3")]
     assert ("fast-3", "ready") in messages
     passwd = (rootfs("fast-3") / "etc" / "passwd").stat()
     assert (passwd.st_uid, passwd.st_gid) == (0, 0)
     assert on(PROJECT, "fast-3", "stat", "-c", "%u:%g", "/etc/passwd").stdout.strip() == "0:0"
-    checks = lab_mod.verify(path)[1]
+    checks = pipeline.verify(Session(), path)[1]
     assert not [c for c in checks if c.result == "FAIL"], checks
 
 
@@ -140,4 +141,4 @@ def test_the_machine_is_the_one_lxdkvm_probed(lab):
     environment = query("/1.0")["environment"]
     assert environment["server"] == "lxd" and environment["kernel_features"]["idmapped_mounts"] == "true"
     pool = rootfs("fast-1").parent.parent.parent.name
-    assert probe_server().idmapped_roots[pool] == ""  # what `doctor` reports for the hosts' pool
+    assert Session().server.probe().idmapped_roots[pool] == ""  # what `doctor` reports for the hosts' pool

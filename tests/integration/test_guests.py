@@ -164,10 +164,10 @@ def test_the_kvm_boot_probe_gives_its_verdict_with_evidence(lab_up):
     vmx/svm the answer needs no boot; on this machine kind (paravirtual KVM) a real probe boot hangs,
     which is exactly why the probe exists. Either way the verdict is consistent with this machine."""
     from lxdkvm.guests import kvmboot, tiny
-    from lxdkvm.lxd import LabLxd
+    from lxdkvm.lxd.session import Session
     from lxdkvm.machine import hostcaps
 
-    verdict = kvmboot.probe(LabLxd(PROJECT).scoped, "node-3", tiny.build(), timeout=15)
+    verdict = kvmboot.probe(Session().lab(PROJECT).instances, "node-3", tiny.build(), timeout=15)
     print(verdict, flush=True)
     assert verdict.kvm in (kvmboot.BOOTS, kvmboot.HANGS) and verdict.evidence
     if hostcaps.hardware_virt(hostcaps.read_host()) is None:  # PVM here: the API works, a kernel hangs

@@ -15,6 +15,7 @@ from lxdkvm.guests import initramfs as guest
 from lxdkvm.hosts import profile
 from lxdkvm.hosts.readiness import probe_command
 from lxdkvm.images import base
+from lxdkvm.lxd.session import Session
 from lxdkvm.machine import hostcaps
 
 from .guest_artifacts import guest_files
@@ -23,14 +24,14 @@ pytestmark = pytest.mark.integration
 
 
 def run(lxd, host, *command, ok=True):
-    result = lxd.execute(host["name"], list(command), timeout=300)
+    result = lxd.instances.execute(host["name"], list(command), timeout=300)
     if ok:
         assert result.exit_code == 0, f"{command}: {result.stdout}{result.stderr}"
     return result
 
 
 def test_container_is_unprivileged_with_root_mapped_to_a_high_host_id(lxd, kvm_host):
-    info = lxd.instance_info(kvm_host["name"])
+    info = lxd.instances.info(kvm_host["name"])
     assert info["expanded_config"].get("security.privileged", "false") == "false"
     assert info["expanded_config"]["security.idmap.isolated"] == "true"
     inside, host_id, count = run(lxd, kvm_host, "cat", "/proc/self/uid_map").stdout.split()
@@ -95,14 +96,14 @@ def test_libvirt_boots_a_tcg_guest_whose_serial_console_shows_our_marker(lxd, kv
     marker = f"lxdkvm-guest-booted-{uuid.uuid4().hex[:8]}"
     name, folder = f"lxdkvm-it-{uuid.uuid4().hex[:6]}", "/var/lib/libvirt/images/lxdkvm-it"
     run(lxd, kvm_host, "mkdir", "-p", folder)
-    lxd.push(kvm_host["name"], f"{folder}/vmlinuz", vmlinuz.read_bytes())
-    lxd.push(kvm_host["name"], f"{folder}/initrd.gz", guest.busybox_initramfs(busybox.read_bytes(), marker))
+    lxd.instances.push(kvm_host["name"], f"{folder}/vmlinuz", vmlinuz.read_bytes())
+    lxd.instances.push(kvm_host["name"], f"{folder}/initrd.gz", guest.busybox_initramfs(busybox.read_bytes(), marker))
     serial = f"/var/log/libvirt/qemu/{name}-serial.log"
     xml = domain.domain_xml(domain.GuestDomain(
         name=name, kernel=f"{folder}/vmlinuz", initrd=f"{folder}/initrd.gz", memory_mib=256, vcpus=1,
         accel="tcg", serial_log=serial))
     assert '<domain type="qemu"' in xml
-    lxd.push(kvm_host["name"], f"{folder}/{name}.xml", xml.encode())
+    lxd.instances.push(kvm_host["name"], f"{folder}/{name}.xml", xml.encode())
     run(lxd, kvm_host, "virsh", "create", f"{folder}/{name}.xml")
     try:
         deadline, seen = time.monotonic() + 180, ""
@@ -117,9 +118,9 @@ def test_libvirt_boots_a_tcg_guest_whose_serial_console_shows_our_marker(lxd, kv
 
 
 def test_second_image_build_is_instant_from_lxd(lxd, base_image):
-    again = base.build()
+    again = base.build(Session())
     assert again.action == "up to date" and again.fingerprint == base_image.fingerprint
-    props = lxd.image_by_alias(base.DEFAULT_ALIAS)["properties"]
+    props = lxd.images.by_alias(base.DEFAULT_ALIAS)["properties"]
     assert props["os"] == "debian" and props["release"] == "bookworm" and props["build_date"]
     assert props["lxdkvm.key"] == base.Recipe().key()
 
@@ -129,8 +130,8 @@ def test_unreachable_archive_is_a_clear_error_and_imports_nothing(lxd, base_imag
     recipe = base.Recipe(mirror="http://127.0.0.1:9/debian")
     before = {i.fingerprint for i in lxd.client.images.all()}
     with pytest.raises(LxdkvmError, match="archive is unreachable: http://127.0.0.1:9/debian"):
-        base.build(recipe, alias=alias, force=True)
-    assert lxd.image_by_alias(alias) is None
+        base.build(Session(), recipe, alias=alias, force=True)
+    assert lxd.images.by_alias(alias) is None
     assert {i.fingerprint for i in lxd.client.images.all()} == before
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm.lab import pipeline as lab_mod
+from lxdkvm.lab.load import load
 from lxdkvm.lab.lock import LabLock
 from lxdkvm.labfile.topology import LabInvalid
+from lxdkvm.lxd.session import Session
 from lxdkvm.machine import hostcaps
 
 pytestmark = pytest.mark.integration
@@ -75,9 +76,8 @@ def teardown():
 
 
 @pytest.fixture(scope="module")
-def ready_image(lxd, base_image):
-    from lxdkvm.images import bake
-    return bake.bake(report=lambda msg: print(f"[bake] {msg}", flush=True))
+def ready_image(baked_image):
+    return baked_image
 
 
 def test_lab_lifecycle_up_noop_status_reachability_down(ready_image, teardown, tmp_path):
@@ -251,7 +251,7 @@ def test_invalid_lab_files_are_rejected_and_create_nothing(lxd):
         paths = [p for p in paths if p.stem != "51-guest-kvm-without-hardware-virtualization"]
     for path in paths:  # first make sure none of them is valid on this machine (it would be created)
         with pytest.raises(LabInvalid):
-            lab_mod.load(path)
+            load(path, Session())
     for path in paths:
         result = lxdkvm("up", str(path), ok=False, timeout=60)
         assert result.returncode == 2, path.name

@@ -41,7 +41,7 @@ def lxd_state(lxd) -> dict:
 
 def hosts_pool(lxd) -> str:
     """An existing pool (copy-on-write when there is one): --pool keeps `launch` from creating one."""
-    pools = lxd.server_facts().pools
+    pools = lxd.server.facts().pools
     return next((p["name"] for p in pools if p["driver"] in ("btrfs", "zfs", "lvm")), pools[0]["name"])
 
 
@@ -50,7 +50,7 @@ def test_a_container_lxd_cannot_start_shows_lxds_reason_and_leaves_nothing(lxd, 
     config, devices, said = UNSTARTABLE[case]
     name = f"lxdkvm-it-{case}-{unique}"
     before = lxd_state(lxd)
-    lxd.apply_profile(name, {"description": "lxdkvm test: cannot start", "config": config, "devices": devices})
+    lxd.profiles.apply(name, {"description": "lxdkvm test: cannot start", "config": config, "devices": devices})
     try:
         proc = lxdkvm("launch", name, "--image", base_image.alias, "--profile", "default", "--profile", name,
                       "--pool", hosts_pool(lxd))
@@ -62,10 +62,10 @@ def test_a_container_lxd_cannot_start_shows_lxds_reason_and_leaves_nothing(lxd, 
             assert words in message
         assert "what to do:" in message
         assert "HTTP" not in message and "Traceback" not in message
-        assert not lxd.instance_exists(name)  # the container LXD could not start was deleted again
+        assert not lxd.instances.exists(name)  # the container LXD could not start was deleted again
     finally:
-        lxd.delete_instance(name)
-        lxd.delete_profile(name)
+        lxd.instances.delete(name)
+        lxd.profiles.delete(name)
     assert lxd_state(lxd) == before
 
 
@@ -115,13 +115,13 @@ def test_importing_an_image_lxd_already_has_points_the_alias_at_it(lxd, tmp_path
     before = lxd_state(lxd)
     fingerprint = None
     try:
-        fingerprint, imported = lxd.import_image(metadata, rootfs, first)
+        fingerprint, imported = lxd.images.import_split(metadata, rootfs, first)
         assert imported
         # LXD refuses the same upload ("Image with same fingerprint already exists"): the alias is added
-        again, imported = lxd.import_image(metadata, rootfs, second)
+        again, imported = lxd.images.import_split(metadata, rootfs, second)
         assert (again, imported) == (fingerprint, False)
         assert alias_targets(first, second) == {first: fingerprint, second: fingerprint}
     finally:
         if fingerprint:
-            lxd.delete_image(fingerprint)
+            lxd.images.delete(fingerprint)
     assert lxd_state(lxd) == before

@@ -43,9 +43,8 @@ def before(lxd):
 
 
 @pytest.fixture(scope="module")
-def ready_image(lxd):
-    from lxdkvm.images import bake
-    return bake.bake(report=lambda msg: print(f"[bake] {msg}", flush=True))
+def ready_image(baked_image):
+    return baked_image
 
 
 class Pane:
@@ -114,9 +113,15 @@ def test_status_watch_shows_hosts_come_up_in_a_terminal(before, ready_image):
 def test_status_watch_on_a_pipe_prints_only_changes(before, ready_image):
     proc = subprocess.Popen([sys.executable, "-m", "lxdkvm", "status", NAME, "--watch", "--interval", "0.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)  # about 12 reads of an unchanged lab
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=20)
+    try:
+        time.sleep(6)  # about 12 reads of an unchanged lab
+        # SIGTERM, not SIGINT: a suite started in the background hands its children SIGINT ignored
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:  # never leave it polling the daemon
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 0, err
     assert out.count(f"lab {NAME} (project lxdkvm-{NAME})") == 1, out
     assert "\x1b[" not in out and all(h in out for h in HOSTS)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lxdkvm.guests import agent, runtime, tiny
+from lxdkvm.guests import agent, hostprep, tiny
 from lxdkvm.guests import domain as gd
 
 from .conftest import baked_host
@@ -24,7 +24,7 @@ GUESTS = {  # name → (address or None for DHCP, disk)
 
 
 def sh(lxd, host, script, ok=True, timeout=300):
-    result = lxd.execute(host, ["sh", "-c", script], timeout=timeout)
+    result = lxd.instances.execute(host, ["sh", "-c", script], timeout=timeout)
     if ok:
         assert result.exit_code == 0, f"{script}\n{result.stdout}{result.stderr}"
     return result
@@ -32,7 +32,7 @@ def sh(lxd, host, script, ok=True, timeout=300):
 
 def guest_exec(lxd, host, name, command, timeout=60):
     sock = gd.paths(name).agent_socket
-    return lxd.execute(host, ["python3", agent.AGENT_PATH, "exec", sock, "--timeout", str(timeout), "--",
+    return lxd.instances.execute(host, ["python3", agent.AGENT_PATH, "exec", sock, "--timeout", str(timeout), "--",
                               "sh", "-c", command], timeout=timeout + 15)
 
 
@@ -42,9 +42,9 @@ def host(lxd, unique):
     agent and a bridge 192.168.77.1/24 serving DHCP from dnsmasq; deleted afterwards."""
     with baked_host(lxd, f"lxdkvm-it-tiny-{unique}") as name:
         artifacts = tiny.build()
-        runtime.push_tiny(lxd, name, artifacts)
+        hostprep.push_tiny(lxd.instances, name, artifacts)
         sh(lxd, name, f"mkdir -p {gd.GUESTS_DIR}")
-        agent.push_agent(lxd, name)
+        agent.push_agent(lxd.instances, name)
         sh(lxd, name, f"ip link add {BRIDGE} type bridge stp_state 0 && ip addr add {GATEWAY}/24 dev {BRIDGE}"
                       f" && ip link set {BRIDGE} up"
                       " && { [ ! -e /proc/sys/net/bridge/bridge-nf-call-iptables ]"
@@ -68,7 +68,7 @@ def guests(lxd, host):
             name=guest, kernel=paths.kernel, initrd=paths.initrd, memory_mib=128, vcpus=1, accel="tcg",
             nics=(nic,), disk=paths.disk if disk else None, serial_log=paths.serial_log,
             agent_socket=paths.agent_socket, metadata=json.dumps({"test": guest})))
-        lxd.push(name, paths.xml, xml.encode())
+        lxd.instances.push(name, paths.xml, xml.encode())
         sh(lxd, name, f"virsh -q define {paths.xml}")
     try:
         waits = " ".join(
@@ -129,7 +129,7 @@ def test_exec_returns_output_and_exit_codes(lxd, host, guests):
               f"{agent.AGENT_PATH} exec {gd.paths('tiny-2').agent_socket} -- true || exit 1; done;"
               " echo $(( ($(date +%s%N) - t) / 5000000 ))").stdout
     print(f"[tiny] exec round trip (python3 start + RUN/OUT/END): {int(took)} ms")
-    timed_out = lxd.execute(host["name"], ["python3", agent.AGENT_PATH, "exec", gd.paths("tiny-2").agent_socket,
+    timed_out = lxd.instances.execute(host["name"], ["python3", agent.AGENT_PATH, "exec", gd.paths("tiny-2").agent_socket,
                                            "--timeout", "1", "--", "sleep", "3"])
     assert timed_out.exit_code == 124
     time.sleep(2.5)  # the server finishes the sleep; the next command is not confused by its late answer

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lxdkvm.cluster import placement, stretch
 from lxdkvm.cluster.placement import Cluster, Member
-from lxdkvm.lab import objects, plan
+from lxdkvm.lab import load, objects, plan
 from lxdkvm.labfile import checks, read
 from lxdkvm.labfile import topology as t
 
@@ -22,7 +22,10 @@ def parse(text: str) -> t.Lab:
 
 
 def problems(text: str, cluster: Cluster) -> list[str]:
-    return [p.render("lab.yaml") for p in checks.check(parse(text), checks.Machine(cluster=cluster))]
+    lab = parse(text)
+    found = checks.check(lab, checks.Machine(cluster=cluster))
+    found += load.cluster_problems(lab, cluster) if cluster is not None else []
+    return [p.render("lab.yaml") for p in found]
 
 
 HOSTS = """name: spread

@@ -7,6 +7,7 @@ import pytest
 from lxdkvm.errors import LxdkvmError
 from lxdkvm.lxd import daemon, incussetup, setup
 from lxdkvm.machine import hostcaps
+from lxdkvm.settings import Settings
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def present(monkeypatch):
 
 def test_lxd_is_the_default_where_it_is_installed_even_beside_incus(present):
     present(lxd=True, incus=True)
-    chosen = daemon.selected({})
+    chosen = daemon.selected(Settings.from_env({}))
     assert (chosen.kind, chosen.name, chosen.client) == ("lxd", "LXD", "lxc")
     assert chosen.socket in daemon.LXD_SOCKETS
     assert "default" in chosen.reason
@@ -28,38 +29,38 @@ def test_lxd_is_the_default_where_it_is_installed_even_beside_incus(present):
 
 def test_incus_when_only_incus_is_installed(present):
     present(lxd=False, incus=True)
-    chosen = daemon.selected({})
+    chosen = daemon.selected(Settings.from_env({}))
     assert (chosen.kind, chosen.socket, chosen.client) == ("incus", "/var/lib/incus/unix.socket", "incus")
     assert chosen.reason == "only Incus is installed"
 
 
 def test_neither_installed_means_lxd(present):
     present(lxd=False, incus=False)
-    assert daemon.selected({}).kind == "lxd"
+    assert daemon.selected(Settings.from_env({})).kind == "lxd"
 
 
 def test_the_setting_wins_over_detection(present):
     present(lxd=True, incus=False)
-    chosen = daemon.selected({"LXDKVM_DAEMON": "Incus"})
+    chosen = daemon.selected(Settings.from_env({"LXDKVM_DAEMON": "Incus"}))
     assert (chosen.kind, chosen.reason) == ("incus", "LXDKVM_DAEMON=incus")
-    assert daemon.selected({"LXDKVM_DAEMON": "incus", "INCUS_DIR": "/srv/incus"}).socket == "/srv/incus/unix.socket"
+    assert daemon.selected(Settings.from_env({"LXDKVM_DAEMON": "incus", "INCUS_DIR": "/srv/incus"})).socket == "/srv/incus/unix.socket"
     present(lxd=False, incus=True)
-    assert daemon.selected({"LXDKVM_DAEMON": "lxd"}).kind == "lxd"
+    assert daemon.selected(Settings.from_env({"LXDKVM_DAEMON": "lxd"})).kind == "lxd"
 
 
 def test_lxd_dir_keeps_working(present):
     present(lxd=True, incus=True)
-    chosen = daemon.selected({"LXD_DIR": "/tmp/sandbox-lxd"})
+    chosen = daemon.selected(Settings.from_env({"LXD_DIR": "/tmp/sandbox-lxd"}))
     assert (chosen.kind, chosen.socket) == ("lxd", "/tmp/sandbox-lxd/unix.socket")
-    assert daemon.selected({"LXD_DIR": "/var/lib/incus"}).kind == "incus"  # how Incus was first reached
+    assert daemon.selected(Settings.from_env({"LXD_DIR": "/var/lib/incus"})).kind == "incus"  # how Incus was first reached
     # LXDKVM_DAEMON=incus names Incus whatever LXD_DIR says (a shell may export LXD_DIR for lxc)
-    assert daemon.selected({"LXD_DIR": "/tmp/sandbox-lxd", "LXDKVM_DAEMON": "incus"}).socket == \
+    assert daemon.selected(Settings.from_env({"LXD_DIR": "/tmp/sandbox-lxd", "LXDKVM_DAEMON": "incus"})).socket == \
         "/var/lib/incus/unix.socket"
 
 
 def test_an_unknown_daemon_is_refused_with_the_choices():
     with pytest.raises(LxdkvmError, match=r"LXDKVM_DAEMON='docker' .* use lxd or incus"):
-        daemon.selected({"LXDKVM_DAEMON": "docker"})
+        daemon.selected(Settings.from_env({"LXDKVM_DAEMON": "docker"}))
 
 
 def _root(tmp_path, files: dict[str, str]):

@@ -2,9 +2,9 @@
 
 from dataclasses import replace
 
+from lxdkvm import doctor
 from lxdkvm.kvmprobe import ProbeResult
-from lxdkvm.lxd import ServerFacts
-from lxdkvm.machine import doctor
+from lxdkvm.lxd.server import ServerFacts
 from lxdkvm.machine.hostcaps import DeviceFacts
 from lxdkvm.machine.storage import BtrfsSupport
 

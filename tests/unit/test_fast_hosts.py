@@ -8,8 +8,8 @@ import pytest
 
 from lxdkvm.hosts import readiness
 from lxdkvm.lab import apply, plan
-from lxdkvm.lxd import IDMAPPED_ROOT
 from lxdkvm.machine import hostcaps, idmapmount
+from lxdkvm.machine.idmapmount import IDMAPPED_ROOT
 from tests.unit.test_labs import DEFAULT, desired, observed_from
 
 ROOT_RANGE = [(100000, 10000001)]  # root's /etc/subuid and /etc/subgid as LXD's package writes them
@@ -86,8 +86,8 @@ def test_the_idmapped_mount_probe_asks_this_kernel(tmp_path):
 
 
 def test_doctor_says_how_new_hosts_get_their_ids():
-    from lxdkvm.lxd import ServerFacts
-    from lxdkvm.machine import doctor
+    from lxdkvm import doctor
+    from lxdkvm.lxd.server import ServerFacts
 
     fast = ServerFacts(socket="s", reachable=True, idmapped_roots={"cow": "", "default": ""})
     assert [(c.name, c.status) for c in doctor._root_filesystems(fast)] == [("host root filesystems", "PASS")]

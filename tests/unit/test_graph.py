@@ -11,9 +11,10 @@ import yaml
 from click.testing import CliRunner
 
 from lxdkvm.cli.app import main
+from lxdkvm.lab.status import LabStatus
 from lxdkvm.labfile import read
 from lxdkvm.labfile import topology as t
-from lxdkvm.outputs import graph, graphviz
+from lxdkvm.outputs import graph, graphtext, graphviz
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_guests_are_drawn_inside_their_hosts_with_their_addresses():
 
 
 def test_live_state_annotates_hosts_guests_and_leases():
-    g = graph.build(with_guests(default_lab()), live_status())
+    g = graph.build(with_guests(default_lab()), LabStatus.from_json(live_status()))
     assert g.live and g.note == "live state from LXD"
     hosts = {h.name: h for h in g.hosts}
     assert [h.status for h in g.hosts] == ["ready", "not ready", "stopped"]
@@ -110,7 +111,7 @@ def test_live_state_annotates_hosts_guests_and_leases():
 def test_a_host_in_the_file_but_not_in_lxd_is_missing():
     status = live_status()
     status["hosts"] = status["hosts"][:1]
-    g = graph.build(with_guests(default_lab()), status)
+    g = graph.build(with_guests(default_lab()), LabStatus.from_json(status))
     assert [(h.name, h.status) for h in g.hosts] == [("kvm-1", "ready"), ("kvm-2", "missing")]
     mover = next(x for x in g.hosts[0].guests if x.name == "mover")
     assert mover.state == "missing"
@@ -118,11 +119,11 @@ def test_a_host_in_the_file_but_not_in_lxd_is_missing():
 
 def test_a_lab_that_is_not_up_draws_from_the_file():
     down = {"lab": "default", "project": "lxdkvm-default", "exists": False}
-    assert not graph.build(default_lab(), down).live
+    assert not graph.build(default_lab(), LabStatus.from_json(down)).live
 
 
 def test_from_status_alone():
-    g = graph.from_status(live_status())
+    g = graph.from_status(LabStatus.from_json(live_status()))
     assert [(n.name, n.mode, n.gateway) for n in g.networks] == [("mgmt", "nat", "10.200.10.1"),
                                                                  ("data", "isolated", "")]
     labels = {(e.node, e.label) for e in g.edges}
@@ -132,7 +133,7 @@ def test_from_status_alone():
 
 # ---------------------------------------------------------------------------------------- writers
 def test_mermaid_shapes_classes_and_legend():
-    text = graph.mermaid(graph.build(with_guests(default_lab()), live_status()))
+    text = graphtext.mermaid(graph.build(with_guests(default_lab()), LabStatus.from_json(live_status())))
     front = text.split("---")[1]
     assert yaml.safe_load(front) == {"title": "lab default — live state from LXD"}
     lines = text.splitlines()
@@ -152,21 +153,21 @@ def test_mermaid_without_nat_has_no_machine():
     lab = dataclasses.replace(lab, networks=lab.networks[1:],
                               hosts=tuple(dataclasses.replace(h, attachments=h.attachments[1:])
                                           for h in lab.hosts))
-    text = graph.mermaid(graph.build(lab))
+    text = graphtext.mermaid(graph.build(lab))
     assert "m_machine" not in text and "classDef nat" in text
 
 
 def test_names_from_lxd_cannot_break_out_of_labels():
     status = live_status()
     status["hosts"][2]["name"] = 'x"]\n<script>#1;|'
-    mm = graph.mermaid(graph.build(default_lab(), status))
+    mm = graphtext.mermaid(graph.build(default_lab(), LabStatus.from_json(status)))
     assert "<script>" not in mm and "x#34;]\\u000a#60;script#62;#35;1;#124;" in mm
-    dot = graph.dot(graph.build(default_lab(), status))
+    dot = graphtext.dot(graph.build(default_lab(), LabStatus.from_json(status)))
     assert "<script>" not in dot and "&lt;script&gt;" in dot
 
 
 def test_dot_renders_to_valid_svg_and_png(dot_installed):
-    text = graph.dot(graph.build(with_guests(default_lab()), live_status()))
+    text = graphtext.dot(graph.build(with_guests(default_lab()), LabStatus.from_json(live_status())))
     svg = graphviz.render(text, "svg")
     root = ET.fromstring(svg)
     assert root.tag.endswith("svg")

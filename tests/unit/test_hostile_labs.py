@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lxdkvm.errors import LxdkvmError
-from lxdkvm.lab import pipeline as lab_mod
+from lxdkvm.lab.load import lab_name
 from lxdkvm.labfile import checks, read, yamlread
 from lxdkvm.labfile import topology as t
 
@@ -172,13 +172,13 @@ def test_a_byte_order_mark_and_crlf_line_ends_just_work(name):
                                   "48-shell-metacharacters-in-names", "32-binary-with-nul"])
 def test_the_lab_name_of_a_hostile_file_is_a_clean_error(stem):
     with pytest.raises(t.LabInvalid) as raised:
-        lab_mod.lab_name(HOSTILE / f"{stem}.yaml")
+        lab_name(HOSTILE / f"{stem}.yaml")
     assert raised.value.report().isprintable() or "\n" in raised.value.report()
 
 
 def test_a_lab_name_that_is_not_a_file_is_refused_not_read():
     with pytest.raises(LxdkvmError):
-        lab_mod.lab_name("/dev/zero")
+        lab_name("/dev/zero")
 
 
 # ------------------------------------------------------------------------------- the --allow-* flags

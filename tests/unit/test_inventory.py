@@ -13,12 +13,13 @@ import yaml
 from lxdkvm.errors import LxdkvmError
 from lxdkvm.hosts import profile as profile_mod
 from lxdkvm.lab import sshkeys
+from lxdkvm.lab.status import LabStatus
 from lxdkvm.labfile import checks, read
 from lxdkvm.machine import hostcaps
 from lxdkvm.outputs import inventory
 
 ACCESS = inventory.Access("lab", Path("/state/labs/my-lab/id_ed25519"), Path("/state/labs/my-lab/known_hosts"))
-STATUS = {  # as lab.status returns it
+STATUS = {  # as `lxdkvm status --json` prints it
     "lab": "my-lab", "project": "lxdkvm-my-lab", "exists": True,
     "networks": [{"name": "data", "bridge": "my-lab-data", "subnet": "10.9.2.0/24", "gateway": "none"},
                  {"name": "mgmt", "bridge": "my-lab-mgmt", "subnet": "10.9.1.0/24", "gateway": "10.9.1.1/24"},
@@ -35,7 +36,7 @@ GROUPS = {"compute-1": ["compute", "kvm"], "compute-2": ["compute", "kvm"]}
 
 
 def built() -> inventory.Inventory:
-    return inventory.build(STATUS, GROUPS, ACCESS)
+    return inventory.build(LabStatus.from_json(STATUS), GROUPS, ACCESS)
 
 
 def test_groups_per_lab_network_range_and_lab_file():
@@ -63,12 +64,12 @@ def test_host_vars_reach_the_management_address_with_host_keys_checked():
 
 def test_a_host_on_no_nat_network_has_no_ansible_host():
     assert "ansible_host" not in built().hosts["store"]
-    assert inventory.management_address(STATUS["hosts"][2], {"mgmt"}) is None
+    assert LabStatus.from_json(STATUS).hosts[2].management_address({"mgmt"}) is None
 
 
 def test_guests_fill_the_hook():
     guests = {"compute-1": [{"name": "vm-1", "xml": "<domain/>"}]}
-    inv = inventory.build(STATUS, GROUPS, ACCESS, guests)
+    inv = inventory.build(LabStatus.from_json(STATUS), GROUPS, ACCESS, guests)
     assert inv.hosts["compute-1"]["lxdkvm_guests"] == guests["compute-1"]
     assert inv.hosts["compute-2"]["lxdkvm_guests"] == []
 

@@ -242,13 +242,13 @@ def test_verify_pings_every_target_at_once_in_valid_shell():
 
 
 def test_accel_auto_is_kvm_only_where_a_guest_kernel_boots_under_it():
-    from lxdkvm.guests import kvmboot, spec
+    from lxdkvm.guests import accel, kvmboot
 
     auto, tcg = t.Guest("vm", "h", accel="auto"), t.Guest("vm", "h", accel="tcg")
-    assert spec.accel(auto, kvmboot.Verdict(kvmboot.BOOTS)) == ("kvm", "")
-    assert spec.accel(auto, kvmboot.Verdict(kvmboot.NO_HARDWARE))[0] == "tcg"
-    chosen, why = spec.accel(auto, kvmboot.Verdict(kvmboot.HANGS, "no boot marker within 20 s"))
+    assert accel.choose(auto, kvmboot.Verdict(kvmboot.BOOTS)) == ("kvm", "")
+    assert accel.choose(auto, kvmboot.Verdict(kvmboot.NO_HARDWARE))[0] == "tcg"
+    chosen, why = accel.choose(auto, kvmboot.Verdict(kvmboot.HANGS, "no boot marker within 20 s"))
     assert chosen == "tcg" and "no boot marker within 20 s" in why
-    assert spec.accel(auto, kvmboot.Verdict(kvmboot.UNKNOWN))[0] == "kvm"  # until up probes it
-    assert spec.accel(tcg, kvmboot.Verdict(kvmboot.BOOTS)) == ("tcg", "")  # what the lab file says wins
+    assert accel.choose(auto, kvmboot.Verdict(kvmboot.UNKNOWN))[0] == "kvm"  # until up probes it
+    assert accel.choose(tcg, kvmboot.Verdict(kvmboot.BOOTS)) == ("tcg", "")  # what the lab file says wins
     assert kvmboot.cached(False, "0123456789abcdef").kvm == kvmboot.NO_HARDWARE

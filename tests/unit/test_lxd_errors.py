@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pylxd.exceptions import LXDAPIException
 
-from lxdkvm import lxd
 from lxdkvm.errors import LxdRefused
 from lxdkvm.images import base
+from lxdkvm.lxd import images, messages
 
 ANSWERS = json.loads((Path(__file__).parents[1] / "fixtures" / "lxd-answers.json").read_text())
 
@@ -33,7 +33,7 @@ def recorded(name: str) -> LXDAPIException:
 
 
 def test_a_failed_start_shows_the_operations_error_not_the_answers_status():
-    error = lxd.refusal("kvm-1: LXD could not start the container", recorded("kmod"))
+    error = messages.refusal("kvm-1: LXD could not start the container", recorded("kmod"))
     assert isinstance(error, LxdRefused)
     assert str(error).startswith("kvm-1: LXD could not start the container: Failed to load kernel module "
                                  "'nosuchmodule': Failed to run: modprobe -b nosuchmodule")
@@ -43,19 +43,19 @@ def test_a_failed_start_shows_the_operations_error_not_the_answers_status():
 
 
 def test_a_missing_required_device_says_which_device_and_what_to_do():
-    error = lxd.refusal("h: LXD could not start the container", recorded("unixchar"))
+    error = messages.refusal("h: LXD could not start the container", recorded("unixchar"))
     assert 'Failed to start device "nodev": The required device path doesn\'t exist' in str(error)
     assert 'required: "false"' in str(error)
 
 
 def test_an_image_lxd_already_has_is_recognised():
-    error = lxd.refusal("importing image x failed", recorded("image_exists"))
+    error = messages.refusal("importing image x failed", recorded("image_exists"))
     assert error.lxd_message == "Image with same fingerprint already exists"
     assert "point the alias at it" in str(error)
 
 
 def test_a_refused_request_shows_its_error_field():
-    error = lxd.refusal("h: cannot read the container", recorded("not_found"))
+    error = messages.refusal("h: cannot read the container", recorded("not_found"))
     assert str(error) == "h: cannot read the container: Instance not found"
 
 
@@ -73,35 +73,37 @@ def test_a_refused_request_shows_its_error_field():
     (None, 500, "", "LXD answered HTTP 500 without an error message"),
 ])
 def test_lxd_message_finds_lxds_words_in_every_shape(body, status, text, expected):
-    assert lxd.lxd_message(body, status, text) == expected
+    assert messages.lxd_message(body, status, text) == expected
 
 
 def test_a_non_json_answer_still_names_the_status():
-    error = lxd.refusal("x", LXDAPIException(Response(503, None, "Service Unavailable")))
+    error = messages.refusal("x", LXDAPIException(Response(503, None, "Service Unavailable")))
     assert str(error) == "x: LXD answered HTTP 503 without an error message: Service Unavailable"
 
 
 def test_unknown_failures_get_no_hint():
-    assert lxd.explain("doing x", "Something new") == "doing x: Something new"
+    assert messages.explain("doing x", "Something new") == "doing x: Something new"
 
 
 def test_split_image_fingerprint_is_sha256_of_metadata_then_rootfs(tmp_path):
     (tmp_path / "meta").write_bytes(b"metadata")
     (tmp_path / "root").write_bytes(b"rootfs" * 300_000)
     expected = hashlib.sha256(b"metadata" + b"rootfs" * 300_000).hexdigest()
-    assert lxd.split_image_fingerprint(tmp_path / "meta", tmp_path / "root") == expected
+    assert images.split_image_fingerprint(tmp_path / "meta", tmp_path / "root") == expected
 
 
 POINTED = []
 
 
-class KnownImageLxd:
-    """LXD with the base image under another alias."""
+class KnownImage:
+    """A daemon's images with the base image under another alias."""
 
-    def image_by_alias(self, alias):
+    conn = "a connection"
+
+    def by_alias(self, alias):
         return None
 
-    def image_with_property(self, key, value):
+    def with_property(self, key, value):
         assert key == "lxdkvm.key"
         return {"fingerprint": "f" * 64, "aliases": ["lxdkvm/base"],
                 "properties": {"lxdkvm.key": value, "description": "base"}}
@@ -109,14 +111,17 @@ class KnownImageLxd:
     def point_alias(self, alias, fingerprint, description=""):
         POINTED.append((alias, fingerprint))
 
-    def import_image(self, *args, **kwargs):
+    def import_split(self, *args, **kwargs):
         raise AssertionError("an image LXD has is not uploaded again")
 
 
-def test_build_of_an_image_lxd_has_under_another_alias_adds_the_alias(monkeypatch):
-    monkeypatch.setattr(lxd, "Lxd", KnownImageLxd)
+class Session:
+    images = KnownImage()
+
+
+def test_build_of_an_image_lxd_has_under_another_alias_adds_the_alias():
     said = []
-    result = base.build(alias="other", report=said.append)
+    result = base.build(Session(), alias="other", report=said.append)
     assert (result.action, result.fingerprint) == ("alias added", "f" * 64)
     assert POINTED == [("other", "f" * 64)]
     assert said == ["LXD has this image as lxdkvm/base: adding other"]

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..kvmprobe import ProbeResult
-from ..lxd import REQUIRED_EXTENSIONS, ServerFacts
-from . import hostcaps, storage
+from .kvmprobe import ProbeResult
+from .lxd.server import REQUIRED_EXTENSIONS, ServerFacts
+from .machine import hostcaps, storage
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 

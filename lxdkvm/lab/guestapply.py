@@ -1,4 +1,5 @@
-"""Execute a plan's guest actions, after the hosts are ready: prepare each host that has guests work,
+"""The lab's guests: what they are made from (`images`, built once and cached), the domains the lab wants
+(`desired`), and executing a plan's guest actions, after the hosts are ready: prepare each host that has guests work,
 then bring guests up in parallel (each through its stages), remove the ones the lab no longer has."""
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import LxdkvmError
-from ..lab import apply as provision
-from ..lab.objects import Desired
-from ..lab.plan import Observed, Plan
+from ..guests import debian, hostprep, kvmboot, readiness, runtime, spec, store, tiny
 from ..labfile import topology as t
-from ..lxd import LabLxd
 from ..machine import hostcaps
-from . import debian, kvmboot, runtime, spec, store, tiny
+from .objects import Desired
+from .plan import Observed, Plan
+from .pool import REPAIR, UpFailed, run_pool
 
 Report = Callable[[str, str], None]
 DEFAULT_WORKERS = 4  # TCG boots are CPU-bound
@@ -49,13 +49,12 @@ def desired(lab: t.Lab, built: Images) -> dict[str, spec.GuestSpec]:
                         {f.name: (f.key, f.virtual_mib) for f in built.files})
 
 
-def _unprepared(lab: t.Lab, want: Desired) -> bool:
+def _unprepared(lxd, lab: t.Lab) -> bool:
     """A host of a lab with guests that has not been made ready for guests yet (e.g. a host added
     without guests of its own: it must still take migrations)."""
     if not lab.guests:
         return False
-    conn = LabLxd(want.project).scoped
-    return any(not runtime.prepared(conn, lab, host) for host in lab.hosts)
+    return any(not hostprep.prepared(lxd.instances, lab, host) for host in lab.hosts)
 
 
 def _probed(lab: t.Lab, want: Desired, conn, hosts: list[str], built: Images, report: Report) -> Desired:
@@ -77,14 +76,15 @@ class GuestsApplied:
     seconds: float = 0.0
 
 
-def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, built: Images | None, report: Report,
+def apply(lxd, lab: t.Lab, want: Desired, plan: Plan, have: Observed, built: Images | None, report: Report,
           workers: int = DEFAULT_WORKERS) -> GuestsApplied:
-    """BUILT: the lab's guest images (None for a lab without guests)."""
+    """Execute PLAN's guest actions through LXD (the lab's `LabScope`); BUILT: the lab's guest images (None
+    for a lab without guests)."""
     actions = plan.select("guest")
-    if built is None or (not actions and not _unprepared(lab, want)):
+    if built is None or (not actions and not _unprepared(lxd, lab)):
         return GuestsApplied()
     start = time.monotonic()
-    conn = LabLxd(want.project).scoped
+    conn = lxd.instances
     located = {name: host for host, domains in have.guests.items() for name in domains}
     for action in plan.select("guest", "delete"):
         report(action.name, "deleting (not in the lab file)")
@@ -102,7 +102,7 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, built: Images |
     hosts = sorted(h.name for h in lab.hosts)
     for host in hosts:
         report(host, "preparing for guests (guest images, agent, migration listener)")
-        runtime.prepare_host(conn, lab, lab.host(host), built.tiny, built.debian, built.files)
+        hostprep.prepare_host(conn, lab, lab.host(host), built.tiny, built.debian, built.files)
     want = _probed(lab, want, conn, hosts, built, report)
     for name in sorted(verbs):
         if want.guests[name].accel_note:
@@ -113,13 +113,11 @@ def apply(lab: t.Lab, want: Desired, plan: Plan, have: Observed, built: Images |
     def one(name: str, _cancel: threading.Event) -> dict:
         # only a start keeps the guest where it is (a migrated guest's host is not the lab file's)
         host = located.get(name) if verbs[name] == {"start"} else None
-        return runtime.bring_up(LabLxd(want.project).scoped, lab, want.guests[name], verbs[name], report, host)
+        return readiness.bring_up(lxd, lab, want.guests[name], verbs[name], report, host)
 
-    results, errors = provision._run_pool({n: (lambda c, n=n: one(n, c)) for n in sorted(verbs)}, workers,
-                                          threading.Event())
+    results, errors = run_pool({n: (lambda c, n=n: one(n, c)) for n in sorted(verbs)}, workers, threading.Event())
     if errors:
-        raise provision.UpFailed("\n".join(str(e) for e in errors.values()) +
-                                 "\nrun `lxdkvm up` again to repair, or `lxdkvm down` to remove the lab")
+        raise UpFailed("\n".join(str(e) for e in errors.values()) + "\n" + REPAIR)
     for name, result in results.items():
         applied.markers[name] = result["marker"]
         applied.took[name] = result["took"]

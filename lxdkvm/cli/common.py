@@ -1,0 +1,89 @@
+"""What every command shares: the consoles, turning library errors into one message and an exit status,
+progress lines, and the run's settings and session (one connection to the daemon per command)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from ..errors import LxdkvmError
+from ..labfile.topology import LabInvalid
+from ..settings import Settings
+
+# Wide enough for the doctor's evidence when the output is a file or a CI log.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+STATUS_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
+
+
+@contextmanager
+def errors():
+    """Library errors become one red line on stderr and exit status 1 (a bad lab file: every problem with
+    its file, line and key, and exit status 2)."""
+    try:
+        yield
+    except LabInvalid as exc:  # every problem, with file:line and key; exit 2 like a usage error
+        err.print(f"[bold red]error:[/] {escape(exc.source)}: {len(exc.problems)} problem(s), "
+                  "nothing was changed", highlight=False)
+        err.print(exc.report(), highlight=False, markup=False)
+        sys.exit(2)
+    except LxdkvmError as exc:
+        # soft_wrap: LXD's messages stay whole lines in logs, whatever the terminal's width
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted:[/] run the same command again to finish, or `lxdkvm down` to "
+                  "remove what was made", highlight=False)
+        sys.exit(130)
+
+
+def progress(message: str) -> None:
+    err.print(f"[dim]·[/] {escape(message)}", highlight=False)
+
+
+@dataclass
+class Run:
+    """What this invocation was asked to talk to (`lxdkvm --daemon … --lxd-dir …`), and its session."""
+    settings: Settings = field(default_factory=Settings.from_env)
+    _session: object = None
+
+    def session(self):
+        if self._session is None:
+            from ..lxd.session import Session
+
+            self._session = Session(self.settings)
+        return self._session
+
+
+def run() -> Run:
+    return click.get_current_context().ensure_object(Run)
+
+
+def session():
+    """The command's session: made once, at first use, from the run's settings."""
+    return run().session()
+
+
+def _choose_daemon(ctx: click.Context, _param, value: str | None) -> str | None:
+    if value:
+        chosen = ctx.ensure_object(Run)
+        chosen.settings = dataclasses.replace(chosen.settings, daemon=value)
+    return value
+
+
+def daemon_option(func):
+    return click.option("--daemon", type=click.Choice(["lxd", "incus"]), expose_value=False,
+                        callback=_choose_daemon, is_eager=True,
+                        help="Talk to LXD or Incus [default: $LXDKVM_DAEMON, else LXD where it is "
+                             "installed, else Incus where only it is].")(func)
+
+
+def example(*commands: str) -> str:
+    """A command's help epilog: its examples, kept as written (click rewraps other paragraphs)."""
+    return "\b\nExample" + ("s" if len(commands) > 1 else "") + ":\n" + "\n".join(f"  {c}" for c in commands)

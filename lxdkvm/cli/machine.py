@@ -1,0 +1,103 @@
+"""`lxdkvm doctor|probe-kvm|setup|launch|delete`: this machine and its daemon."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from rich.markup import escape
+
+from .. import kvmprobe
+from .common import STATUS_STYLE, daemon_option, errors, out, progress, session
+
+DEFAULT_PROFILE = "kvm-host"
+
+
+@click.command(epilog="Example: lxdkvm doctor --json")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@daemon_option
+def doctor(as_json: bool) -> None:
+    """Check that this host can run a KVM lab, with evidence and fixes. Exit 1 if it cannot."""
+    from rich.table import Table
+
+    from .. import doctor as doctor_mod
+    from ..machine import hostcaps
+    from ..machine.storage import btrfs_support
+
+    checks = doctor_mod.diagnose(hostcaps.read_host(), kvmprobe.probe(), _server_facts(), btrfs_support())
+    ok = doctor_mod.verdict(checks)
+    if as_json:
+        click.echo(json.dumps(doctor_mod.as_json(checks), indent=2))
+    else:
+        table = Table(show_lines=False, header_style="bold")
+        for column in ("check", "status", "evidence", "fix"):
+            table.add_column(column, overflow="fold")
+        for c in checks:
+            table.add_row(escape(c.name), f"[{STATUS_STYLE[c.status]}]{c.status}[/]", escape(c.evidence), escape(c.fix))
+        out.print(table)
+        out.print("[green]This host can run a KVM lab.[/]" if ok else "[bold red]This host cannot run a KVM lab yet.[/]")
+    sys.exit(0 if ok else 1)
+
+
+def _server_facts():
+    """The daemon's facts for `doctor`; a daemon setting lxdkvm does not know is a fact too."""
+    from ..errors import LxdkvmError
+    from ..lxd.server import ServerFacts
+
+    try:
+        return session().server.probe()
+    except LxdkvmError as exc:
+        return ServerFacts(socket="", reachable=False, error=str(exc))
+
+
+@click.command("probe-kvm", epilog="Example: lxdkvm probe-kvm --json")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--device", default=kvmprobe.DEVICE, show_default=True)
+def probe_kvm(as_json: bool, device: str) -> None:
+    """Run a tiny guest through /dev/kvm (KVM_CREATE_VM … KVM_RUN) and check its exits."""
+    sys.exit(kvmprobe.main([f"--device={device}", *(["--json"] if as_json else [])]))
+
+
+@click.command(epilog="Example: lxdkvm setup --daemon incus")
+@daemon_option
+def setup() -> None:
+    """Install, start and initialise LXD or Incus (storage pool, NAT bridge) as needed."""
+    from ..lxd import setup as lxdsetup
+
+    with errors():
+        lxdsetup.ensure_lxd(session(), progress)
+        facts = session().server.facts()
+    out.print(f"{facts.daemon} {facts.version} ready: pools {', '.join(p['name'] for p in facts.pools)}; "
+              f"networks {', '.join(n['name'] for n in facts.networks if n['managed'])}", highlight=False)
+
+
+@click.command(epilog="Example: lxdkvm launch kvm-a kvm-b --image lxdkvm/kvm-host")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--image", "image_alias", default="lxdkvm/base", show_default=True)
+@click.option("--profile", "profiles", multiple=True, default=["default", DEFAULT_PROFILE], show_default=True)
+@click.option("--pool", help="Storage pool for the hosts [default: the copy-on-write pool lxdkvm chooses].")
+def launch(names, image_alias, profiles, pool) -> None:
+    """Launch KVM host containers in parallel and wait until each is ready."""
+    from ..hosts import readiness
+    from ..lxd import setup as lxdsetup
+
+    with errors():
+        pool = pool or lxdsetup.ensure_hosts_pool(session(), progress).name
+        results = readiness.launch_many(session().instances, list(names), image_alias, list(profiles), pool=pool,
+                                        report=lambda host, msg: progress(f"{host}: {msg}"))
+    for name, took in results.items():
+        out.print(f"{escape(name)} ready: " + ", ".join(f"{stage} {secs}s" for stage, secs in took.items()))
+
+
+@click.command(epilog="Example: lxdkvm delete kvm-a kvm-b")
+@click.argument("names", nargs=-1, required=True)
+def delete(names) -> None:
+    """Delete containers (stopping them first)."""
+    with errors():
+        instances = session().instances
+        for name in names:
+            out.print(f"{escape(name)} {'deleted' if instances.delete(name) else 'does not exist'}")
+
+
+COMMANDS = [doctor, probe_kvm, setup, launch, delete]

@@ -1,0 +1,128 @@
+"""A lab host made ready for guests: the guest images' files (copied once per host and build), lxdkvm's
+agent, and libvirt's migration listener with its firewall. Every host of a lab with guests gets it: any of
+them may receive a guest by `lxdkvm migrate`."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..labfile import topology as t
+from ..templating import data_dir, render_template
+from . import agent, debian, domain, store, tiny
+from .runtime import run
+
+if TYPE_CHECKING:
+    from ..lxd.instances import Instances
+
+LISTENER_DROPIN = "/etc/systemd/system/libvirtd-tcp.socket.d/lxdkvm.conf"
+MIGRATION_PORT = 16509
+
+
+def _push_missing(client: Instances, host: str, files: list[tuple[Path, str]]) -> None:
+    """Each (local file, path in HOST), streamed, unless HOST has them all already (non-empty). A file
+    arrives under a temporary name and is renamed, so a push cut short is never taken for a whole one."""
+    test = " -a ".join(f"-s {shlex.quote(target)}" for _source, target in files)
+    if client.execute(host, ["sh", "-c", f"test {test}"]).exit_code == 0:
+        return
+    folders = sorted({target.rsplit("/", 1)[0] for _source, target in files})
+    run(client, host, "mkdir -p " + " ".join(shlex.quote(f) for f in folders))
+    for source, target in files:
+        with open(source, "rb") as data:
+            client.push(host, target + ".part", data)
+        run(client, host, f"mv {shlex.quote(target + '.part')} {shlex.quote(target)}")
+
+
+def push_tiny(client: Instances, host: str, artifacts: tiny.TinyArtifacts) -> None:
+    where = domain.tiny_paths(artifacts.key)
+    _push_missing(client, host, [(artifacts.kernel, where.kernel), (artifacts.initrd, where.initrd)])
+
+
+def migration_addresses(lab: t.Lab, host: t.Host) -> list[str]:
+    """Where a host's libvirt listens for migrations: its static addresses on isolated lab networks only.
+    A NAT network is routed to this machine and to other labs' NAT networks; an isolated one reaches
+    nothing but the lab's own hosts, so an unauthenticated libvirt there stays inside the lab."""
+    return [str(a.ipv4) for a in host.attachments
+            if a.ipv4 is not None and lab.network(a.network).mode == "isolated"]
+
+
+FIREWALL_SCRIPT = "/usr/local/lib/lxdkvm/migration-firewall.sh"
+FIREWALL_UNIT = "/etc/systemd/system/lxdkvm-migration-firewall.service"
+
+
+def listener_files(lab: t.Lab, host: t.Host) -> dict[str, str]:
+    """The files that make HOST's libvirt listen for migrations: a drop-in binding libvirtd-tcp.socket to
+    the host's isolated addresses only, and a firewall letting only the lab's hosts (not its guests, which
+    share the bridge) reach it. Empty when the host has no static isolated address."""
+    addresses = migration_addresses(lab, host)
+    if not addresses:
+        return {}
+    allowed = sorted({a for other in lab.hosts for a in migration_addresses(lab, other)})
+    dropin = "[Socket]\nListenStream=\n" + "".join(f"ListenStream={a}:{MIGRATION_PORT}\n" for a in addresses) \
+        + "FreeBind=yes\n"
+    return {LISTENER_DROPIN: dropin,
+            FIREWALL_SCRIPT: render_template("libvirt", "migration-firewall.sh.j2", allowed=allowed,
+                                             port=MIGRATION_PORT),
+            FIREWALL_UNIT: (data_dir("libvirt") / "lxdkvm-migration-firewall.service").read_text()}
+
+
+def prepared(client: Instances, lab: t.Lab, host: t.Host) -> bool:
+    """Whether HOST has lxdkvm's agent and, where it has isolated addresses, its migration listener with
+    exactly these files, running. One exec: a lab with guests asks this of every host at every `up`."""
+    files = listener_files(lab, host)
+    script = f"test -e {agent.AGENT_PATH}"
+    if files:
+        script += " && systemctl is-active -q libvirtd-tcp.socket && sha256sum " + \
+            " ".join(shlex.quote(path) for path in sorted(files))
+    result = client.execute(host.name, ["sh", "-c", script])
+    if result.exit_code != 0:
+        return False
+    have = {path: digest for digest, path in (line.split(maxsplit=1) for line in result.stdout.splitlines())}
+    return all(have.get(path) == hashlib.sha256(content.encode()).hexdigest() for path, content in files.items())
+
+
+def _listener(client: Instances, lab: t.Lab, host: t.Host) -> None:
+    files = listener_files(lab, host)
+    if not files or prepared(client, lab, host):
+        return
+    for path, content in files.items():
+        run(client, host.name, f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])}")
+        client.push(host.name, path, content.encode())
+    # Debian's libvirtd takes its sockets from systemd when it starts: restart it after the new one
+    # (running guests keep running; QEMU does not depend on libvirtd staying up).
+    run(client, host.name, "systemctl daemon-reload && systemctl enable lxdkvm-migration-firewall.service && "
+                            "systemctl restart lxdkvm-migration-firewall.service && "
+                            "systemctl stop libvirtd.service && systemctl enable --now libvirtd-tcp.socket && "
+                            "systemctl restart libvirtd-tcp.socket && systemctl start libvirtd.service")
+
+
+def push_debian(client: Instances, host: str, disk: debian.DebianDisk) -> None:
+    """The Debian guest disk (the base of each Debian guest's overlay), its kernel and initramfs: once per
+    host and build, streamed from files (the disk is ~140 MiB)."""
+    where = domain.debian_paths(disk.key)
+    _push_missing(client, host, [(disk.path, where.disk), (disk.kernel, where.kernel), (disk.initrd, where.initrd)])
+
+
+def push_file(client: Instances, host: str, image: store.StoredImage) -> None:
+    """An imported guest image (the base of its guests' overlays), once per host and content."""
+    _push_missing(client, host, [(store.path(image.name), domain.file_image_path(image.key))])
+
+
+def prepare_host(client: Instances, lab: t.Lab, host: t.Host, artifacts: tiny.TinyArtifacts | None,
+                 debian_disk: debian.DebianDisk | None = None, files: tuple[store.StoredImage, ...] = ()) -> None:
+    """What a host needs before its guests: the tiny guest's files (and the Debian disk and imported
+    images the lab's guests boot: any host may receive one by migration), lxdkvm's agent, the migration
+    listener."""
+    if artifacts is not None:
+        push_tiny(client, host.name, artifacts)
+    if debian_disk is not None:
+        push_debian(client, host.name, debian_disk)
+    for image in files:
+        push_file(client, host.name, image)
+    agent.push_agent(client, host.name)
+    _listener(client, lab, host)
+
+
+# ------------------------------------------------------------------------------------ one guest

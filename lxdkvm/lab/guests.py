@@ -1,0 +1,48 @@
+"""A person's actions on one guest of a lab that is up: find it, run a command in it, reach its console,
+move it to another host (`guests.ops` does the work inside the hosts)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import LxdkvmError
+from ..labfile import topology as t
+from .load import lab_name
+from .lock import LabLock
+
+
+def _find(session, lab: str | Path | None, guest: str):
+    """(lab name, its `LabScope`, its running hosts, where GUEST runs)."""
+    from ..guests import ops
+
+    name = lab_name(lab)
+    lxd = session.lab(t.project_name(name))
+    hosts = sorted(h for h, info in lxd.instances.all().items() if info["status"] == "Running")
+    return name, lxd, hosts, ops.locate(lxd.instances, hosts, name, guest)
+
+
+def guest_exec(session, lab: str | Path | None, guest: str, command: list[str],
+               timeout: float = 60) -> tuple[str, str, int]:
+    """(stdout, stderr, exit code) of COMMAND run in GUEST (through lxdkvm's agent in it)."""
+    from ..guests import ops
+
+    _name, lxd, _hosts, where = _find(session, lab, guest)
+    return ops.guest_exec(lxd.instances, where, command, timeout)
+
+
+def console_host(session, lab: str | Path | None, guest: str) -> tuple[str, str]:
+    """(project, host) where GUEST's console is (`virsh console GUEST` there)."""
+    name, _lxd, _hosts, where = _find(session, lab, guest)
+    return t.project_name(name), where.host
+
+
+def migrate(session, lab: str | Path | None, guest: str, to: str, live: bool = True,
+            say: Callable[[str], None] = lambda _m: None) -> dict:
+    from ..guests import ops
+
+    name, lxd, hosts, where = _find(session, lab, guest)
+    if to not in hosts:
+        raise LxdkvmError(f"lab {name} has no running host {to} (running: {', '.join(hosts) or 'none'})")
+    with LabLock(name, "migrate"):
+        return ops.migrate(lxd.instances, where, to, live, say)
