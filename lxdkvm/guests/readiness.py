@@ -24,9 +24,10 @@ from .spec import GuestSpec
 Report = Callable[[str, str], None]
 BOOT_TIMEOUT = 180.0
 DEBIAN_BOOT_TIMEOUT = 600.0  # systemd and cloud-init under TCG: ~21 s alone, much more several at once
-# libvirt 9.0 in an unprivileged container sometimes loses a race creating its cgroup v1 cpuset for a
-# domain when domains start at the same moment (or just after the last one stopped); a retry succeeds.
-CGROUP_RACE = "Failed to create v1 controller cpuset"
+# libvirt 9.0 in an unprivileged container sometimes loses a race creating a cgroup v1 controller (cpuset,
+# freezer) for a domain when domains start at the same moment (or just after the last one stopped); a
+# retry succeeds.
+CGROUP_RACE = "Failed to create v1 controller"
 
 
 class GuestFailed(LxdkvmError):
