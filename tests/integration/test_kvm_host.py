@@ -128,11 +128,11 @@ def test_second_image_build_is_instant_from_lxd(lxd, base_image):
 def test_unreachable_archive_is_a_clear_error_and_imports_nothing(lxd, base_image):
     alias = f"lxdkvm-it/bad-{uuid.uuid4().hex[:6]}"
     recipe = base.Recipe(mirror="http://127.0.0.1:9/debian")
-    before = {i.fingerprint for i in lxd.client.images.all()}
+    before = {i.fingerprint for i in lxd.connection().client.images.all()}
     with pytest.raises(LxdkvmError, match="archive is unreachable: http://127.0.0.1:9/debian"):
         base.build(Session(), recipe, alias=alias, force=True)
     assert lxd.images.by_alias(alias) is None
-    assert {i.fingerprint for i in lxd.client.images.all()} == before
+    assert {i.fingerprint for i in lxd.connection().client.images.all()} == before
 
 
 @pytest.mark.parametrize("cpu", ["intel", "amd"])

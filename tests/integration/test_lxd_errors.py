@@ -32,10 +32,10 @@ def lxdkvm(*args: str) -> subprocess.CompletedProcess:
 
 def lxd_state(lxd) -> dict:
     """What these tests could leave behind: instances, profiles, images and aliases."""
-    aliases = lxd.client.api.images.aliases.get(params={"recursion": "1"}).json()["metadata"]
-    return {"instances": sorted(i.name for i in lxd.client.instances.all()),
-            "profiles": sorted(p.name for p in lxd.client.profiles.all()),
-            "images": sorted(i.fingerprint for i in lxd.client.images.all()),
+    aliases = lxd.connection().client.api.images.aliases.get(params={"recursion": "1"}).json()["metadata"]
+    return {"instances": sorted(i.name for i in lxd.connection().client.instances.all()),
+            "profiles": sorted(p.name for p in lxd.connection().client.profiles.all()),
+            "images": sorted(i.fingerprint for i in lxd.connection().client.images.all()),
             "aliases": sorted((a["name"], a["target"]) for a in aliases)}
 
 
