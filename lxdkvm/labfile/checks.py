@@ -240,9 +240,6 @@ def _config(lab: t.Lab, allow: Allowances) -> Iterator[t.Problem]:
 
 
 def _references(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
-    if ".." in lab.image:  # the schema's pattern says which characters; an alias is never a relative path
-        yield t.Problem("image", f"'{lab.image}' is not an image alias", "an alias has no `..`",
-                        lab.line_of("image", 1))
     profiles = [p.name for p in lab.profiles]
     said: set[tuple[str, str]] = set()
     for host in lab.hosts:
@@ -251,7 +248,10 @@ def _references(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
                 said.add((host.path, name))
                 yield t.Problem(f"{host.path}.profiles", f"no profile '{name}' in this lab",
                                 _suggest(name, profiles) or "declare it under `profiles:`", host.line)
-    if machine.images is not None and lab.image not in machine.images and lab.image not in machine.buildable_images:
+    if ".." in lab.image:  # the schema's pattern says which characters; an alias is never a relative path
+        yield t.Problem("image", f"'{lab.image}' is not an image alias", "an alias has no `..`",
+                        lab.line_of("image", 1))
+    elif machine.images is not None and lab.image not in machine.images and lab.image not in machine.buildable_images:
         yield t.Problem("image", f"LXD has no image '{lab.image}'",
                         _suggest(lab.image, sorted(machine.images | machine.buildable_images)) or
                         f"omit `image:` to use {t.DEFAULT_IMAGE} (built on demand)", 1)

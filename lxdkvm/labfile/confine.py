@@ -83,7 +83,8 @@ def _nic_address(text: str, net: t.Network) -> Iterator[tuple[str, str]]:
                f"use an address below {low}")
 
 
-def _nic(device: dict[str, str], networks: dict[str, t.Network]) -> Iterator[tuple[str, str]]:
+def _nic_reach(device: dict[str, str], networks: dict[str, t.Network]) -> Iterator[tuple[str, str]]:
+    """What would take a NIC off the lab's bridges (what --allow-host-devices lifts)."""
     for key in device:
         if key not in NIC_KEYS:
             yield ((f"nic key '{key}' is refused: it would put the host on the machine's interfaces, routes "
@@ -97,32 +98,37 @@ def _nic(device: dict[str, str], networks: dict[str, t.Network]) -> Iterator[tup
                "(another network is the machine's or another lab's)"),
                (f"lab networks: {', '.join(networks) or 'none'}; "
                f"pass {DEVICES_FLAG} if you trust this lab file"))
+
+
+def _nic_values(device: dict[str, str], networks: dict[str, t.Network]) -> Iterator[tuple[str, str]]:
+    """The value of each NIC key (with or without the flag: values are data either way)."""
     for key, check in NIC_VALUES.items():
         if key in device and (reason := check(device[key])):
             yield f"nic key '{key}': '{device[key]}' {reason}", NIC_HINT
-    if "ipv4.address" in device and network in networks:
-        yield from _nic_address(device["ipv4.address"], networks[network])
+    if "ipv4.address" in device and device.get("network") in networks:
+        yield from _nic_address(device["ipv4.address"], networks[device["network"]])
 
 
 def device_problems(device: dict[str, str], networks: dict[str, t.Network],
                     allow: Allowances) -> Iterator[tuple[str, str]]:
-    """(message, hint) for each way DEVICE (of a lab profile) would reach past the lab."""
+    """(message, hint) for each way DEVICE (of a lab profile) would reach past the lab, and each NIC value
+    that is not what its key takes."""
     kind = device.get("type")
     if kind not in (*LAB_DEVICES, *HOST_DEVICES):
         yield (f"unknown device type '{kind}'",
                (f"a lab profile may declare {' and '.join(LAB_DEVICES)} devices "
                f"(and with {DEVICES_FLAG}: {', '.join(HOST_DEVICES)})"))
-    elif allow.host_devices:
-        return
-    elif kind in HOST_DEVICES:
+    elif kind == "none" and len(device) > 1:
+        yield "a none device has only `type`", "a none device hides a device of the same name: remove its other keys"
+    elif kind == "nic":
+        if not allow.host_devices:
+            yield from _nic_reach(device, networks)
+        yield from _nic_values(device, networks)
+    elif kind in HOST_DEVICES and not allow.host_devices:
         article = "an" if kind[0] in "aeio" else "a"
         yield (f"{article} {kind} device is refused: {HOST_DEVICES[kind]}",
                (f"a lab profile may declare nic devices on lab networks and none; pass {DEVICES_FLAG} if you "
                "trust this lab file"))
-    elif kind == "nic":
-        yield from _nic(device, networks)
-    elif len(device) > 1:
-        yield "a none device has only `type`", "a none device hides a device of the same name: remove its other keys"
 
 
 # ---------------------------------------------------------------------------------------- subnets

@@ -90,7 +90,7 @@ KEYS: tuple[Key, ...] = (
     *(Key(f"limits.hugepages.{size}", v.positive_size, f"a ceiling on its {size} huge pages")
       for size in ("64KB", "1MB", "2MB", "1GB")),
     Key("limits.kernel.", v.RLIMIT, "a resource limit (setrlimit) of its processes",
-        rest=v.one_of(*RLIMITS)),
+        rest=v.matches("|".join(RLIMITS), "a resource limit's name (as, core, cpu, … stack: setrlimit(2))")),
     Key("linux.sysctl.", v.SYSCTL_VALUE, "a sysctl of its own namespaces", rest=SYSCTL),
     Key("migration.incremental.memory", v.boolean, "incremental memory transfer when moved"),
     Key("migration.incremental.memory.goal", v.integer(0, 100), "the share of memory in sync before it stops"),
@@ -123,7 +123,7 @@ KEYS: tuple[Key, ...] = (
         why=MODULES),
     *(Key(f"security.syscalls.intercept.{name}", v.boolean, f"LXD handles {name}", unconfined=NOT_FALSE,
           why=INTERCEPT) for name in INTERCEPTED),
-    Key("security.syscalls.intercept.mount.allowed", v.MODULES, "file systems it may mount", unconfined=ALWAYS,
+    Key("security.syscalls.intercept.mount.allowed", v.FILESYSTEMS, "file systems it may mount", unconfined=ALWAYS,
         why=INTERCEPT),
     Key("security.syscalls.intercept.mount.fuse", v.one_line, "mounts redirected to FUSE", unconfined=ALWAYS,
         why=INTERCEPT),
@@ -190,7 +190,7 @@ def config_problem(key: str, value: str, allow: Allowances) -> tuple[str, str] |
     if entry is None or key in LEGACY:
         return _unknown(key)
     if entry.rest is not None and (reason := entry.rest(key.removeprefix(entry.name))):
-        return f"'{key.removeprefix(entry.name)}' {reason}", f"{entry.name}* is {entry.means}; {DOCS}"
+        return f"'{key.removeprefix(entry.name)}' {reason}", f"{entry.name}* keys: {entry.means}; {DOCS}"
     if reason := entry.check(value):  # a multi-line value is not repeated in the message
         return reason if entry.multiline else f"'{t.printable(value, 60)}' {reason}", f"{key} takes {v.accepts(entry.check)}"
     if entry.unconfined is not None and entry.unconfined(value) and not allow.unconfined:
@@ -199,15 +199,22 @@ def config_problem(key: str, value: str, allow: Allowances) -> tuple[str, str] |
     return None
 
 
+WHEN = {ALWAYS: "", NOT_FALSE: " (false is fine)", v.is_false: " (only false; true is fine)"}
+
+
+def _cell(text: str) -> str:
+    return text.replace("*", "\\*").replace("|", "\\|")
+
+
 def table(unconfined: bool) -> str:
     """The keys as a Markdown table: those a lab may set, or (UNCONFINED) those that need the flag."""
     if unconfined:
         rows = ["| key | value | refused unless --allow-unconfined, because |", "| --- | --- | --- |"]
-        rows += [f"| `{k.name}` | {v.accepts(k.check)}{'' if k.unconfined is ALWAYS else ' (false is fine)'} "
-                 f"| {k.why} |" for k in KEYS if k.unconfined is not None and k.unconfined is not v.is_false]
+        rows += [f"| `{k.name}` | {_cell(v.accepts(k.check) + WHEN[k.unconfined])} | {_cell(k.why)} |"
+                 for k in KEYS if k.unconfined is not None]
     else:
         rows = ["| key | value | what it does |", "| --- | --- | --- |"]
-        rows += [f"| `{k.name}{'NAME' if k.rest else ''}` | {v.accepts(k.check)} | {k.means}"
-                 f"{'; NAME is ' + v.accepts(k.rest) if k.rest else ''} |"
+        rows += [f"| `{k.name}{'NAME' if k.rest else ''}` | {_cell(v.accepts(k.check))} | {_cell(k.means)}"
+                 f"{_cell('; NAME is ' + v.accepts(k.rest)) if k.rest else ''} |"
                  for k in KEYS if k.unconfined is None or k.unconfined is v.is_false]
     return "\n".join(rows) + "\n"

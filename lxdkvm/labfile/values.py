@@ -133,6 +133,7 @@ EXPIRY = matches(r"[0-9]{1,4}[MHdwmy]( [0-9]{1,4}[MHdwmy]){0,5}", "an expiry suc
 SNAPSHOT_PATTERN = matches(r"([A-Za-z0-9_-]|%d){1,64}", "a snapshot name of letters, digits, - and _ "
                                                        "(with %d for the number)")
 MODULES = matches(r"[a-z0-9_-]{1,64}(,[a-z0-9_-]{1,64}){0,63}", "a comma-separated list of module names")
+FILESYSTEMS = matches(r"[a-z0-9_.-]{1,64}(,[a-z0-9_.-]{1,64}){0,63}", "a comma-separated list of file systems")
 SYSCTL_VALUE = matches(r"[A-Za-z0-9 ._:/+-]{1,256}", "a sysctl value (letters, digits, space and ._:/+-)")
 
 # NIC values
