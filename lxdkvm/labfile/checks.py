@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from . import confine, guestchecks, keys, sizes
 from . import topology as t
 from .confine import Allowances
-from .keys import MANAGED_KEYS
+from .keys import MANAGED_KEYS  # noqa: F401 (where it was: set by lxdkvm, refused in a lab file)
 
 LAB_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")
 LAB_NAME_RULE = "use 1-32 lower-case letters, digits and hyphens, starting with a letter"
@@ -32,7 +32,6 @@ PROFILE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 PROFILE_NAME_RULE = "use 1-63 lower-case letters, digits and hyphens, starting with a letter"
 DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 DEVICE_KEY = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
-__all__ = ["MANAGED_KEYS", "Allowances", "Machine", "check"]
 
 
 @dataclass(frozen=True)
