@@ -110,7 +110,9 @@ KEYS: tuple[Key, ...] = (
     Key("snapshots.expiry", v.EXPIRY, "when snapshots are deleted"),
     Key("user.", v.one_line, "free-form data (not user.lxdkvm.*, lxdkvm's own)",
         rest=v.matches(r"[a-z0-9][a-z0-9._-]{0,127}", "a user key (a-z 0-9 . _ -)")),
-    *(Key(name, _user_data, "cloud-init user-data or vendor-data, checked like a guest's `user_data`",
+    *(Key(name, _user_data, ("cloud-init user-data, checked like a guest's `user_data`; it replaces the "
+                             "kvm-host profile's own (the /dev/kvm group, the lab's SSH user)")
+          if name.endswith("user-data") else "cloud-init vendor-data (cloud-init merges it with the user-data)",
           multiline=True) for name in CLOUD_INIT),
     # ---- undo the confinement: only with --allow-unconfined
     Key("security.privileged", v.boolean, "a privileged container", unconfined=NOT_FALSE, why=PRIVILEGED),
