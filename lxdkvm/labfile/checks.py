@@ -11,9 +11,10 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from . import confine, guestchecks
+from . import confine, guestchecks, keys, sizes
 from . import topology as t
 from .confine import Allowances
+from .keys import MANAGED_KEYS  # noqa: F401 (where it was: set by lxdkvm, refused in a lab file)
 
 LAB_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")
 LAB_NAME_RULE = "use 1-32 lower-case letters, digits and hyphens, starting with a letter"
@@ -25,16 +26,12 @@ GROUP_NAME_RULE = "use up to 63 lower-case letters, digits and underscores, not 
 RESERVED_GROUPS = ("all", "ungrouped")
 RESERVED_GROUP_PREFIXES = ("lab_", "net_")
 RESERVED_PROFILES = ("default", "kvm-host")
-# LXD instance config namespaces a lab may set; lxdkvm sets the rest itself.
-CONFIG_NAMESPACES = ("boot.", "environment.", "limits.", "linux.", "raw.", "security.", "snapshots.",
-                     "user.", "cloud-init.", "migration.", "nvidia.")
-MANAGED_KEYS = {
-    "limits.cpu": "set `limits: {cpu: N}` instead",
-    "limits.memory": "set `limits: {memory: SIZE}` instead",
-    "security.idmap.isolated": "set `idmap: isolated` or `idmap: shared` instead",
-    "cloud-init.network-config": "declare addresses under the host's `networks:` instead",
-    "user.network-config": "declare addresses under the host's `networks:` instead",
-}
+# A profile's name goes into LXD's URLs (/1.0/profiles/NAME?project=…): letters, digits and -, nothing a
+# URL reads as syntax (`default?project=default` overwrote another project's profile).
+PROFILE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+PROFILE_NAME_RULE = "use 1-63 lower-case letters, digits and hyphens, starting with a letter"
+DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+DEVICE_KEY = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +47,7 @@ class Machine:
     memory: int | None = None  # bytes of RAM (MemTotal)
     hardware_virt: bool | None = None  # vmx/svm in /proc/cpuinfo
     guest_images: dict[str, int] | None = None  # imported guest images: name → virtual size in MiB
+    pool_free_mib: int | None = None  # free space of the storage pool the lab's guests' disks go to
     allow: Allowances = field(default_factory=Allowances)  # not a fact: risks accepted on the command line
     cluster: object = None  # cluster.placement.Cluster when LXD is a cluster (`lab.load` checks it)
 
@@ -66,7 +64,7 @@ def _unique_names(items: Iterable[t.Network | t.Host | t.ExtraProfile], kind: st
     """Each name valid (when a pattern is given) and declared once; a repeat points at the first."""
     first: dict[str, t.Network | t.Host | t.ExtraProfile] = {}
     for item in items:
-        if pattern is not None and not pattern.match(item.name):
+        if pattern is not None and not pattern.fullmatch(item.name):
             yield t.Problem(f"{item.path}.name", f"'{item.name}' is not a valid {kind} name", rule, item.line)
         if item.name in first:
             yield t.Problem(f"{item.path}.name", f"{kind} '{item.name}' is declared twice",
@@ -75,7 +73,7 @@ def _unique_names(items: Iterable[t.Network | t.Host | t.ExtraProfile], kind: st
 
 
 def _names(lab: t.Lab) -> Iterator[t.Problem]:
-    if not LAB_NAME.match(lab.name):
+    if not LAB_NAME.fullmatch(lab.name):
         yield t.Problem("name", f"'{lab.name}' is not a valid lab name",
                         LAB_NAME_RULE, 1)
     yield from _unique_names(lab.networks, "network", NETWORK_NAME,
@@ -86,7 +84,7 @@ def _names(lab: t.Lab) -> Iterator[t.Problem]:
         if prof.name in RESERVED_PROFILES:
             yield t.Problem(f"{prof.path}.name", f"profile name '{prof.name}' is lxdkvm's own",
                             "choose another name", prof.line)
-    yield from _unique_names(lab.profiles, "profile", None, "")
+    yield from _unique_names(lab.profiles, "profile", PROFILE_NAME, PROFILE_NAME_RULE)
 
 
 def _groups(lab: t.Lab) -> Iterator[t.Problem]:
@@ -100,7 +98,7 @@ def _groups(lab: t.Lab) -> Iterator[t.Problem]:
             if (where, group) in said:  # a range of hosts, or defaults: say it once
                 continue
             said.add((where, group))
-            if not GROUP_NAME.match(group):
+            if not GROUP_NAME.fullmatch(group):
                 yield t.Problem(where, f"'{group}' is not a valid group name", GROUP_NAME_RULE, line)
             elif group in RESERVED_GROUPS or group.startswith(RESERVED_GROUP_PREFIXES):
                 yield t.Problem(where, f"group '{group}' is the inventory's own",
@@ -192,41 +190,49 @@ def _address(host: t.Host, att: t.Attachment, net: t.Network,
     taken[ip] = host
 
 
+def _config_of(lab: t.Lab, config: dict[str, str], path: str, line: int, allow: Allowances,
+               origin: dict[str, str] | None = None) -> Iterator[t.Problem]:
+    """Each key of CONFIG (of a profile, `defaults:` or a host) that a lab may not set to its value: the
+    allow-list of `keys` (managed keys, bookkeeping, unknown and legacy keys, values, confinement)."""
+    for key, value in config.items():
+        where = (origin or {}).get(key) or f"{path}.config.{key}"
+        if refused := keys.config_problem(key, value, allow):
+            yield t.Problem(where, *refused, lab.line_of(where, line))
+
+
+def _devices(lab: t.Lab, prof: t.ExtraProfile, allow: Allowances) -> Iterator[t.Problem]:
+    """A lab profile's devices: names and keys as plain words, what each may reach (`confine`)."""
+    networks = {n.name: n for n in lab.networks}
+    for name, device in prof.devices.items():
+        where = f"{prof.path}.devices.{name}"
+        line = lab.line_of(where, prof.line)
+        if not DEVICE_NAME.fullmatch(name) or ".." in name:
+            yield t.Problem(where, f"'{name}' is not a valid device name", "use 1-63 letters, digits and "
+                            "_ . - (an LXD device name goes into its URLs and paths)", line)
+            continue
+        bad_keys = [key for key in device if not DEVICE_KEY.fullmatch(key)]
+        for key in bad_keys:
+            yield t.Problem(f"{where}.{key}", f"'{key}' is not a device key", "LXD's device keys are lower-case "
+                            "words such as type, network, name", lab.line_of(f"{where}.{key}", line))
+        if "type" not in device:
+            yield t.Problem(where, "a device needs a `type`", "e.g. type: disk, nic or unix-char", line)
+        if device.get("type") == "disk" and device.get("path") == "/":
+            yield t.Problem(where, "the root disk is lxdkvm's", "choose the pool with the lab's `storage:` key",
+                            line)
+        elif "type" in device and not bad_keys:
+            for refused in confine.device_problems(device, networks, allow):
+                yield t.Problem(where, *refused, line)
+
+
 def _config(lab: t.Lab, allow: Allowances) -> Iterator[t.Problem]:
     """Instance config of lab profiles, `defaults:` and hosts (a range of hosts shares its entry's), and
-    lab profiles' devices: managed keys, bookkeeping, namespaces, and confinement (`labconfine`)."""
-    def check(config: dict[str, str], path: str, line: int,
-              origin: dict[str, str] | None = None) -> Iterator[t.Problem]:
-        for key, value in config.items():
-            where = (origin or {}).get(key) or f"{path}.config.{key}"
-            line = lab.line_of(where, line)
-            if key in MANAGED_KEYS:
-                yield t.Problem(where, "is set by lxdkvm", MANAGED_KEYS[key], line)
-            elif refused := confine.config_problem(key, value, allow):
-                yield t.Problem(where, *refused, line)
-            elif key.startswith("user.lxdkvm."):
-                yield t.Problem(where, "is lxdkvm's own bookkeeping", "choose another user.* key", line)
-            elif not key.startswith(CONFIG_NAMESPACES) or key.endswith("."):
-                yield t.Problem(where, f"'{key}' is not an LXD instance option",
-                                f"instance options start with {', '.join(CONFIG_NAMESPACES)}", line)
-
-    networks = [n.name for n in lab.networks]
+    lab profiles' devices."""
     for prof in lab.profiles:
-        yield from check(prof.config, prof.path, prof.line)
-        for name, device in prof.devices.items():
-            where = f"{prof.path}.devices.{name}"
-            if "type" not in device:
-                yield t.Problem(where, "a device needs a `type`", "e.g. type: disk, nic or unix-char",
-                                lab.line_of(where, prof.line))
-            if device.get("type") == "disk" and device.get("path") == "/":
-                yield t.Problem(where, "the root disk is lxdkvm's", "choose the pool with the lab's `storage:` key",
-                                lab.line_of(where, prof.line))
-            elif "type" in device:
-                for refused in confine.device_problems(device, networks, allow):
-                    yield t.Problem(where, *refused, lab.line_of(where, prof.line))
+        yield from _config_of(lab, prof.config, prof.path, prof.line, allow)
+        yield from _devices(lab, prof, allow)
     said: set[str] = set()
     for host in lab.hosts:
-        for problem in check(host.config, host.path, host.line, host.config_from):
+        for problem in _config_of(lab, host.config, host.path, host.line, allow, host.config_from):
             if problem.path not in said:  # one entry (or the defaults), many hosts: say it once
                 said.add(problem.path)
                 yield problem
@@ -241,7 +247,10 @@ def _references(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
                 said.add((host.path, name))
                 yield t.Problem(f"{host.path}.profiles", f"no profile '{name}' in this lab",
                                 _suggest(name, profiles) or "declare it under `profiles:`", host.line)
-    if machine.images is not None and lab.image not in machine.images and lab.image not in machine.buildable_images:
+    if ".." in lab.image:  # the schema's pattern says which characters; an alias is never a relative path
+        yield t.Problem("image", f"'{lab.image}' is not an image alias", "an alias has no `..`",
+                        lab.line_of("image", 1))
+    elif machine.images is not None and lab.image not in machine.images and lab.image not in machine.buildable_images:
         yield t.Problem("image", f"LXD has no image '{lab.image}'",
                         _suggest(lab.image, sorted(machine.images | machine.buildable_images)) or
                         f"omit `image:` to use {t.DEFAULT_IMAGE} (built on demand)", 1)
@@ -251,19 +260,18 @@ def _references(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
 
 
 def _capacity(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
+    said: set[str] = set()
     if machine.cpus:
-        said: set[str] = set()
         for host in lab.hosts:
             if host.cpu and host.cpu > machine.cpus and host.path not in said:
                 said.add(host.path)
                 yield t.Problem(f"{host.path}.limits.cpu", f"{host.cpu} CPUs, but this machine has {machine.cpus}",
                                 f"use at most {machine.cpus}", host.line)
-    if machine.memory:
-        said = set()
-        for host in lab.hosts:
-            if host.path not in said and (problem := confine.memory_problem(host, machine.memory)):
-                said.add(host.path)
-                yield problem
+    said = set()
+    for host in lab.hosts:  # at least what a KVM host needs, at most what the machine has
+        if host.path not in said and (problem := sizes.memory_problem(host, machine.memory)):
+            said.add(host.path)
+            yield problem
     isolated = sum(1 for h in lab.hosts if h.idmap == "isolated")
     if machine.isolated_capacity is not None and isolated + machine.isolated_elsewhere > machine.isolated_capacity:
         free = max(0, machine.isolated_capacity - machine.isolated_elsewhere)
@@ -275,7 +283,7 @@ def _capacity(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
 CHECKS: list[Callable[[t.Lab, Machine], Iterator[t.Problem]]] = [
     lambda lab, _m: _names(lab), lambda lab, _m: _groups(lab), _subnets, lambda lab, _m: _attachments(lab),
     lambda lab, m: _config(lab, m.allow), _references, _capacity,
-    lambda lab, m: guestchecks.check(lab, m.cpus, m.memory, m.hardware_virt, m.guest_images),
+    lambda lab, m: guestchecks.check(lab, m.cpus, m.memory, m.hardware_virt, m.guest_images, m.pool_free_mib),
 ]
 
 

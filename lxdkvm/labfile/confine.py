@@ -1,23 +1,27 @@
-"""What a lab file may not do to the machine that runs it: privilege, the machine's devices, odd subnets.
+"""What a lab file may not do to the machine that runs it: the machine's devices, odd subnets, and the
+flags that lift a class of refusal (`Allowances`).
 
 Lab files are shared like topologies, so they are untrusted. A lab host is an unprivileged container with
 its own id map, the KVM devices lxdkvm passes itself (profiles/kvm-host.yaml.j2) and NICs on the lab's
 own bridges; everything here would give it more of the machine than that. Each refusal can be lifted
-by one command-line flag that names the risk (`Allowances`); docs/labs.md says what each one exposes.
+by one command-line flag that names the risk; docs/labs.md says what each one exposes. The instance
+config keys (the other way to undo confinement) are an allow-list of their own: `keys`.
 
-Pure: config, devices and subnets in, (message, hint) or problems out. `labcheck` calls it.
+A lab NIC is an allow-list too: the keys that keep it on a lab bridge, each with the syntax of its value
+(`NIC_VALUES`), and its `ipv4.address` on that network, below the DHCP range.
+
+Pure: devices and subnets in, (message, hint) out. `checks` calls it.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import topology as t
+from . import values as v
 
-TRUE = frozenset({"true", "1", "yes", "on"})  # LXD's shared.IsTrue (case-insensitive)
-FALSE = frozenset({"false", "0", "no", "off"})  # LXD's shared.IsFalse
 UNCONFINED_FLAG = "--allow-unconfined"
 DEVICES_FLAG = "--allow-host-devices"
 CGNAT_FLAG = "--allow-cgnat"
@@ -29,56 +33,6 @@ class Allowances:
     unconfined: bool = False  # config keys that undo the container's confinement
     host_devices: bool = False  # devices that reach the machine (its files, device nodes, hardware, sockets)
     cgnat: bool = False  # subnets in the shared address space 100.64.0.0/10
-
-
-# ---------------------------------------------------------------------------------------- config
-def _always(_value: str) -> bool:
-    return True
-
-
-def _unless_false(value: str) -> bool:
-    """Refused unless it says no: anything else LXD reads as true, or refuses itself."""
-    return value.strip().lower() not in FALSE
-
-
-def _unless_true(value: str) -> bool:
-    return value.strip().lower() not in TRUE
-
-
-# (key, or prefix ending in ".") → (when it is refused, what it would expose). First match wins.
-CONFINEMENT: list[tuple[str, Callable[[str], bool], str]] = [
-    ("security.privileged", _unless_false, "a privileged container's root is the machine's root"),
-    ("raw.", _always, ("raw.* (lxc, idmap, apparmor, seccomp, qemu) goes to LXC/QEMU unchecked and can undo "
-     "every other confinement, e.g. map the machine's root or mount its files")),
-    ("security.idmap.", _always, ("it chooses which of the machine's uids/gids the host maps (base) or how "
-     "many it takes (size): it could share ids with other containers or use up the ids other labs need")),
-    ("linux.kernel_modules", _always, ("LXD loads these modules into the machine's kernel, as root, before "
-     "the host starts")),
-    ("security.syscalls.intercept.", _unless_false, ("LXD then performs these system calls (mknod, mount, "
-     "setxattr, bpf, sched_setscheduler, sysinfo) as root on the machine on the container's behalf")),
-    ("security.syscalls.allow", _always, "it replaces LXD's default seccomp deny list with your own list"),
-    ("security.syscalls.deny_default", _unless_true, "turning it off drops LXD's default seccomp deny list"),
-    ("security.devlxd.images", _unless_false, ("/dev/lxd then serves every image in LXD's store (other "
-     "labs' and private ones) to the container")),
-    ("nvidia.", _always, "it mounts the machine's NVIDIA driver, libraries and devices into the host"),
-]
-# Not refused, on purpose: security.nesting (lxdkvm sets it: nested containers stay inside this one's user
-# namespace), security.protection.* (they only stop LXD deleting or shifting the container; note that
-# protection.delete makes `lxdkvm down` fail until it is removed), security.devlxd (turning it off only
-# narrows), security.syscalls.deny / deny_compat (narrow), linux.sysctl.* (namespaced sysctls), limits.*
-# other than cpu and memory (ceilings, and rlimits inside the container's cgroup), user.*, environment.*,
-# boot.*, snapshots.*, migration.*, cloud-init.*.
-
-
-def config_problem(key: str, value: str, allow: Allowances) -> tuple[str, str] | None:
-    """(message, hint) when KEY=VALUE would undo the host's confinement, else None."""
-    if allow.unconfined:
-        return None
-    for name, refused, why in CONFINEMENT:
-        if (key.startswith(name) if name.endswith(".") else key == name) and refused(value):
-            return (f"is refused: {why}", (f"lab hosts stay confined; remove it, or pass {UNCONFINED_FLAG} "
-                    "if you trust this lab file"))
-    return None
 
 
 # ---------------------------------------------------------------------------------------- devices
@@ -101,12 +55,36 @@ HOST_DEVICES = {
 # NIC keys that keep a NIC on a lab bridge. Refused with them: nictype and parent (physical, macvlan,
 # ipvlan, sriov, routed put the host on the machine's own interfaces), host_name (names an interface of
 # the machine), ipv4.routes* and ipv4.host_address (routes and addresses on the machine), vlan, maas.*.
-NIC_KEYS = ("type", "network", "name", "hwaddr", "mtu", "ipv4.address", "boot.priority", "limits.ingress",
-            "limits.egress", "limits.max", "limits.priority", "security.mac_filtering",
-            "security.ipv4_filtering", "security.port_isolation", "queue.tx.length")
+NIC_VALUES: dict[str, v.Check] = {
+    "name": v.interface_name, "hwaddr": v.unicast_mac, "mtu": v.MTU, "boot.priority": v.integer(0, 1000),
+    "limits.ingress": v.RATE, "limits.egress": v.RATE, "limits.max": v.RATE, "limits.priority": v.UINT32,
+    "security.mac_filtering": v.boolean, "security.ipv4_filtering": v.boolean,
+    "security.port_isolation": v.boolean, "queue.tx.length": v.integer(1, 65535),
+}
+NIC_KEYS = ("type", "network", "ipv4.address", *NIC_VALUES)
+NIC_HINT = "a lab NIC is `{type: nic, network: NAME}` on a lab network, with the keys docs/labs.md lists"
 
 
-def _nic(device: dict[str, str], networks: list[str]) -> Iterator[tuple[str, str]]:
+def _nic_address(text: str, net: t.Network) -> Iterator[tuple[str, str]]:
+    """ipv4.address of a NIC on NET: a host address of its subnet, not the gateway, below the DHCP range."""
+    try:
+        ip = ipaddress.IPv4Address(text)
+    except ValueError:
+        yield f"nic key 'ipv4.address': '{text}' is not an IPv4 address", "write a plain address such as 10.0.0.9"
+        return
+    low = net.dhcp_range[0] if net.dhcp_range else None
+    if ip not in net.subnet or ip in (net.subnet.network_address, net.subnet.broadcast_address):
+        yield (f"nic key 'ipv4.address': {ip} is not a host address of network '{net.name}' ({net.subnet})",
+               f"use an address in {net.subnet}")
+    elif ip == net.gateway:
+        yield f"nic key 'ipv4.address': {ip} is the gateway of network '{net.name}'", "use a host address"
+    elif low is not None and ip >= low:
+        yield (f"nic key 'ipv4.address': {ip} is inside the DHCP range of '{net.name}' (from {low})",
+               f"use an address below {low}")
+
+
+def _nic_reach(device: dict[str, str], networks: dict[str, t.Network]) -> Iterator[tuple[str, str]]:
+    """What would take a NIC off the lab's bridges (what --allow-host-devices lifts)."""
     for key in device:
         if key not in NIC_KEYS:
             yield ((f"nic key '{key}' is refused: it would put the host on the machine's interfaces, routes "
@@ -122,23 +100,35 @@ def _nic(device: dict[str, str], networks: list[str]) -> Iterator[tuple[str, str
                f"pass {DEVICES_FLAG} if you trust this lab file"))
 
 
-def device_problems(device: dict[str, str], networks: list[str],
+def _nic_values(device: dict[str, str], networks: dict[str, t.Network]) -> Iterator[tuple[str, str]]:
+    """The value of each NIC key (with or without the flag: values are data either way)."""
+    for key, check in NIC_VALUES.items():
+        if key in device and (reason := check(device[key])):
+            yield f"nic key '{key}': '{device[key]}' {reason}", NIC_HINT
+    if "ipv4.address" in device and device.get("network") in networks:
+        yield from _nic_address(device["ipv4.address"], networks[device["network"]])
+
+
+def device_problems(device: dict[str, str], networks: dict[str, t.Network],
                     allow: Allowances) -> Iterator[tuple[str, str]]:
-    """(message, hint) for each way DEVICE (of a lab profile) would reach past the lab."""
+    """(message, hint) for each way DEVICE (of a lab profile) would reach past the lab, and each NIC value
+    that is not what its key takes."""
     kind = device.get("type")
     if kind not in (*LAB_DEVICES, *HOST_DEVICES):
         yield (f"unknown device type '{kind}'",
                (f"a lab profile may declare {' and '.join(LAB_DEVICES)} devices "
                f"(and with {DEVICES_FLAG}: {', '.join(HOST_DEVICES)})"))
-    elif allow.host_devices:
-        return
-    elif kind in HOST_DEVICES:
+    elif kind == "none" and len(device) > 1:
+        yield "a none device has only `type`", "a none device hides a device of the same name: remove its other keys"
+    elif kind == "nic":
+        if not allow.host_devices:
+            yield from _nic_reach(device, networks)
+        yield from _nic_values(device, networks)
+    elif kind in HOST_DEVICES and not allow.host_devices:
         article = "an" if kind[0] in "aeio" else "a"
         yield (f"{article} {kind} device is refused: {HOST_DEVICES[kind]}",
                (f"a lab profile may declare nic devices on lab networks and none; pass {DEVICES_FLAG} if you "
                "trust this lab file"))
-    elif kind == "nic":
-        yield from _nic(device, networks)
 
 
 # ---------------------------------------------------------------------------------------- subnets
@@ -174,25 +164,3 @@ def subnet_problem(subnet: ipaddress.IPv4Network, allow: Allowances) -> tuple[st
         return f"{subnet} is not a private range", (f"{PRIVATE_HINT} so the lab does not hide real "
                                                     "destinations")
     return None
-
-
-# ---------------------------------------------------------------------------------------- memory
-UNITS = {"B": 1, "kB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30,
-         "TB": 10**12, "TiB": 2**40}
-
-
-def memory_bytes(size: str, machine_bytes: int) -> float:
-    """`2GiB` → bytes; `50%` → that share of MACHINE_BYTES (as LXD reads limits.memory)."""
-    text = size.replace(" ", "")
-    if text.endswith("%"):
-        return float(text[:-1]) * machine_bytes / 100
-    unit = next(u for u in sorted(UNITS, key=len, reverse=True) if text.endswith(u))
-    return float(text[: -len(unit)]) * UNITS[unit]
-
-
-def memory_problem(host: t.Host, machine_bytes: int) -> t.Problem | None:
-    if not host.memory or memory_bytes(host.memory, machine_bytes) <= machine_bytes:
-        return None
-    have = f"{machine_bytes / 2**30:.1f}GiB"
-    return t.Problem(f"{host.path}.limits.memory", f"{host.memory}, but this machine has {have} of memory",
-                     f"use at most {have} (or a share such as 50%)", host.line)

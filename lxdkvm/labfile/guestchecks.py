@@ -1,5 +1,11 @@
 """What a lab's `guests:` mean, checked before anything is created: names, hosts, networks, addresses,
-memory and CPUs, acceleration. Pure, like `labcheck` (which calls `check`).
+memory and CPUs, acceleration, sizes, images and user-data. Pure, like `checks` (which calls `check`).
+
+Sizes have floors and ceilings here, where QEMU or qemu-img would refuse them only after the lab's
+hosts exist: a guest's memory at least GUEST_MIN_MEMORY_MIB (what lxdkvm's own domain XML requires,
+`guests.domain.domain_xml`; the tiny guest is run with 96-128 MiB), a Debian guest's at least
+DEBIAN_MIN_MEMORY_MIB; a disk at least 1 MiB and no size beyond what any machine has (`read`), and a
+disk at most the free space of the storage pool (`Machine.pool_free_mib`, when the daemon says).
 """
 
 from __future__ import annotations
@@ -9,15 +15,15 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
-from ..errors import LxdkvmError
 from . import topology as t
-from .userdata import check_user_data
+from .userdata import user_data_problem
 
 GUEST_NAME = re.compile(r"^[a-zA-Z]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 MAX_NICS = 8
 # What a guest costs its host beyond its own memory: QEMU itself and TCG's translation cache (a 128 MiB
 # tiny guest's QEMU is ~220 MiB resident here, docs/guests-benchmarks.md).
 QEMU_OVERHEAD_MIB = 96
+GUEST_MIN_MEMORY_MIB = 32  # guests.domain.domain_xml refuses less (a unit test keeps the two the same)
 
 
 def _suggest(word: str, choices: list[str]) -> str:
@@ -30,7 +36,7 @@ def _names(lab: t.Lab) -> Iterator[t.Problem]:
     first: dict[str, t.Guest] = {}
     for guest in lab.guests:
         where = f"{guest.path}.name"
-        if not GUEST_NAME.match(guest.name):
+        if not GUEST_NAME.fullmatch(guest.name):
             yield t.Problem(where, f"'{guest.name}' is not a valid guest name", "use up to 63 letters, digits "
                             "and hyphens, starting with a letter and not ending with a hyphen", guest.line)
         elif guest.name in hosts:
@@ -149,6 +155,7 @@ def _resources(lab: t.Lab, cpus: int | None, memory: int | None, hardware_virt: 
 
 DEBIAN_MIN_MEMORY_MIB = 512  # what a Debian guest (systemd, cloud-init) was measured to boot with
 DEBIAN_DISK_MIB = 2048  # the Debian guest disk's filesystem (lxdkvm.guests.debian.SIZE_MIB)
+USER_DATA_HINT = "give a #cloud-config document (or a mapping) of at most 32 levels, without aliases that expand"
 
 
 def _images(lab: t.Lab, images: dict[str, int] | None = None) -> Iterator[t.Problem]:
@@ -167,18 +174,12 @@ def _images(lab: t.Lab, images: dict[str, int] | None = None) -> Iterator[t.Prob
                 yield t.Problem(f"{guest.path}.disk.size", f"{guest.disk_mib} MiB is smaller than the Debian "
                                 f"disk ({DEBIAN_DISK_MIB} MiB)", f"use at least {DEBIAN_DISK_MIB // 1024}GiB, or "
                                 "leave `size` out", lab.line_of(f"{guest.path}.disk.size", guest.line))
-            try:
-                check_user_data(guest.user_data)
-            except LxdkvmError as exc:  # YAML's own message runs over several lines: its first says what
-                yield t.Problem(f"{guest.path}.user_data", str(exc).splitlines()[0], "give a #cloud-config "
-                                "document (or a mapping)", line)
+            if problem := user_data_problem(guest.user_data):
+                yield t.Problem(f"{guest.path}.user_data", problem, USER_DATA_HINT, line)
         elif guest.disk == "file":
             yield from _file_image(lab, guest, images)
-            try:  # handed to the image's cloud-init (if it runs one) in a NoCloud seed
-                check_user_data(guest.user_data)
-            except LxdkvmError as exc:
-                yield t.Problem(f"{guest.path}.user_data", str(exc).splitlines()[0], "give a #cloud-config "
-                                "document (or a mapping)", line)
+            if problem := user_data_problem(guest.user_data):  # the image's cloud-init reads a NoCloud seed
+                yield t.Problem(f"{guest.path}.user_data", problem, USER_DATA_HINT, line)
         elif guest.user_data is not None:
             yield t.Problem(f"{guest.path}.user_data", "the tiny guest runs no cloud-init",
                             "use `disk: debian` for a guest that reads user-data", line)
@@ -204,8 +205,25 @@ def _file_image(lab: t.Lab, guest: t.Guest, images: dict[str, int] | None) -> It
                         "least the image's size", lab.line_of(f"{guest.path}.disk.size", guest.line))
 
 
-def check(lab: t.Lab, cpus: int | None = None, memory: int | None = None,
-          hardware_virt: bool | None = None, images: dict[str, int] | None = None) -> list[t.Problem]:
+def _sizes(lab: t.Lab, pool_free_mib: int | None) -> Iterator[t.Problem]:
+    """Each guest's memory and disk between their floor and their ceiling (once per entry of guests)."""
+    said: set[str] = set()
+    for guest in lab.guests:
+        if guest.path in said:
+            continue
+        said.add(guest.path)
+        where, disk = f"{guest.path}.memory", f"{guest.path}.disk.size"
+        if guest.memory_mib < GUEST_MIN_MEMORY_MIB:
+            yield t.Problem(where, f"{guest.memory_mib} MiB is less than a guest needs ({GUEST_MIN_MEMORY_MIB} "
+                            "MiB)", "give it at least 128MiB (the default)", lab.line_of(where, guest.line))
+        if pool_free_mib is not None and guest.disk_mib > pool_free_mib:
+            yield t.Problem(disk, f"{guest.disk_mib} MiB is more than the storage pool has free "
+                            f"({pool_free_mib} MiB)", "use a smaller disk, or free space in the pool",
+                            lab.line_of(disk, guest.line))
+
+
+def check(lab: t.Lab, cpus: int | None = None, memory: int | None = None, hardware_virt: bool | None = None,
+          images: dict[str, int] | None = None, pool_free_mib: int | None = None) -> list[t.Problem]:
     said: set[str] = set()
     problems = list(_names(lab))
     for guest in lab.guests:
@@ -213,4 +231,5 @@ def check(lab: t.Lab, cpus: int | None = None, memory: int | None = None,
     problems += _addresses(lab)
     problems += _resources(lab, cpus, memory, hardware_virt)
     problems += _images(lab, images)
+    problems += _sizes(lab, pool_free_mib)
     return problems

@@ -1,7 +1,8 @@
 """Load a lab file: YAML with line numbers (`yamlread`) → schema (`schema`, pydantic) → a `topology.Lab`.
 
 Every problem is collected as a `topology.Problem` with the line and key path it is about, so a person
-sees all their mistakes at once. Cross-object meaning (overlaps, duplicates, references) is `checks`'.
+sees all their mistakes at once. Between the YAML and the schema, `controls` refuses control characters
+in every key and value (they are data, never syntax). Cross-object meaning (overlaps, duplicates, references) is `checks`'.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import yaml
 from pydantic import ValidationError
 
 from ..templating import data_dir
+from . import controls, yamlread
 from . import topology as t
-from . import yamlread
-from .schema import AttachmentIn, LabIn, LimitsIn, NetworkIn, Scalar, schema_problem
+from .schema import AttachmentIn, GuestIn, LabIn, LimitsIn, NetworkIn, Scalar, schema_problem
+from .values import MAX_BYTES, size_bytes
 from .yamlread import Positions, key_path
 
 Loc = tuple[str | int, ...]
-RANGE = re.compile(r"\[(\d+)-(\d+)\]")
+RANGE = re.compile(r"\[([0-9]{1,9})-([0-9]{1,9})\]")  # ASCII digits: `\d` would read `[١-٤]` as 1-4
 MAX_RANGE = 256
 
 
@@ -132,24 +134,35 @@ def _hosts(lab: LabIn, positions: Positions, problems: list[t.Problem]) -> list[
     return hosts
 
 
+def _guest_sizes(spec: GuestIn, loc: Loc, positions: Positions,
+                 problems: list[t.Problem]) -> tuple[int, int] | None:
+    """A guest's memory and disk in MiB (ASCII digits, the schema's pattern), or None with a problem said:
+    a disk of less than 1 MiB, a size no machine has. The floor of memory is `guestchecks`'."""
+    said = len(problems)
+    sizes = []
+    for where, text, floor in ((("memory",), spec.memory, 0), (("disk", "size"), spec.disk.size, 2**20)):
+        size = (size_bytes(text) or 0) if text else 0
+        if text and size > MAX_BYTES:
+            problems.append(t.Problem(key_path((*loc, *where)), f"{text!r} is larger than any machine has",
+                                      "use a size such as 64MiB or 1GiB", positions.line((*loc, *where))))
+        elif text and size < floor:
+            problems.append(t.Problem(key_path((*loc, *where)), f"{text!r} is less than 1 MiB",
+                                      "a disk is at least 1MiB; use a size such as 64MiB",
+                                      positions.line((*loc, *where))))
+        sizes.append(size // 2**20)
+    return None if len(problems) > said else (sizes[0], sizes[1])
+
+
 def _guests(lab: LabIn, positions: Positions, problems: list[t.Problem]) -> list[t.Guest]:
     guests = []
     for i, spec in enumerate(lab.guests):
         names = _expanded(spec.name, ("guests", i, "name"), "vm-[1-4]", positions, problems)
         if names is None:
             continue
-        memory = t.mebibytes(spec.memory)
-        if memory is None:
-            problems.append(t.Problem(key_path(("guests", i, "memory")), f"{spec.memory!r} is not a guest "
-                                      "memory size", "use a size such as 128MiB or 1GiB",
-                                      positions.line(("guests", i, "memory"))))
+        sizes = _guest_sizes(spec, ("guests", i), positions, problems)
+        if sizes is None:
             continue
-        disk_mib = t.mebibytes(spec.disk.size) if spec.disk.size else 0
-        if disk_mib is None:
-            problems.append(t.Problem(key_path(("guests", i, "disk", "size")), f"{spec.disk.size!r} is "
-                                      "not a disk size", "use a size such as 64MiB or 1GiB",
-                                      positions.line(("guests", i, "disk", "size"))))
-            continue
+        memory_mib, disk_mib = sizes
         if spec.disk.file and "image" in spec.disk.model_fields_set:
             problems.append(t.Problem(key_path(("guests", i, "disk")), "both `image` and `file`",
                                       "a guest boots either lxdkvm's image or an imported file: keep one",
@@ -164,7 +177,7 @@ def _guests(lab: LabIn, positions: Positions, problems: list[t.Problem]) -> list
             guests.append(t.Guest(
                 name=name, host=spec.host,
                 attachments=attachments,
-                vcpus=spec.vcpus, memory_mib=memory, accel=spec.accel,
+                vcpus=spec.vcpus, memory_mib=memory_mib, accel=spec.accel,
                 disk="file" if spec.disk.file else spec.disk.image, disk_file=spec.disk.file,
                 disk_mib=disk_mib, user_data=user_data, path=key_path(("guests", i)),
                 ready_console=spec.ready.console if spec.ready else None,
@@ -179,13 +192,18 @@ def parse(text: str, source: str) -> tuple[t.Lab | None, list[t.Problem], Positi
     data, positions, problems = yamlread.read_yaml(text)
     if problems:
         return None, problems, positions
+    control = controls.problems(data, positions)  # values are data: no control characters
     if not isinstance(data, dict):
         return None, [t.Problem("(top level)", "a lab file is a mapping with name, networks and hosts",
                                 "see labs/default.yaml for an example", 1)], positions
+    said = {p.path for p in control}
     try:
         spec = LabIn.model_validate(data)
     except ValidationError as exc:
-        return None, [schema_problem(e, positions) for e in exc.errors()], positions
+        schema = [p for e in exc.errors() if (p := schema_problem(e, positions)).path not in said]
+        return None, control + schema, positions
+    if control:  # the schema's problems too, but no meaning is read from a value with control characters
+        return None, control, positions
     networks = [n for i, spec_n in enumerate(spec.networks) if (n := _network(i, spec_n, positions, problems))]
     lab = t.Lab(
         name=spec.name, source=source, image=spec.image, storage=spec.storage, networks=tuple(networks),
@@ -227,6 +245,8 @@ def name_of(text: str, source: str) -> tuple[str, int]:
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         raise t.LabInvalid(source, [t.Problem("name", "the lab file has no readable `name`",
                                               "give the lab's name instead of its file", 1)])
+    if problems := controls.problems({"name": data["name"]}, positions):  # it names a project and a file
+        raise t.LabInvalid(source, problems)
     return data["name"], positions.line(("name",))
 
 

@@ -17,8 +17,13 @@ from .yamlread import Positions, key_path
 
 Loc = tuple[str | int, ...]
 Scalar = str | int | float | bool
-MEMORY = r"^\d+(\.\d+)?\s*(B|kB|KiB|MB|MiB|GB|GiB|TB|TiB)$|^\d+%$"
-SIZE = r"^\d+(\.\d+)?\s*(B|kB|KiB|MB|MiB|GB|GiB|TB|TiB)$"
+# ASCII digits only ([0-9]: `\d` matches every script's digits): LXD reads limits.memory as a whole
+# number and a unit, lxdkvm reads a guest's sizes itself (`values.size_bytes`).
+MEMORY = r"^[0-9]{1,20}(B|kB|KiB|MB|MiB|GB|GiB|TB|TiB)$|^[0-9]{1,3}%$"
+SIZE = r"^[0-9]{1,20}(\.[0-9]{1,9})?(B|kB|KiB|MB|MiB|GB|GiB|TB|TiB)$"
+IMAGE = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"  # an alias in LXD's image store (`..` refused by `checks`)
+POOL = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # auto, or a pool's name
+PROFILE = r"^[a-z][a-z0-9-]{0,62}$"  # part of LXD's URLs: nothing a URL reads as syntax
 PLACEMENT = r"^(spread|group:[A-Za-z0-9][A-Za-z0-9_.-]{0,62}|[A-Za-z0-9][A-Za-z0-9.-]{0,62})$"
 
 
@@ -70,8 +75,9 @@ class HostSettingsIn(_Model):
         None, description="isolated (default): the host's own 65536 ids on this machine; shared: LXD's "
                           "common map.")
     config: dict[str, Scalar] | None = Field(
-        None, description="Extra LXD instance options (merged with defaults', the host's win); options that "
-                          "undo confinement are refused (docs/labs.md).")
+        None, description="Extra LXD instance options (merged with defaults', the host's win): only the "
+                          "options docs/labs.md lists, each with its own value syntax; those that undo "
+                          "confinement need --allow-unconfined.")
     profiles: list[str] | None = Field(None, description="Names of profiles from the lab's `profiles:`.")
     groups: list[str] | None = Field(None, description="Ansible groups, added to `defaults:`' ones (a range "
                                                        "such as compute-[1-4] also joins group compute).")
@@ -89,11 +95,13 @@ class HostIn(HostSettingsIn):
 
 class ProfileIn(_Model):
     """An extra LXD profile, created in the lab's project."""
-    name: str = Field(description="The profile's name, as hosts' `profiles:` list it.")
-    config: dict[str, Scalar] = Field({}, description="LXD instance options (the same refusals as a host's).")
+    name: str = Field(pattern=PROFILE, description="The profile's name, as hosts' `profiles:` list it: 1-63 "
+                                                   "of a-z 0-9 -, starting with a letter; not default or "
+                                                   "kvm-host (lxdkvm's).")
+    config: dict[str, Scalar] = Field({}, description="LXD instance options (the same allow-list as a host's).")
     devices: dict[str, dict[str, Scalar]] = Field(
-        {}, description="LXD devices: only `none` and NICs on the lab's networks, unless "
-                        "--allow-host-devices.")
+        {}, description="LXD devices: only `none` and NICs on the lab's networks (with the NIC keys and "
+                        "values docs/labs.md lists), unless --allow-host-devices.")
 
 
 class GuestDiskIn(_Model):
@@ -149,10 +157,10 @@ class LabIn(_Model):
     """A lab: networks, KVM hosts (unprivileged LXD containers) and the guests inside them."""
     name: str = Field(
         description="1-32 of a-z 0-9 -, starting with a letter; the LXD project is lxdkvm-<name>.")
-    image: str = Field(t.DEFAULT_IMAGE, description="The hosts' LXD image; the default is built and baked on "
-                                                    "demand.")
-    storage: str = Field("auto", description="auto: the copy-on-write pool lxdkvm picks (lxdkvm doctor), or "
-                                             "an existing LXD storage pool.")
+    image: str = Field(t.DEFAULT_IMAGE, pattern=IMAGE, description="The hosts' LXD image (an alias); the "
+                                                                   "default is built and baked on demand.")
+    storage: str = Field("auto", pattern=POOL, description="auto: the copy-on-write pool lxdkvm picks (lxdkvm "
+                                                           "doctor), or an existing LXD storage pool.")
     networks: list[NetworkIn] = Field([], description="The lab's networks.")
     profiles: list[ProfileIn] = Field([], description="Extra LXD profiles hosts may list.")
     defaults: HostSettingsIn = Field(HostSettingsIn(), description="Settings every host gets unless it sets "
@@ -177,6 +185,13 @@ def _model_at(loc: Loc) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
+PATTERNS: dict[Loc, tuple[str, str]] = {  # top-level keys whose pattern says what they are
+    ("image",): ("an image alias", "1-128 of letters, digits and . _ / -, starting with a letter or digit, "
+                 "such as lxdkvm/kvm-host"),
+    ("storage",): ("a storage pool's name", "auto, or 1-63 of letters, digits and _ . -"),
+}
+
+
 def schema_problem(error: dict, positions: Positions) -> t.Problem:
     loc: Loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     line = positions.line(loc)
@@ -191,14 +206,21 @@ def schema_problem(error: dict, positions: Positions) -> t.Problem:
         return t.Problem(key_path(loc), "is required", f"add `{loc[-1]}:`", line)
     got = error.get("input")
     message = error["msg"][0].lower() + error["msg"][1:]
+    if kind == "string_pattern_mismatch" and loc in PATTERNS:
+        return t.Problem(key_path(loc), f"{got!r} is not {PATTERNS[loc][0]}", PATTERNS[loc][1], line)
+    if kind == "string_pattern_mismatch" and loc[0] == "profiles" and loc[-1] == "name":
+        return t.Problem(key_path(loc), f"{got!r} is not a valid profile name", "use 1-63 lower-case letters, "
+                         "digits and hyphens, starting with a letter", line)
     if kind == "string_pattern_mismatch" and loc[0] == "guests" and loc[-1] in ("memory", "size"):
-        return t.Problem(key_path(loc), f"{got!r} is not a size", "use a size such as 128MiB or 1GiB", line)
+        return t.Problem(key_path(loc), f"{got!r} is not a size", "use a size in ASCII digits such as 128MiB or "
+                         "1GiB (B, kB, KiB, MB, MiB, GB, GiB, TB, TiB)", line)
     if kind == "literal_error" and loc[0] == "guests" and loc[-1] == "image":
         return t.Problem(key_path(loc), f"no guest image {got!r}", "lxdkvm builds `tiny` (a kernel and a busybox "
                          "initramfs) and `debian` (Debian 12 with cloud-init and ssh)", line)
     if kind == "string_pattern_mismatch" and loc[-1] == "memory":
-        return t.Problem(key_path(loc), f"{got!r} is not a memory size", "use a size such as 512MiB or 2GiB, "
-                         "or a share such as 50%", line)
+        return t.Problem(key_path(loc), f"{got!r} is not a memory size", "use a whole number of B, kB, KiB, "
+                         "MB, MiB, GB, GiB, TB or TiB in ASCII digits such as 512MiB, or a share such as 50%",
+                         line)
     if kind == "string_pattern_mismatch" and loc[-1] == "placement":
         return t.Problem(key_path(loc), f"{got!r} is not a placement", "write a cluster member's name (such as "
                          "m2), group:<cluster group>, or spread", line)

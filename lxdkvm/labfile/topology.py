@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import re
 import unicodedata
 from dataclasses import dataclass, field
 
@@ -29,13 +28,12 @@ def printable(text: str, limit: int = SHOWN_MAX) -> str:
 
 
 def mebibytes(size: str) -> int | None:
-    """'128MiB' → 128, '1GiB' → 1024, '512MB' → 488; None for a share ('50%') or less than 1 MiB."""
-    match = re.match(r"^(\d+(?:\.\d+)?)\s*(B|kB|KiB|MB|MiB|GB|GiB|TB|TiB)$", size)
-    if not match:
-        return None
-    factor = {"B": 1, "kB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30,
-              "TB": 10**12, "TiB": 2**40}[match.group(2)]
-    return int(float(match.group(1)) * factor) // 2**20 or None
+    """'128MiB' → 128, '1GiB' → 1024, '512MB' → 488 (ASCII digits only, `values.size_bytes`); None for a
+    share ('50%'), anything else that is not a size, or less than 1 MiB."""
+    from .values import size_bytes
+
+    size_b = size_bytes(size)
+    return (size_b // 2**20 or None) if size_b is not None else None
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,47 @@
-"""A guest's cloud-init user-data, as a lab file gives it: checked before anything is made, and written as
-cloud-init takes it."""
+"""A guest's cloud-init user-data (and a host's cloud-init config keys), as a lab file gives it: checked
+before anything is made, and written as cloud-init takes it.
+
+A `#cloud-config` document is read with the lab file's own bounded reader (`yamlread.read_yaml`: at most
+32 levels, 20,000 nodes and 20,000 values once aliases are expanded, plain YAML tags only), so that
+10,000 nested `[` or an alias bomb in user-data is one clean problem, never a RecursionError or minutes
+of expansion. `user_data_problem` says what is wrong in one line; `check_user_data` is the same check for
+the code that writes the seed (it raises).
+"""
 
 from __future__ import annotations
 
-import yaml
-
 from ..errors import LxdkvmError
+from . import yamlread
 
 DEFAULT_USER_DATA = "#cloud-config\n{}\n"
+OTHER_FORMATS = ("#!", "Content-Type:", "#include", "#cloud-boothook")
+
+
+def user_data_problem(text: str | None) -> str | None:
+    """Why TEXT is not user-data cloud-init takes (one line, with the line of user-data it is about);
+    None when it is, or when there is none."""
+    if text is None or not text.strip():
+        return None
+    first = text.lstrip().splitlines()[0]
+    if first.startswith("#cloud-config"):
+        data, _, problems = yamlread.read_yaml(text)
+        if problems:
+            problem = problems[0]
+            where = "" if problem.path == "(file)" else f"{problem.path}: "
+            return f"user-data line {max(problem.line, 1)}: {where}{problem.message}"
+        if data is not None and not isinstance(data, dict):
+            return "user-data: a #cloud-config document must be a mapping"
+        return None
+    if not first.startswith(OTHER_FORMATS):
+        return "user-data must start with #cloud-config, #! (a script) or be MIME multipart"
+    return None
 
 
 def check_user_data(text: str | None) -> str:
-    """User data as cloud-init takes it: a `#cloud-config` YAML mapping, a `#!` script or MIME multipart."""
+    """User data as cloud-init takes it: a `#cloud-config` YAML mapping, a `#!` script or MIME multipart
+    (the default: an empty #cloud-config). Raises LxdkvmError when it is not."""
     if text is None or not text.strip():
         return DEFAULT_USER_DATA
-    first = text.lstrip().splitlines()[0]
-    if first.startswith("#cloud-config"):
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise LxdkvmError(f"user-data is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise LxdkvmError("user-data: a #cloud-config document must be a mapping")
-    elif not first.startswith(("#!", "Content-Type:", "#include", "#cloud-boothook")):
-        raise LxdkvmError("user-data must start with #cloud-config, #! (a script) or be MIME multipart")
+    if problem := user_data_problem(text):
+        raise LxdkvmError(problem)
     return text if text.endswith("\n") else text + "\n"

@@ -15,7 +15,7 @@ from .test_labs import lxd_snapshot, lxdkvm
 
 pytestmark = pytest.mark.integration
 HOSTILE = Path(__file__).parent.parent / "labs" / "hostile"
-FILES = sorted(HOSTILE.glob("[0-9][0-9]-*.yaml"))
+FILES = sorted(HOSTILE.glob("[0-9][0-9]*-*.yaml"))  # 01- … 124-
 GOLDEN_BRIDGE = "10.87.0.0/24"  # lxdkvmbr0's subnet where the goldens are written (tests/unit/test_labs.py)
 
 
