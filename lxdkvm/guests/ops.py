@@ -34,10 +34,12 @@ class Located:
     spec: dict  # lxdkvm's metadata in the domain
 
 
-def locate(client: Instances, hosts: list[str], lab: str, name: str) -> Located:
-    """The host whose libvirt has lab LAB's guest NAME."""
+def locate(client: Instances, hosts: list[str], lab: str, name: str,
+           warn: runtime.Warn = lambda _m: None) -> Located:
+    """The host whose libvirt has lab LAB's guest NAME (what a host reports that is not valid is left out,
+    and WARN told)."""
     for host in hosts:
-        found = runtime.observe(client, host).get(name)
+        found = runtime.observe(client, host, warn).get(name)
         if found and found["spec"] and found["spec"].get("lab") == lab:
             return Located(name, host, found["spec"])
     raise LxdkvmError(f"lab {lab} has no guest {name} in a running host (`lxdkvm status {lab}` lists them)")
