@@ -14,7 +14,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from ..errors import LxdkvmError
-from .common import Run, err, errors, example, session
+from .common import Run, err, errors, example, session, warn
 
 FORMATS = ("mermaid", "dot", "svg", "png")
 TEXT_FORMATS = ("mermaid", "dot")
@@ -172,6 +172,8 @@ def graph(lab, fmt, output, live) -> None:
     fmt = _format(fmt, output)
     with errors():
         drawing = graph_mod.draw(session(), lab, live)
+        for warning in drawing.warnings:
+            warn(warning)
         text = graphtext.mermaid(drawing) if fmt == "mermaid" else graphtext.dot(drawing)
         if fmt in TEXT_FORMATS:
             data = text.encode()

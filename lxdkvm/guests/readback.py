@@ -61,9 +61,11 @@ def safe_text(text: object, limit: int = 500) -> str:
 
 
 def shown(text: str, limit: int = 2000, lines: int = 40) -> str:
-    """Host output for a terminal: its last LINES lines, each with control, format (bidi) and line
-    separator characters as visible escapes (`topology.printable`), at most LIMIT characters in all."""
-    kept = [t.printable(line, limit) for line in (text.splitlines()[-lines:] if text else [])]
+    """Host output for a terminal: its last LINES lines (ended by \n or \r\n), each with control, format
+    (bidi) and line separator characters as visible escapes (`topology.printable`: a lone \r too, so
+    nothing overwrites what came before), at most LIMIT characters in all."""
+    split = text.replace("\r\n", "\n").split("\n") if text else []
+    kept = [t.printable(line, limit) for line in split[-lines:]]
     joined = "\n".join(kept)
     return joined if len(joined) <= limit else "..." + joined[-limit:]
 

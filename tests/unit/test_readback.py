@@ -94,8 +94,8 @@ def test_defanged_keeps_only_plain_characters_and_says_the_length():
 
 def test_shown_makes_escape_sequences_and_bidi_visible_and_keeps_the_last_lines():
     text = "\n".join(f"line {i}" for i in range(100)) + "\nred \x1b[31mX\r\u202eY"
-    out = readback.shown(text, lines=3)  # \r ends a line as well: no overwriting what came before
-    assert out == "line 99\nred \\u001b[31mX\n\\u202eY"
+    out = readback.shown(text + "\r\nend\n", lines=3)  # a lone \r is shown: no overwriting what came before
+    assert out == "red \\u001b[31mX\\u000d\\u202eY\nend\n"
     assert len(readback.shown("x" * 1_000_000)) < 2100
 
 
