@@ -54,14 +54,13 @@ def observe(client: Instances, host: str, warn: Warn) -> dict[str, dict]:
             for name, state, spec, _marker in _domains(client, host, warn)}
 
 
-def _marker(line: str, problems: list[str]) -> dict | None:
-    """The boot marker in LINE when it passes `readback.marker_problem`, else None (and why, in PROBLEMS)."""
+def _marker(line: str) -> tuple[dict | None, str]:
+    """(the boot marker in LINE, "") when it passes `readback.marker_problem`, else (None, why)."""
     marker = agent.parse_marker(line)
     problem = readback.marker_problem(marker) if marker else ""
-    if problem:
-        problems.append(problem)
-        return None
-    return marker and {**marker, "addrs": {k: v for k, v in marker["addrs"].items() if v}}
+    if not marker or problem:
+        return None, problem
+    return {**marker, "addrs": {k: v for k, v in marker["addrs"].items() if v}}, ""
 
 
 def guest_status(client: Instances, host: str, lab: str, warn: Warn) -> list[dict]:
@@ -79,11 +78,12 @@ def guest_status(client: Instances, host: str, lab: str, warn: Warn) -> list[dic
                          "dhcp_macs": {f"nic{i}": nic[1] for i, nic in enumerate(nics) if nic[2] == "dhcp"},
                          "image": spec["file"]})
             continue
-        marker = _marker(marker_line, problems) if state == "running" else None
+        marker, problem = _marker(marker_line) if state == "running" else (None, "")
+        problems += [f"guest {name}: {problem}"] if problem else []
         marker = marker or {}
         rows.append({"name": name, "host": host, "state": state, "booted": bool(marker),
                      "boot_id": marker.get("boot_id", ""), "addresses": marker.get("addrs", {})})
-    for message in readback.summarised(host, [f"guest {p}" for p in problems]):
+    for message in readback.summarised(host, problems):
         warn(f"{message} (taken as not booted)")
     return rows
 

@@ -192,7 +192,7 @@ def test_guest_status_drops_hostile_rows_and_warns_once_naming_the_host():
         "kvm-1: a libvirt domain whose name is '??lookup??pipe?,?touch/t...' (36 characters) (not passed on)",
         "kvm-1: libvirt domain vm-2: state '?? lookup??pipe?, ?touch...' (40 characters) (not passed on)",
         "kvm-1: a libvirt domain row with 5 columns (not 4): 'vm-4' (4 characters) (not passed on)",
-        "kvm-1: guest a boot marker whose boot id is '??x??' (5 characters) (taken as not booted)",
+        "kvm-1: guest vm-3: a boot marker whose boot id is '??x??' (5 characters) (taken as not booted)",
     ]
 
 
