@@ -23,6 +23,7 @@ from ..labfile import topology as t
 from . import objects
 
 Addresses = dict[str, list[str]]  # network → ["ADDR/PFX", ...]
+WARNINGS_KEPT = 100  # of a saved status's own warnings
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,16 @@ class LabStatus:
                       tuple(NetworkStatus(n["name"], n.get("bridge", ""), n.get("subnet", ""),
                                           n.get("gateway", "none")) for n in data.get("networks", [])),
                       tuple(_host_from_json(h) for h in data.get("hosts", [])),
-                      tuple(rb.safe_text(w) for w in data.get("warnings", [])))
+                      tuple(rb.safe_text(w) for w in _listed(data.get("warnings"))[:WARNINGS_KEPT]))
         except (KeyError, TypeError, AttributeError) as exc:
             raise LxdkvmError(f"not a lab status: {rb.defanged(str(exc))} is missing or not valid") from exc
         return checked(raw)
+
+
+def _listed(value: object) -> list:
+    if value is not None and not isinstance(value, list):
+        raise TypeError("warnings are not a list")
+    return value or []
 
 
 def _host_from_json(h: dict) -> HostStatus:
