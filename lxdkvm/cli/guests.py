@@ -37,7 +37,7 @@ def verify(lab, as_json) -> None:
         for column in ("scope", "check", "result", "evidence"):
             table.add_column(column, overflow="fold")
         for check in checks:  # evidence is what hosts and guests printed
-            style = STATUS_STYLE.get(check.result, "")
+            style = STATUS_STYLE.get(check.result, "bold red")
             table.add_row(safe(check.scope), safe(check.name), f"[{style}]{safe(check.result)}[/]",
                           safe(check.evidence, 2000, 20))
         out.print(table)
