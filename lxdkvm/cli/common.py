@@ -1,5 +1,10 @@
 """What every command shares: the consoles, turning library errors into one message and an exit status,
-progress lines, and the run's settings and session (one connection to the daemon per command)."""
+progress lines and warnings, and the run's settings and session (one connection to the daemon per command).
+
+Text that came from a lab host or guest (names, states, command output, error messages that quote it)
+reaches the terminal only through `plain` (control and bidi characters shown as escapes, so an escape
+sequence or a carriage return is seen, never executed) and, where rich reads markup, `safe` (that and
+markup escaped, so `[bold]` is text)."""
 
 from __future__ import annotations
 
@@ -20,6 +25,27 @@ from ..settings import Settings
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 STATUS_STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
+_warned: set[str] = set()
+
+
+def plain(text: object, limit: int = 4000, lines: int = 200) -> str:
+    """TEXT (from a host, a guest, a file) for the terminal: control, format and line-separator characters
+    as visible escapes, its last LINES lines, at most LIMIT characters."""
+    from ..guests.readback import shown
+
+    return shown(str(text), limit, lines)
+
+
+def safe(text: object, limit: int = 4000, lines: int = 200) -> str:
+    """`plain` TEXT for rich markup: its own markup escaped too."""
+    return escape(plain(text, limit, lines))
+
+
+def warn(message: str) -> None:
+    """A warning on stderr, each one once per command (e.g. a value a host reported that was left out)."""
+    if message not in _warned:
+        _warned.add(message)
+        err.print(f"[yellow]warning:[/] {safe(message)}", highlight=False)
 
 
 @contextmanager
@@ -29,13 +55,13 @@ def errors():
     try:
         yield
     except LabInvalid as exc:  # every problem, with file:line and key; exit 2 like a usage error
-        err.print(f"[bold red]error:[/] {escape(exc.source)}: {len(exc.problems)} problem(s), "
+        err.print(f"[bold red]error:[/] {safe(exc.source)}: {len(exc.problems)} problem(s), "
                   "nothing was changed", highlight=False)
         err.print(exc.report(), highlight=False, markup=False)
         sys.exit(2)
     except LxdkvmError as exc:
         # soft_wrap: LXD's messages stay whole lines in logs, whatever the terminal's width
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {safe(exc)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("[bold red]interrupted:[/] run the same command again to finish, or `lxdkvm down` to "
@@ -44,7 +70,7 @@ def errors():
 
 
 def progress(message: str) -> None:
-    err.print(f"[dim]·[/] {escape(message)}", highlight=False)
+    err.print(f"[dim]·[/] {safe(message)}", highlight=False)
 
 
 @dataclass

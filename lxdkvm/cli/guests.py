@@ -7,9 +7,8 @@ import json
 import sys
 
 import click
-from rich.markup import escape
 
-from .common import STATUS_STYLE, err, errors, out, progress, session
+from .common import STATUS_STYLE, err, errors, out, progress, safe, session, warn
 
 LAB_ARG_HELP = "A lab file, or the name of a lab that is up."
 
@@ -34,15 +33,16 @@ def verify(lab, as_json) -> None:
         click.echo(json.dumps({"lab": the_lab.name, "summary": counts,
                                "checks": [c.as_dict() for c in checks]}, indent=2))
     else:
-        table = Table(header_style="bold", title=f"verify lab {the_lab.name}")
+        table = Table(header_style="bold", title=f"verify lab {safe(the_lab.name)}")
         for column in ("scope", "check", "result", "evidence"):
             table.add_column(column, overflow="fold")
-        for check in checks:
-            style = STATUS_STYLE[check.result]
-            table.add_row(escape(check.scope), escape(check.name), f"[{style}]{check.result}[/]",
-                          escape(check.evidence))
+        for check in checks:  # evidence is what hosts and guests printed
+            style = STATUS_STYLE.get(check.result, "bold red")
+            table.add_row(safe(check.scope), safe(check.name), f"[{style}]{safe(check.result)}[/]",
+                          safe(check.evidence, 2000, 20))
         out.print(table)
-        out.print(f"verify lab {the_lab.name}: {counts['PASS']} PASS, {counts['WARN']} WARN, {counts['FAIL']} FAIL")
+        out.print(f"verify lab {safe(the_lab.name)}: {counts['PASS']} PASS, {counts['WARN']} WARN, "
+                  f"{counts['FAIL']} FAIL")
     sys.exit(1 if counts["FAIL"] else 0)
 
 @click.command(epilog="Example: lxdkvm console default vm-1   (leave with Ctrl-])")
@@ -55,7 +55,7 @@ def console(lab, guest) -> None:
     from ..lxd.interactive import exec_interactive
 
     with errors():
-        project, host = lab_guests.console_host(session(), lab, guest)
+        project, host = lab_guests.console_host(session(), lab, guest, warn)
         exec_interactive(session(), project, host, ["virsh", "console", "--force", guest])
 
 @click.command(name="guest-exec", context_settings={"ignore_unknown_options": True},
@@ -66,15 +66,24 @@ def console(lab, guest) -> None:
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds the command may take.")
 def guest_exec(lab, guest, command, timeout) -> None:
     """Run COMMAND in a guest (through the tiny guest's agent on its second serial port) and print its
-    output; the exit status is the command's."""
+    output; the exit status is the command's. On a terminal, control characters in the output (escape
+    sequences, carriage returns) are shown as escapes, not acted on; a pipe gets the bytes as they are."""
     from ..lab import guests as lab_guests
 
     command = list(command[1:] if command[:1] == ("--",) else command)
     with errors():
-        stdout, stderr, code = lab_guests.guest_exec(session(), lab, guest, command, timeout)
-    sys.stdout.write(stdout)
-    sys.stderr.write(stderr)
+        stdout, stderr, code = lab_guests.guest_exec(session(), lab, guest, command, timeout, warn)
+    for stream, text in ((sys.stdout, stdout), (sys.stderr, stderr)):
+        stream.write(terminal_text(text) if stream.isatty() else text)
     sys.exit(code)
+
+
+def terminal_text(text: str) -> str:
+    """TEXT a guest printed, for a terminal: every line and tab kept, other control characters visible."""
+    from ..labfile.topology import printable
+
+    return "\n".join("\t".join(printable(part, len(part)) for part in line.split("\t"))
+                     for line in text.split("\n"))
 
 @click.command(epilog="Example: lxdkvm migrate default vm-1 --to kvm-2")
 @click.argument("lab")
@@ -90,7 +99,7 @@ def migrate(lab, guest, to, live, as_json) -> None:
     from ..lab import guests as lab_guests
 
     with errors():
-        result = lab_guests.migrate(session(), lab, guest, to, live, progress)
+        result = lab_guests.migrate(session(), lab, guest, to, live, progress, warn)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -100,11 +109,13 @@ def migrate(lab, guest, to, live, as_json) -> None:
         else:
             kept = "kept its boot id" if result["same_boot"] else "[bold red]did NOT keep its boot id[/]"
         answers = "answers" if result["address_answers"] else "[bold red]does not answer[/]"
-        out.print(f"{guest} moved {result['from']} → {result['to']} over {result['over']} in "
+        out.print(f"{safe(guest)} moved {safe(result['from'])} → {safe(result['to'])} "
+                  f"over {safe(result['over'])} in "
                   f"{result['seconds']}s (libvirt {result['libvirt_ms']} ms, downtime {result['downtime_ms']} ms,"
                   f" {result['memory_mib'] or 0:.0f} MiB memory"
                   + (f", {result['disk_mib'] or 0:.0f} MiB disk" if result["disk_copied"] else "") + "); "
-                  f"{kept}; {result['address']} {answers}; {result['pings_lost']} of {result['pings_sent']} "
+                  f"{kept}; {safe(result['address'])} {answers}; "
+                  f"{result['pings_lost']} of {result['pings_sent']} "
                   "pings lost", highlight=False)
     kept_running = result["same_boot"] if result["same_boot"] is not None else result["running"]
     if not (kept_running and (result["address_answers"] or not result["address"])):

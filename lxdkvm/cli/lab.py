@@ -9,10 +9,9 @@ import json
 import sys
 
 import click
-from rich.markup import escape
 
 from ..labfile import topology as t
-from .common import err, errors, out, session
+from .common import err, errors, out, plain, safe, session, warn
 from .views import Progress, print_plan, print_status, watch_status
 
 LAB_HELP = "A lab file, or the name of a lab that is up [default: the embedded default lab]."
@@ -65,9 +64,11 @@ def up(lab, workers, provision, **allow) -> None:
 
     with errors(), Progress(err) as progress:
         result = pipeline.up(session(), lab, progress, workers, allowances(allow))
-    name = escape(result.lab.name)
+    name = safe(result.lab.name)
     guests = f" and {len(result.lab.guests)} guests" if result.lab.guests else ""
     if result.plan.empty:
+        for warning in result.plan.warnings:
+            warn(warning)
         out.print(f"lab {name}: nothing to do, {len(result.lab.hosts)} hosts{guests} are up and ready")
     else:
         print_plan(out, result.plan)
@@ -87,12 +88,13 @@ def down(lab) -> None:
 
     with errors(), Progress(err) as progress:
         the_plan, seconds = pipeline.down(session(), lab, progress)
-    name = escape(the_plan.lab)
+    name = safe(the_plan.lab)
     if not the_plan.actions:
         out.print(f"lab {name}: nothing to delete")
     else:
         out.print(f"lab {name} is down: deleted {len(the_plan.select('host'))} hosts, "
-                  f"{len(the_plan.select('network'))} networks and project {the_plan.project} in {seconds}s")
+                  f"{len(the_plan.select('network'))} networks and project {safe(the_plan.project)} "
+                  f"in {seconds}s")
 
 
 @click.command(epilog="Example: lxdkvm status default --watch --interval 1")
@@ -114,6 +116,8 @@ def status(lab, as_json, watch, interval) -> None:
     with errors():
         result = pipeline.status(session(), lab)
     if as_json:
+        for warning in result.warnings:  # also in the JSON, as "warnings"
+            warn(warning)
         click.echo(json.dumps(result.as_json(), indent=2))
     else:
         print_status(out, result)
@@ -154,7 +158,11 @@ def inventory(lab, fmt) -> None:
     from ..outputs import inventory as inventory_mod
 
     with errors():
-        click.echo(inventory_mod.render(inventory_mod.live(session(), lab), fmt), nl=False)
+        found = inventory_mod.live(session(), lab)
+        text = inventory_mod.render(found, fmt)
+    for warning in found.warnings:
+        warn(warning)
+    click.echo(text, nl=False)
 
 
 @click.command(epilog="Example: lxdkvm provision default --playbook verify.yml")
@@ -170,9 +178,11 @@ def _playbook(lab, playbook: str) -> None:
     from ..clients import ansible
 
     with errors():
-        run = ansible.run_playbook(session(), lab, playbook, on_line=click.echo)
+        # Ansible's output quotes what hosts returned: each line with its control characters shown
+        run = ansible.run_playbook(session(), lab, playbook, on_warning=warn,
+                                   on_line=lambda line: click.echo(plain(line, 8000, 50)))
     changed = sum(r["changed"] for r in run.recap.values())
-    out.print(f"{escape(run.playbook.name)}: {len(run.recap)} hosts, {changed} changes in {run.seconds}s")
+    out.print(f"{safe(run.playbook.name)}: {len(run.recap)} hosts, {changed} changes in {run.seconds}s")
 
 
 COMMANDS = [plan, up, down, status, exec_, shell, inventory, provision]

@@ -14,7 +14,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from ..errors import LxdkvmError
-from .common import Run, err, errors, example, session
+from .common import Run, err, errors, example, session, warn
 
 FORMATS = ("mermaid", "dot", "svg", "png")
 TEXT_FORMATS = ("mermaid", "dot")
@@ -54,7 +54,7 @@ def lab_names(sess) -> list[str]:
             return []
         return sorted(n.removeprefix(PROJECT_PREFIX) for n in sess.projects.names() if n.startswith(PROJECT_PREFIX))
 
-    return _in_time(ask, [])
+    return _names(_in_time(ask, []), "lab_name")
 
 
 def host_names(sess, lab: str | None) -> list[str]:
@@ -67,7 +67,7 @@ def host_names(sess, lab: str | None) -> list[str]:
             return []
         return sorted(sess.lab(t.project_name(lab_name(lab))).instances.all())
 
-    return _in_time(ask, [])
+    return _names(_in_time(ask, []), "host_name")
 
 
 def guest_names(sess, lab: str | None) -> list[str]:
@@ -88,7 +88,14 @@ def guest_names(sess, lab: str | None) -> list[str]:
             return []
         return sorted({g.name for g in pipeline.status(sess, lab).guests})
 
-    return sorted(set(_in_time(ask, [])) | set(_in_time(live, [])))
+    return _names(sorted(set(_in_time(ask, [])) | set(_in_time(live, []))), "guest_name")
+
+
+def _names(found: list[str], rule: str) -> list[str]:
+    """Only FOUND names that follow RULE (a `readback` check): a completion is typed into a shell line."""
+    from ..guests import readback
+
+    return [name for name in found if getattr(readback, rule)(name)]
 
 
 def _session(ctx: click.Context):
@@ -172,6 +179,8 @@ def graph(lab, fmt, output, live) -> None:
     fmt = _format(fmt, output)
     with errors():
         drawing = graph_mod.draw(session(), lab, live)
+        for warning in drawing.warnings:
+            warn(warning)
         text = graphtext.mermaid(drawing) if fmt == "mermaid" else graphtext.dot(drawing)
         if fmt in TEXT_FORMATS:
             data = text.encode()

@@ -1,5 +1,6 @@
 """How the lab commands show things: per-host progress while hosts come up, a plan, a lab's status (once,
-or live with --watch)."""
+or live with --watch). Every name, state, address and message in them may come from a host, so each is
+shown through `common.plain`/`common.safe`: escape sequences and markup are seen, never acted on."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Self
 
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 
 from ..errors import LxdkvmError
 from ..hosts.readiness import WAITING
+from .common import plain, safe, warn
 
 if TYPE_CHECKING:
     from ..lab.plan import Plan
@@ -53,7 +54,7 @@ class Progress:
         now = time.monotonic()
         for host, (stage, since) in sorted(self.hosts.items()):
             style = "green" if stage == "ready" else ""
-            table.add_row(escape(host), f"[{style}]{escape(stage)}[/]" if style else escape(stage),
+            table.add_row(safe(host), f"[{style}]{safe(stage)}[/]" if style else safe(stage),
                           f"{now - since:4.1f}s")
         return table
 
@@ -61,28 +62,34 @@ class Progress:
         with self.lock:
             elapsed = time.monotonic() - self.start
             if host == "lab":
-                self.console.print(f"[dim]· {elapsed:5.1f}s[/] {escape(message)}", highlight=False)
+                self.console.print(f"[dim]· {elapsed:5.1f}s[/] {safe(message)}", highlight=False)
                 return
             self.hosts[host] = [message, time.monotonic()]
             if self.live:
                 self.live.update(self._table())
             elif not message.startswith(WAITING):
-                self.console.print(f"[dim]· {elapsed:5.1f}s[/] {escape(host)}: {escape(message)}", highlight=False)
+                self.console.print(f"[dim]· {elapsed:5.1f}s[/] {safe(host)}: {safe(message)}",
+                                   highlight=False)
 
 
 def print_plan(console, plan: Plan) -> None:
+    """The plan as a table (its warnings, what hosts reported that was left out, on stderr)."""
+    for warning in plan.warnings:
+        warn(warning)
     if plan.empty:
-        console.print(f"lab {escape(plan.lab)}: nothing to do, LXD already matches the lab file", highlight=False)
+        console.print(f"lab {safe(plan.lab)}: nothing to do, LXD already matches the lab file",
+                      highlight=False)
         return
-    table = Table(header_style="bold", title=f"plan for lab {plan.lab} (project {plan.project})")
+    table = Table(header_style="bold", title=f"plan for lab {safe(plan.lab)} (project {safe(plan.project)})")
     for column in ("action", "object", "name", "why"):
         table.add_column(column)
     for action in plan.actions:
         style = VERB_STYLE.get(action.verb, "")
-        table.add_row(f"[{style}]{action.verb}[/]", action.kind, escape(action.name), escape(action.reason))
+        table.add_row(f"[{style}]{safe(action.verb)}[/]", safe(action.kind), safe(action.name),
+                      safe(action.reason))
     console.print(table)
     for conflict in plan.conflicts:
-        console.print(f"[bold red]conflict:[/] {escape(conflict)}", highlight=False)
+        console.print(f"[bold red]conflict:[/] {safe(conflict)}", highlight=False)
 
 
 def status_view(status: LabStatus):
@@ -92,27 +99,34 @@ def status_view(status: LabStatus):
     from rich.console import Group
     from rich.text import Text
 
+    def text(value: str, style: str = "") -> Text:
+        return Text(plain(value), style=style)
+
     if not status.exists:
-        return Text(f"lab {status.lab} is not up (no LXD project {status.project})")
+        return text(f"lab {status.lab} is not up (no LXD project {status.project})")
     networks = [n.name for n in status.networks]
-    table = Table(header_style="bold", title=Text(f"lab {status.lab} (project {status.project})"))
+    table = Table(header_style="bold", title=text(f"lab {status.lab} (project {status.project})"))
     clustered = any(host.member for host in status.hosts)  # a single daemon shows no member column
     for column in ("host", *(["member"] if clustered else []), "state", "ready", *networks):
-        table.add_column(Text(column))
+        table.add_column(text(column))
     for host in status.hosts:
         ready = Text("yes", style="green") if host.ready else Text("no", style="yellow")
-        table.add_row(Text(host.name), *([Text(host.member or "-")] if clustered else []), Text(host.state), ready,
-                      *[Text(", ".join(host.addresses.get(n, [])) or "-") for n in networks])
+        member = [text(host.member or "-")] if clustered else []
+        table.add_row(text(host.name), *member, text(host.state), ready,
+                      *[text(", ".join(host.addresses.get(n, [])) or "-") for n in networks])
         for guest in host.guests:  # guests run inside their host: one row each, under it
             booted = Text("booted", style="green") if guest.booted else Text("no", style="yellow")
-            table.add_row(Text(f"  └ {guest.name}"), *([""] if clustered else []), Text(guest.state), booted,
-                          *[Text(", ".join(guest.addresses.get(n, []))) for n in networks])
-    lines = [Text(f"  network {net.name}: {net.subnet} on bridge {net.bridge} (gateway {net.gateway})")
+            table.add_row(text(f"  └ {guest.name}"), *([""] * len(member)), text(guest.state), booted,
+                          *[text(", ".join(guest.addresses.get(n, []))) for n in networks])
+    lines = [text(f"  network {net.name}: {net.subnet} on bridge {net.bridge} (gateway {net.gateway})")
              for net in status.networks]
     return Group(table, *lines)
 
 
 def print_status(console, status: LabStatus) -> None:
+    """The status view; what it left out (`LabStatus.warnings`) as warnings on stderr."""
+    for warning in status.warnings:
+        warn(warning)
     console.print(status_view(status), highlight=False)
 
 
@@ -154,7 +168,9 @@ def _watch(console, read: Callable[[], LabStatus], interval: float, live: Live |
             except LxdkvmError as exc:
                 status, problem = None, str(exc)
             key = json.dumps([status.as_json() if status else None, problem], sort_keys=True)
-            view = status_view(status) if status else Text(f"error: {problem}", style="red")
+            view = status_view(status) if status else Text(f"error: {plain(problem)}", style="red")
+            if status and status.warnings:  # a view that repeats: its warnings are part of it
+                view = Group(view, *(Text(f"warning: {plain(w)}", style="yellow") for w in status.warnings))
             stamp = time.strftime("%H:%M:%S")
             if live:
                 footer = Text(f"{stamp} · every {interval:g}s · Ctrl-C to stop", style="dim")

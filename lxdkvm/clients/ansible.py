@@ -65,15 +65,20 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
 
 
 def run_playbook(session, lab: str | Path | None, playbook: str = "site.yml", extra_args: tuple[str, ...] = (),
-                 on_line: Callable[[str], None] = lambda _line: None) -> PlaybookRun:
-    """Run PLAYBOOK (a name in playbooks/, or a path) against LAB; each output line goes to ON_LINE."""
+                 on_line: Callable[[str], None] = lambda _line: None,
+                 on_warning: Callable[[str], None] = lambda _message: None) -> PlaybookRun:
+    """Run PLAYBOOK (a name in playbooks/, or a path) against LAB; each output line goes to ON_LINE, each
+    warning about the inventory (what hosts reported that was left out) to ON_WARNING first."""
     from ..outputs import inventory
 
     path = Path(playbook) if Path(playbook).is_file() else playbooks_dir() / playbook
     if not path.is_file():
         known = ", ".join(sorted(p.name for p in playbooks_dir().glob("*.yml")))
         raise LxdkvmError(f"no playbook {playbook} (lxdkvm's playbooks: {known})")
-    hosts = inventory.render(inventory.live(session, lab), "yaml")  # read once: the playbook sees one state
+    found = inventory.live(session, lab)  # read once: the playbook sees one state
+    for warning in found.warnings:
+        on_warning(warning)
+    hosts = inventory.render(found, "yaml")  # every string !unsafe: Ansible never templates what hosts said
     start = time.monotonic()
     lines: list[str] = []
     with tempfile.TemporaryDirectory(prefix="lxdkvm-inventory-") as tmp:

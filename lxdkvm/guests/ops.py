@@ -6,6 +6,10 @@ userfaultfd, which a user namespace does not get), memory and device state by QE
 disks (when the guest has one) by QEMU's own NBD server with `--copy-storage-all` into an image made
 beforehand on the destination; a Debian guest's overlay with `--copy-storage-inc` onto the same base,
 which every host of the lab has (as does a guest from an imported image). No kernel nbd, no shared storage, no new device in the hosts.
+
+What hosts and guests answer is untrusted (`readback`): addresses must parse as IPv4 before they reach
+a shell line or the result, boot ids must be UUIDs, and libvirt's job statistics keep only keys of the
+shape libvirt prints.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import LxdkvmError
-from . import agent, debian, domain, hostprep, runtime, tiny
+from . import agent, debian, domain, hostprep, readback, runtime, tiny
 
 if TYPE_CHECKING:
     from ..lxd.instances import Instances
@@ -34,10 +38,12 @@ class Located:
     spec: dict  # lxdkvm's metadata in the domain
 
 
-def locate(client: Instances, hosts: list[str], lab: str, name: str) -> Located:
-    """The host whose libvirt has lab LAB's guest NAME."""
+def locate(client: Instances, hosts: list[str], lab: str, name: str,
+           warn: runtime.Warn = lambda _m: None) -> Located:
+    """The host whose libvirt has lab LAB's guest NAME (what a host reports that is not valid is left out,
+    and WARN told)."""
     for host in hosts:
-        found = runtime.observe(client, host).get(name)
+        found = runtime.observe(client, host, warn).get(name)
         if found and found["spec"] and found["spec"].get("lab") == lab:
             return Located(name, host, found["spec"])
     raise LxdkvmError(f"lab {lab} has no guest {name} in a running host (`lxdkvm status {lab}` lists them)")
@@ -60,12 +66,14 @@ def _run(client: Instances, host: str, script: str, timeout: float = 300) -> str
 
 def _host_addresses(client: Instances, host: str) -> list[ipaddress.IPv4Interface]:
     out = _run(client, host, "ip -4 -o addr show")
-    return [ipaddress.IPv4Interface(f.split()[3]) for f in out.splitlines() if len(f.split()) > 3]
+    found = (readback.interface(f.split()[3]) for f in out.splitlines() if len(f.split()) > 3)
+    return [ipaddress.IPv4Interface(a) for a in found if a]
 
 
 def _listen_addresses(client: Instances, host: str) -> list[ipaddress.IPv4Address]:
     text = client.execute(host, ["cat", hostprep.LISTENER_DROPIN]).stdout
-    return [ipaddress.IPv4Address(a) for a in re.findall(r"^ListenStream=([\d.]+):\d+$", text, re.M)]
+    found = (readback.address(a) for a in re.findall(r"^ListenStream=([\d.]+):\d+$", text, re.M))
+    return [ipaddress.IPv4Address(a) for a in found if a]
 
 
 def migration_address(client: Instances, source: str, target: str) -> ipaddress.IPv4Address:
@@ -101,17 +109,25 @@ def _check_target(client: Instances, where: Located, target: str) -> None:
 
 
 def _static_address(where: Located) -> str | None:
-    return next((nic[2].split("/")[0] for nic in where.spec.get("nics", []) if nic[2] != "dhcp"), None)
+    found = (readback.interface(nic[2]) for nic in where.spec.get("nics", []) if nic[2] != "dhcp")
+    return next((a.split("/")[0] for a in found if a), None)
 
 
 def _guest_address(client: Instances, where: Located) -> str | None:
-    """The guest's first address: a static one from its spec, else what the guest has (a DHCP lease)."""
+    """The guest's first address: a static one from its spec, else what the guest has (a DHCP lease), when
+    it is one (the guest's answer reaches a shell line in its host)."""
     static = _static_address(where)
     if static:
         return static
     output, _err, _code = guest_exec(client, where, ["ip", "-4", "-o", "addr", "show"])
-    found = [f.split()[3].split("/")[0] for f in output.splitlines() if len(f.split()) > 3 and " lo " not in f]
-    return found[0] if found else None
+    found = [readback.interface(f.split()[3]) for f in output.splitlines()
+             if len(f.split()) > 3 and " lo " not in f]
+    return next((a.split("/")[0] for a in found if a), None)
+
+
+def _boot_id(output: str) -> str:
+    """The boot id a guest printed, or "" when it is not one."""
+    return readback.boot_id(output.strip()) or ""
 
 
 def _jobinfo(text: str) -> dict[str, float]:
@@ -136,11 +152,12 @@ def migrate(client: Instances, where: Located, target: str, live: bool = True,
     imported = where.spec.get("image") == "file"
     before, _err, code = guest_exec(client, where, ["cat", "/proc/sys/kernel/random/boot_id"],
                                     timeout=10 if imported else 60)
-    if code != 0 and not imported:
-        raise LxdkvmError(f"guest {where.name} does not answer on its agent socket: {_err.strip()}")
-    if code != 0:  # an imported image need not run lxdkvm's agent: kept running is libvirt's word and ping's
+    before = _boot_id(before) if code == 0 else ""
+    if not before and not imported:
+        raise LxdkvmError(f"guest {where.name} does not answer its boot id on its agent socket: "
+                          f"{_err.strip()[-600:]}")
+    if not before:  # an imported image need not run lxdkvm's agent: kept running is libvirt's word and ping's
         say(f"{where.name}: no lxdkvm agent answers in image {where.spec.get('file')}: its boot id is not compared")
-        before = ""
     guest_ip = _guest_address(client, where) if before or not imported else _static_address(where)
     say(f"preparing {target} (tiny guest files, agent, disk image)")
     _prepare_target(client, where, target)
@@ -161,12 +178,13 @@ def migrate(client: Instances, where: Located, target: str, live: bool = True,
     finally:
         seconds = round(time.monotonic() - start, 2)
         sent, lost = _pings_counted(client, where.host, pinger) if guest_ip else (0, 0)
-    job = _jobinfo(_run(client, target, f"virsh domjobinfo {where.name} --completed"))
+    job = readback.job_info(_jobinfo(_run(client, target, f"virsh domjobinfo {where.name} --completed")))
     moved = Located(where.name, target, {**where.spec, "host": target})
     _run(client, target, f"virsh -q metadata {where.name} {domain.METADATA_NS} --key lxdkvm --live --config "
                          f"--set {shlex.quote(_metadata_xml(moved.spec))}")
     after, _err, code = guest_exec(client, moved, ["cat", "/proc/sys/kernel/random/boot_id"]) if before else \
         ("", "", 0)
+    after = _boot_id(after)
     answers = bool(guest_ip) and client.execute(target, ["ping", "-c", "1", "-W", "2", guest_ip]).exit_code == 0
     return {
         "guest": where.name, "from": where.host, "to": target, "over": str(address), "live": live,
@@ -174,8 +192,8 @@ def migrate(client: Instances, where: Located, target: str, live: bool = True,
         "libvirt_ms": job.get("Time elapsed"), "downtime_ms": job.get("Total downtime"),
         "memory_mib": job.get("Memory processed"),
         "disk_mib": _allocated_mib(client, target, domain.paths(where.name).disk) if disk else 0.0, "job": job,
-        "boot_id_before": before.strip(), "boot_id_after": after.strip(),
-        "same_boot": (bool(before.strip()) and before.strip() == after.strip() and code == 0) if before else None,
+        "boot_id_before": before, "boot_id_after": after,
+        "same_boot": (before == after and code == 0) if before else None,
         "running": _run(client, target, f"virsh -q domstate {where.name}").strip() == "running",
         "address": guest_ip, "address_answers": answers, "pings_sent": sent, "pings_lost": lost,
     }

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from ..errors import LxdkvmError
 from ..labfile import topology as t
-from . import agent, debian, domain, runtime, seed, tiny
+from . import agent, debian, domain, readback, runtime, seed, tiny
 from .spec import GuestSpec
 
 Report = Callable[[str, str], None]
@@ -99,11 +99,23 @@ def _wait_boot(b: Bringing, limit: float, text: str | None = None) -> dict:
     if result.exit_code != 0:
         shown = f"no {text!r}" if text is not None else "no boot marker"
         raise LxdkvmError(result.stderr.strip()[-1500:] or f"{shown} within {limit:.0f}s")
-    return json.loads(result.stdout)
+    try:
+        return json.loads(result.stdout)
+    except ValueError:
+        raise LxdkvmError(f"the agent in {b.host} answered {readback.defanged(result.stdout)}, "
+                          "not JSON") from None
 
 
 def _marker(b: Bringing) -> None:
-    b.found = _wait_boot(b, DEBIAN_BOOT_TIMEOUT if b.spec.base_disk else BOOT_TIMEOUT)
+    """The guest's boot marker, when it has the shape lxdkvm's guests print (`readback.marker_problem`):
+    the host and the guest write it, so nothing else of it is kept."""
+    found = _wait_boot(b, DEBIAN_BOOT_TIMEOUT if b.spec.base_disk else BOOT_TIMEOUT)
+    problem = readback.marker_problem({k: found.get(k) for k in ("name", "boot_id", "addrs")}
+                                      if isinstance(found, dict) else found)
+    if problem:
+        raise LxdkvmError(f"{b.host} reported {problem}")
+    b.found = {"name": found["name"], "boot_id": found["boot_id"],
+               "addrs": {k: v for k, v in found["addrs"].items() if v}}
 
 
 def check_addresses(lab: t.Lab, spec: GuestSpec, marker: dict) -> str:

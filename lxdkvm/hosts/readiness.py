@@ -112,10 +112,19 @@ STAGES = [
 
 
 class StageFailed(LxdkvmError):
+    """A readiness stage failed for good; the message ends with the last lines of the host's log. Both the
+    detail and the log are the host's own text: control characters come out as visible escapes, and only
+    the last LOG_LINES lines are kept."""
+
+    LOG_LINES = 30
+
     def __init__(self, host: str, stage: str, detail: str, log_tail: str) -> None:
-        message = f"{host}: stage '{stage}' failed: {detail}"
+        from ..guests.readback import shown
+
+        message = f"{host}: stage '{stage}' failed: {shown(detail, 600, 3)}"
         if log_tail:
-            message += "\n" + "\n".join(f"    | {line}" for line in log_tail.splitlines())
+            tail = shown(log_tail, 6000, self.LOG_LINES).split("\n")
+            message += "\n" + "\n".join(f"    | {line}" for line in tail)
         super().__init__(message)
         self.host, self.stage = host, stage
 

@@ -11,37 +11,39 @@ from ..labfile import topology as t
 from .load import lab_name
 from .lock import LabLock
 
+Warn = Callable[[str], None]  # what a host reported that was left out (guests.readback)
 
-def _find(session, lab: str | Path | None, guest: str):
+
+def _find(session, lab: str | Path | None, guest: str, warn: Warn):
     """(lab name, its `LabScope`, its running hosts, where GUEST runs)."""
     from ..guests import ops
 
     name = lab_name(lab)
     lxd = session.lab(t.project_name(name))
     hosts = sorted(h for h, info in lxd.instances.all().items() if info["status"] == "Running")
-    return name, lxd, hosts, ops.locate(lxd.instances, hosts, name, guest)
+    return name, lxd, hosts, ops.locate(lxd.instances, hosts, name, guest, warn)
 
 
 def guest_exec(session, lab: str | Path | None, guest: str, command: list[str],
-               timeout: float = 60) -> tuple[str, str, int]:
+               timeout: float = 60, warn: Warn = lambda _m: None) -> tuple[str, str, int]:
     """(stdout, stderr, exit code) of COMMAND run in GUEST (through lxdkvm's agent in it)."""
     from ..guests import ops
 
-    _name, lxd, _hosts, where = _find(session, lab, guest)
+    _name, lxd, _hosts, where = _find(session, lab, guest, warn)
     return ops.guest_exec(lxd.instances, where, command, timeout)
 
 
-def console_host(session, lab: str | Path | None, guest: str) -> tuple[str, str]:
+def console_host(session, lab: str | Path | None, guest: str, warn: Warn = lambda _m: None) -> tuple[str, str]:
     """(project, host) where GUEST's console is (`virsh console GUEST` there)."""
-    name, _lxd, _hosts, where = _find(session, lab, guest)
+    name, _lxd, _hosts, where = _find(session, lab, guest, warn)
     return t.project_name(name), where.host
 
 
 def migrate(session, lab: str | Path | None, guest: str, to: str, live: bool = True,
-            say: Callable[[str], None] = lambda _m: None) -> dict:
+            say: Callable[[str], None] = lambda _m: None, warn: Warn = lambda _m: None) -> dict:
     from ..guests import ops
 
-    name, lxd, hosts, where = _find(session, lab, guest)
+    name, lxd, hosts, where = _find(session, lab, guest, warn)
     if to not in hosts:
         raise LxdkvmError(f"lab {name} has no running host {to} (running: {', '.join(hosts) or 'none'})")
     with LabLock(name, "migrate"):

@@ -32,7 +32,7 @@ def observe(lxd, guests: bool = False) -> Observed:
     if guests:
         from ..guests import runtime
 
-        have.guests = {host: runtime.observe(lxd.instances, host)
+        have.guests = {host: runtime.observe(lxd.instances, host, have.warnings.append)
                        for host, info in have.instances.items() if info["status"] == "Running"}
     return have
 
@@ -90,7 +90,7 @@ def up(session, path: str | Path | None, report: Report, workers: int = apply.DE
         prepared = prepare.prepare(session, lab, say)
         lxd = session.lab(lab.project)
         built = _guest_images(lab, say)
-        have = observe(lxd, guests=True)
+        have = observe(lxd, guests=True)  # what hosts reported that was left out: in the plan's warnings
         want = _desired(lab, lxd, prepared, have, built)
         the_plan = make_plan(want, have)
         applied = apply.Applied() if the_plan.empty else apply.apply(lxd, lab, want, the_plan, report, workers)

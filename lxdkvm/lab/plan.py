@@ -27,6 +27,7 @@ class Observed:
     profiles: dict[str, dict] = field(default_factory=dict)  # in the project
     instances: dict[str, dict] = field(default_factory=dict)  # in the project: status, config, devices, profiles
     guests: dict[str, dict[str, dict]] = field(default_factory=dict)  # running host → domain → {state, spec}
+    warnings: list[str] = field(default_factory=list)  # what hosts reported that was not passed on (readback)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Plan:
     project: str
     actions: list[Action] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)  # objects in the way that are not the lab's
+    warnings: list[str] = field(default_factory=list)  # what hosts reported that was not passed on (readback)
 
     @property
     def empty(self) -> bool:
@@ -216,7 +218,7 @@ def _guests(want: Desired, have: Observed, host_actions: list[Action]) -> list[A
 
 
 def make_plan(want: Desired, have: Observed) -> Plan:
-    plan = Plan(want.lab, want.project)
+    plan = Plan(want.lab, want.project, warnings=list(have.warnings))
     if have.project is None:
         plan.actions.append(Action("create", "project", want.project, f"new lab {want.lab}"))
     elif have.project.get(MARK) != want.lab:

@@ -2,19 +2,28 @@
 addresses per network) and the guests running in them. `read` gathers it; `LabStatus.as_json` is the
 document `lxdkvm status --json` prints (and `from_json` reads one back, for tests and saved states).
 
-Every string in it was read back from the daemon, a host or a guest: outputs that hand it on to other
-programs treat it as untrusted (docs/security.md).
+Every string in it was read back from the daemon, a host or a guest, so a status is `checked` before
+anyone sees it (`read` and `from_json` both return checked statuses): each value must have the shape
+lxdkvm itself gives it (`guests.readback`), and what does not is left out and said in `warnings`, one
+line naming the host, never repeating the value. Outputs that hand a status on to other programs still
+treat it as untrusted (docs/security.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..errors import LxdkvmError
+from ..guests import readback as rb
 from ..labfile import topology as t
 from . import objects
 
 Addresses = dict[str, list[str]]  # network → ["ADDR/PFX", ...]
+WARNINGS_KEPT = 100  # of a saved status's own warnings
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ class LabStatus:
     exists: bool
     networks: tuple[NetworkStatus, ...] = ()
     hosts: tuple[HostStatus, ...] = ()
+    warnings: tuple[str, ...] = ()  # values the daemon or a host reported that were left out (`checked`)
 
     @property
     def nat_networks(self) -> set[str]:
@@ -97,20 +107,119 @@ class LabStatus:
         return next((h for h in self.hosts if h.name == name), None)
 
     def as_json(self) -> dict:
-        return {"lab": self.lab, "project": self.project, "exists": self.exists,
-                "networks": [n.as_json() for n in self.networks], "hosts": [h.as_json() for h in self.hosts]}
+        out = {"lab": self.lab, "project": self.project, "exists": self.exists,
+               "networks": [n.as_json() for n in self.networks], "hosts": [h.as_json() for h in self.hosts]}
+        return {**out, "warnings": list(self.warnings)} if self.warnings else out
 
     @classmethod
     def from_json(cls, data: dict) -> LabStatus:
-        return cls(data["lab"], data.get("project", t.project_name(data["lab"])), bool(data.get("exists")),
-                   tuple(NetworkStatus(n["name"], n.get("bridge", ""), n.get("subnet", ""), n.get("gateway", "none"))
-                         for n in data.get("networks", [])),
-                   tuple(HostStatus(h["name"], h["state"], bool(h.get("ready")), dict(h.get("addresses", {})),
-                                    tuple(GuestStatus(g["name"], g.get("host", h["name"]), g.get("state", "?"),
-                                                      bool(g.get("booted")), g.get("boot_id", ""),
-                                                      dict(g.get("addresses", {})), g.get("image", ""))
-                                          for g in h.get("guests", [])), h.get("member", ""))
-                         for h in data.get("hosts", [])))
+        """A status saved as JSON (`as_json`), checked like one read from the daemon: a file is no more
+        trusted than the hosts it describes. Its own warnings are kept, reduced to plain characters."""
+        try:
+            raw = cls(data["lab"], data.get("project", t.project_name(data["lab"])), bool(data.get("exists")),
+                      tuple(NetworkStatus(n["name"], n.get("bridge", ""), n.get("subnet", ""),
+                                          n.get("gateway", "none")) for n in data.get("networks", [])),
+                      tuple(_host_from_json(h) for h in data.get("hosts", [])),
+                      tuple(rb.safe_text(w) for w in _listed(data.get("warnings"))[:WARNINGS_KEPT]))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise LxdkvmError(f"not a lab status: {rb.defanged(str(exc))} is missing or not valid") from exc
+        return checked(raw)
+
+
+def _listed(value: object) -> list:
+    if value is not None and not isinstance(value, list):
+        raise TypeError("warnings are not a list")
+    return value or []
+
+
+def _host_from_json(h: dict) -> HostStatus:
+    return HostStatus(h["name"], h["state"], bool(h.get("ready")), dict(h.get("addresses", {})),
+                      tuple(GuestStatus(g["name"], g.get("host", h["name"]), g.get("state", rb.UNKNOWN),
+                                        bool(g.get("booted")), g.get("boot_id", ""),
+                                        dict(g.get("addresses", {})), g.get("image", ""))
+                            for g in h.get("guests", [])),
+                      h.get("member", ""))
+
+
+# ---------------------------------------------------------------------------------------- checking
+Problems = dict[str, list[str]]  # who (a host, or "lab NAME") → what was left out
+
+
+def _addresses(found: object, problems: list[str]) -> Addresses:
+    """Network → ["ADDR/PFX"] with only lab network names and IPv4 interfaces in it."""
+    out: Addresses = {}
+    for network, addresses in (found.items() if isinstance(found, dict) else ()):
+        listed = addresses if isinstance(addresses, list) else [addresses]
+        if not rb.network_name(network):
+            if listed:
+                problems.append(f"addresses on a network named {rb.defanged(network)}")
+            continue
+        good = [rb.interface(a) for a in listed]
+        problems += [f"address {rb.defanged(a)} on {network}" for a, ok in zip(listed, good, strict=True)
+                     if not ok]
+        out[network] = [a for a in good if a]
+    return out
+
+
+def _first_bad(fields: dict[str, tuple[object, object]]) -> str:
+    """"FIELD VALUE" (the value defanged) of the first field whose check failed, else ""."""
+    return next((f"{what} {rb.defanged(value)}" for what, (value, ok) in fields.items() if not ok), "")
+
+
+def _guest(g: GuestStatus, host: str, problems: list[str]) -> GuestStatus | None:
+    bad = _first_bad({"name": (g.name, rb.guest_name(g.name)), "host": (g.host, rb.host_name(g.host) == host),
+                      "state": (g.state, g.state == rb.UNKNOWN or rb.guest_state(g.state)),
+                      "boot id": (g.boot_id, g.boot_id == "" or rb.boot_id(g.boot_id)),
+                      "image": (g.image, g.image == "" or rb.image_name(g.image))})
+    if bad:
+        problems.append(f"a guest with {bad}")
+        return None
+    return GuestStatus(g.name, host, g.state, g.booted is True, g.boot_id, _addresses(g.addresses, problems),
+                       g.image)
+
+
+def _host(h: HostStatus, lab: str, problems: Problems) -> HostStatus | None:
+    name = rb.host_name(h.name)
+    if not name:
+        problems.setdefault(f"lab {lab}", []).append(f"an instance with name {rb.defanged(h.name)}")
+        return None
+    mine = problems.setdefault(name, [])
+    state = rb.instance_state(h.state) or rb.UNKNOWN
+    if state == rb.UNKNOWN and h.state != rb.UNKNOWN:
+        mine.append(f"its state {rb.defanged(h.state)}")
+    member = rb.member_name(h.member) or ""
+    if h.member and not member:
+        mine.append(f"its cluster member {rb.defanged(h.member)}")
+    guests = tuple(g for g in (_guest(g, name, mine) for g in h.guests) if g)
+    return HostStatus(name, state, h.ready is True and state == "Running", _addresses(h.addresses, mine),
+                      guests, member)
+
+
+def _network(n: NetworkStatus, lab: str, problems: Problems) -> NetworkStatus | None:
+    bad = _first_bad({"name": (n.name, rb.network_name(n.name)),
+                      "bridge": (n.bridge, n.bridge == "" or rb.ifname(n.bridge)),
+                      "subnet": (n.subnet, n.subnet == "" or rb.subnet(n.subnet) == n.subnet),
+                      "gateway": (n.gateway, n.gateway in ("none", "")
+                                  or rb.interface(n.gateway) == n.gateway)})
+    if bad:
+        problems.setdefault(f"lab {lab}", []).append(f"a network with {bad}")
+        return None
+    return n
+
+
+def checked(status: LabStatus) -> LabStatus:
+    """STATUS with only values of the shapes lxdkvm gives them: a host, guest or network whose name (or
+    another identifying field) fails is left out, as is an address that fails; a host's state that
+    fails becomes `readback.UNKNOWN`. Each is said once in `warnings`, naming the host."""
+    if not rb.lab_name(status.lab) or not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", str(status.project)):
+        raise LxdkvmError(f"not a lab status: lab {rb.defanged(status.lab)}, "
+                          f"project {rb.defanged(status.project)}")
+    problems: Problems = {}
+    networks = tuple(n for n in (_network(n, status.lab, problems) for n in status.networks) if n)
+    hosts = tuple(h for h in (_host(h, status.lab, problems) for h in status.hosts) if h)
+    found = [w for who, what in problems.items() for w in rb.summarised(who, what)]
+    warnings = tuple(dict.fromkeys([*status.warnings, *(f"{w} (left out)" for w in found)]))
+    return dataclasses.replace(status, networks=networks, hosts=hosts, warnings=warnings)
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -132,12 +241,13 @@ def _per_network(info: dict, networks: dict[str, dict], addresses: dict[str, lis
     return out
 
 
-def _guests(lxd, host: str, lab: str, networks: dict[str, dict], leases: dict) -> tuple[GuestStatus, ...]:
+def _guests(lxd, host: str, lab: str, networks: dict[str, dict], leases: dict,
+            warn: Callable[[str], None]) -> tuple[GuestStatus, ...]:
     """The lab's guests running in HOST, their addresses per network (the network whose subnet holds
     each); an imported image reports nothing, so its DHCP addresses come from the daemon's leases."""
     from ..guests import runtime
 
-    rows = runtime.guest_status(lxd.instances, host, lab)
+    rows = runtime.guest_status(lxd.instances, host, lab, warn)
     subnets = {c.get(objects.NETWORK, b): c.get("user.lxdkvm.subnet", "") for b, c in networks.items()}
     if any(r.get("dhcp_macs") for r in rows) and "found" not in leases:
         leases["found"] = lxd.networks.leases(sorted(networks))
@@ -152,21 +262,21 @@ def _guests(lxd, host: str, lab: str, networks: dict[str, dict], leases: dict) -
 
 
 def read(lxd, name: str, guests: bool = True) -> LabStatus:
-    """The status of lab NAME through LXD (a `lxd.session.LabScope` of its project); with GUESTS, one exec
-    in each running host lists its guests."""
+    """The status of lab NAME through LXD (a `lxd.session.LabScope` of its project), `checked`; with GUESTS,
+    one exec in each running host lists its guests."""
     project = lxd.config()
     networks = {bridge: config for bridge, config in lxd.networks.managed().items()
                 if config.get(objects.MARK) == name}
     instances = lxd.instances.all() if project is not None else {}
-    hosts, leases = [], {}
+    hosts, leases, warnings = [], {}, []
     for host, info in sorted(instances.items()):
-        running = info["status"] == "Running"
+        running = info["status"] == "Running" and rb.host_name(host) is not None  # no exec into a stranger
         addresses = lxd.instances.addresses(host) if running else {}
-        found = _guests(lxd, host, name, networks, leases) if running and guests else ()
+        found = _guests(lxd, host, name, networks, leases, warnings.append) if running and guests else ()
         hosts.append(HostStatus(host, info["status"], running and info["config"].get(objects.READY) == "true",
                                 _per_network(info, networks, addresses), found, info.get("location") or ""))
-    return LabStatus(
+    return checked(LabStatus(
         name, lxd.project, project is not None,
         tuple(NetworkStatus(c.get(objects.NETWORK, b), b, c.get("user.lxdkvm.subnet", ""), c.get("ipv4.address", "none"))
               for b, c in sorted(networks.items())),
-        tuple(hosts))
+        tuple(hosts), tuple(warnings)))

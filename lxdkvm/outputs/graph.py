@@ -103,6 +103,7 @@ class Graph:
     hosts: tuple[HostNode, ...] = ()
     edges: tuple[Edge, ...] = ()
     note: str = ""  # a line under the title: where the picture comes from
+    warnings: tuple[str, ...] = ()  # what the live status left out (`lab.status.checked`): not drawn
 
     @property
     def title(self) -> str:
@@ -186,7 +187,8 @@ def build(lab: t.Lab, status: LabStatus | None = None) -> Graph:
                       for net, got in sorted(seen.addresses.items()) if lab.network(net)]
     edges.sort(key=lambda e: (e.guest, e.node, e.network))
     note = "live state from LXD" if live else "from the lab file (the lab is not up)"
-    return Graph(lab.name, live, networks, tuple(hosts), tuple(edges), note)
+    warnings = status.warnings if status else ()
+    return Graph(lab.name, live, networks, tuple(hosts), tuple(edges), note, warnings)
 
 
 def from_status(status: LabStatus) -> Graph:
@@ -207,7 +209,7 @@ def from_status(status: LabStatus) -> Graph:
             if net in known:
                 edges.append(Edge(h.name, net, ", ".join(_bare(a) for a in got) or "no address"))
     return Graph(status.lab, True, tuple(networks), tuple(hosts), tuple(edges),
-                 "live state from LXD (no lab file given)")
+                 "live state from LXD (no lab file given)", status.warnings)
 
 
 def draw(session, lab: str | None, live: bool) -> Graph:

@@ -9,6 +9,12 @@ Groups: `lab_<lab>` (every host), `net_<network>` (the hosts on it), the group o
 (`compute-[1-4]` → compute) and the hosts' `groups:` from the lab file. Names with `-` get `_`
 (Ansible's rule for group names). Every variable is a host variable, so the inventories of two labs
 can be used together.
+
+What hosts report is untrusted (docs/security.md): the status it is built from is checked
+(`lab.status.checked`) and so are the groups read back from the daemon. On top of that no string an
+inventory holds is ever a template to Ansible: the YAML writer tags every string variable `!unsafe`, the
+JSON writer wraps each as `{"__ansible_unsafe": ...}` (what ansible-core's script inventory reads as
+untrusted), and the INI format, which has no such mark, refuses a value Ansible would template.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class Access:
 class Inventory:
     hosts: dict[str, dict] = field(default_factory=dict)  # host → its variables
     groups: dict[str, list[str]] = field(default_factory=dict)  # group → its hosts
+    warnings: list[str] = field(default_factory=list)  # what was read back and left out (never rendered)
 
 
 def group_name(name: str) -> str:
@@ -100,7 +107,8 @@ def build(status: LabStatus, groups: dict[str, list[str]], access: Access,
                      *(group_name(g) for g in groups.get(name, []))]
         for group in dict.fromkeys(member_of):
             inventory.groups.setdefault(group, []).append(name)
-    return Inventory(inventory.hosts, {g: sorted(h) for g, h in sorted(inventory.groups.items())})
+    return Inventory(inventory.hosts, {g: sorted(h) for g, h in sorted(inventory.groups.items())},
+                     list(status.warnings))
 
 
 def live(session, lab: str | Path | None) -> Inventory:
@@ -119,36 +127,101 @@ def live(session, lab: str | Path | None) -> Inventory:
     for path in (access.private_key, access.known_hosts):
         if not path.is_file():
             raise LxdkvmError(f"lab {name} has no {path}; run `lxdkvm up` for it again")
-    instances = lxd.instances.all()
-    groups = {host: [g for g in info["config"].get(GROUPS, "").split(",") if g]
-              for host, info in instances.items()}
-    return build(status, groups, access)
+    configured = {host: info["config"].get(GROUPS, "") for host, info in lxd.instances.all().items()}
+    groups, problems = read_groups(configured)
+    built = build(status, groups, access)
+    built.warnings += problems
+    return built
+
+
+def read_groups(configured: dict[str, object]) -> tuple[dict[str, list[str]], list[str]]:
+    """Each host's groups from its `user.lxdkvm.groups` as the daemon has it (host → "a,b"): only group
+    names of the lab file's rule are kept; (host → groups, warnings about the others)."""
+    from ..guests import readback
+
+    groups, warnings = {}, []
+    for host, text in configured.items():
+        if not readback.host_name(host):
+            continue  # the status left it out, and said so
+        names = text.split(",") if isinstance(text, str) else [text]
+        groups[host] = [g for g in names if readback.group(g)]
+        problems = [f"its group {readback.defanged(g)}" for g in names if g and not readback.group(g)]
+        warnings += [f"{w} (left out)" for w in readback.summarised(host, problems)]
+    return groups, warnings
 
 
 # ------------------------------------------------------------------------------------------ writers
+class Unsafe(str):
+    """A string Ansible must never template: `!unsafe` in YAML, `{"__ansible_unsafe": ...}` in JSON."""
+
+
+UNSAFE_KEY = "__ansible_unsafe"
+TEMPLATE_MARKS = ("{{", "{%", "{#", "#jinja2:")  # what makes Ansible (Jinja) treat a string as a template
+
+
+def unsafe(value: object) -> object:
+    """VALUE with every string in it (not the keys) an `Unsafe`."""
+    if isinstance(value, str):
+        return Unsafe(value)
+    if isinstance(value, dict):
+        return {k: unsafe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [unsafe(v) for v in value]
+    return value
+
+
+def _json_marks(value: object) -> object:
+    if isinstance(value, Unsafe):
+        return {UNSAFE_KEY: str(value)}
+    if isinstance(value, dict):
+        return {k: _json_marks(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_marks(v) for v in value]
+    return value
+
+
 def to_json(inventory: Inventory) -> dict:
-    """The JSON of an inventory script (what `ansible-inventory --list` prints)."""
-    out: dict = {"_meta": {"hostvars": inventory.hosts}, "all": {"children": ["ungrouped", *inventory.groups]}}
+    """The JSON of an inventory script (what `ansible-inventory --list` prints), every string variable
+    marked unsafe."""
+    hostvars = {host: _json_marks(unsafe(hostvars)) for host, hostvars in inventory.hosts.items()}
+    out: dict = {"_meta": {"hostvars": hostvars}, "all": {"children": ["ungrouped", *inventory.groups]}}
     out.update({group: {"hosts": hosts} for group, hosts in inventory.groups.items()})
     return out
 
 
 def to_yaml_data(inventory: Inventory) -> dict:
-    """Ansible's YAML inventory: variables once, under `all.hosts`; groups list their hosts."""
-    return {"all": {"hosts": inventory.hosts,
+    """Ansible's YAML inventory: variables once, under `all.hosts` (every string an `Unsafe`); groups list
+    their hosts."""
+    return {"all": {"hosts": {host: unsafe(hostvars) for host, hostvars in inventory.hosts.items()},
                     "children": {group: {"hosts": dict.fromkeys(hosts)} for group, hosts in inventory.groups.items()}}}
 
 
-def _ini_value(value: object) -> str:
-    # the INI inventory splits a line like a shell and reads each value as a Python literal when it can
+def _yaml(data: dict) -> str:
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value)))
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, default_flow_style=False, allow_unicode=False)
+
+
+def _ini_value(host: str, key: str, value: object) -> str:
+    # the INI inventory splits a line like a shell and reads each value as a Python literal when it can;
+    # it has no unsafe mark, so a value Ansible would template (or one that breaks the line) is refused
     text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    if any(mark in text for mark in TEMPLATE_MARKS) or t.printable(text, len(text)) != text:
+        raise LxdkvmError(f"host {t.printable(host)}: variable {t.printable(key)} holds text Ansible would "
+                          "template or that breaks an INI line; use --format yaml or json (they mark it "
+                          "unsafe)")
     return text
 
 
 def to_ini(inventory: Inventory) -> str:
     lines = ["[all]"]
     for host, hostvars in inventory.hosts.items():
-        lines.append(" ".join([host, *(shlex.quote(f"{k}={_ini_value(v)}") for k, v in hostvars.items())]))
+        pairs = (shlex.quote(f"{k}={_ini_value(host, k, v)}") for k, v in hostvars.items())
+        lines.append(" ".join([host, *pairs]))
     for group, hosts in inventory.groups.items():
         lines += ["", f"[{group}]", *hosts]
     return "\n".join(lines) + "\n"
@@ -158,9 +231,7 @@ def render(inventory: Inventory, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(to_json(inventory), indent=2) + "\n"
     if fmt == "yaml":
-        import yaml
-
-        return yaml.safe_dump(to_yaml_data(inventory), sort_keys=False, default_flow_style=False)
+        return _yaml(to_yaml_data(inventory))
     if fmt == "ini":
         return to_ini(inventory)
     raise LxdkvmError(f"--format must be yaml, ini or json, not {fmt!r}")

@@ -2,6 +2,10 @@
 
 It only calls `lxdkvm.inventory.live`, the function behind `lxdkvm inventory`, so both list the same
 hosts, groups and vars. Ansible must run from the Python environment where lxdkvm is installed.
+
+Every value comes from a lab's hosts, which are untrusted: lxdkvm checks them, and each variable is set
+wrapped as unsafe (never templated), as ansible-core 2.19 also takes a plugin's values to be. Values
+lxdkvm left out are said as warnings.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pathlib import Path
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin
+from ansible.utils.unsafe_proxy import wrap_var
 
 
 class InventoryModule(BaseInventoryPlugin):
@@ -61,10 +66,12 @@ class InventoryModule(BaseInventoryPlugin):
             data = live(lab)
         except LxdkvmError as exc:
             raise AnsibleParserError(f"lxdkvm lab {lab}: {exc}") from exc
+        for warning in data.warnings:
+            self.display.warning(f"lxdkvm lab {lab}: {warning}")
         for host, hostvars in data.hosts.items():
             self.inventory.add_host(host)
             for key, value in hostvars.items():
-                self.inventory.set_variable(host, key, value)
+                self.inventory.set_variable(host, key, wrap_var(value))
         for group, hosts in data.groups.items():
             self.inventory.add_group(group)
             for host in hosts:

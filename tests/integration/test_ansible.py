@@ -114,7 +114,8 @@ def test_ansible_pings_every_host_with_host_keys_checked(lab):
 def test_the_plugin_and_the_static_inventories_list_the_same(lab):
     plugin = plain(json.loads(run(str(BIN / "ansible-inventory"), "-i", str(lab["source"]), "--list",
                                   what="ansible-inventory (plugin)").stdout))
-    static_json = json.loads(lxdkvm("inventory", LAB, "--format", "json").stdout)
+    marked = json.loads(lxdkvm("inventory", LAB, "--format", "json").stdout)  # every string variable unsafe
+    static_json = plain(marked)
     assert sorted(plugin["_meta"]["hostvars"]) == HOSTS
     assert plugin["_meta"]["hostvars"] == static_json["_meta"]["hostvars"]
     groups = {g for g in plugin if g not in ("_meta", "all")}
@@ -133,7 +134,9 @@ def test_the_plugin_and_the_static_inventories_list_the_same(lab):
         path = lab["static"].with_suffix(f".{fmt}")
         path.write_text(lxdkvm("inventory", LAB, "--format", fmt).stdout)
         parsed = json.loads(run(str(BIN / "ansible-inventory"), "-i", str(path), "--list").stdout)
-        assert parsed["_meta"]["hostvars"] == static_json["_meta"]["hostvars"], fmt
+        assert plain(parsed["_meta"]["hostvars"]) == static_json["_meta"]["hostvars"], fmt
+        if fmt == "yaml":  # !unsafe: Ansible reads every string back as untrusted, as from the JSON
+            assert parsed["_meta"]["hostvars"] == marked["_meta"]["hostvars"]
 
 
 def test_site_converges_and_a_second_run_changes_nothing(lab):

@@ -157,12 +157,25 @@ def test_mermaid_without_nat_has_no_machine():
     assert "m_machine" not in text and "classDef nat" in text
 
 
-def test_names_from_lxd_cannot_break_out_of_labels():
+def test_names_from_lxd_that_are_no_host_names_are_left_out_with_a_warning():
     status = live_status()
     status["hosts"][2]["name"] = 'x"]\n<script>#1;|'
-    mm = graphtext.mermaid(graph.build(default_lab(), LabStatus.from_json(status)))
+    checked = LabStatus.from_json(status)
+    assert [h.name for h in checked.hosts] == ["kvm-1", "kvm-2"]
+    assert checked.warnings == ("lab default: an instance with name 'x????script??1??' (16 characters) "
+                                "(left out)",)
+    drawn = graph.build(default_lab(), checked)
+    for text in (graphtext.mermaid(drawn), graphtext.dot(drawn)):
+        assert "script" not in text
+
+
+def test_names_cannot_break_out_of_labels_even_when_not_checked():
+    hostile = 'x"]\n<script>#1;|'
+    drawn = graph.build(default_lab())
+    drawn = dataclasses.replace(drawn, hosts=(*drawn.hosts, graph.HostNode(hostile, "Stopped", False, False)))
+    mm = graphtext.mermaid(drawn)
     assert "<script>" not in mm and "x#34;]\\u000a#60;script#62;#35;1;#124;" in mm
-    dot = graphtext.dot(graph.build(default_lab(), LabStatus.from_json(status)))
+    dot = graphtext.dot(drawn)
     assert "<script>" not in dot and "&lt;script&gt;" in dot
 
 

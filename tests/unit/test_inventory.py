@@ -39,6 +39,21 @@ def built() -> inventory.Inventory:
     return inventory.build(LabStatus.from_json(STATUS), GROUPS, ACCESS)
 
 
+def plain(value):
+    """Inventory JSON without Ansible's unsafe marks (every string variable has one)."""
+    if isinstance(value, dict):
+        return value["__ansible_unsafe"] if set(value) == {"__ansible_unsafe"} else \
+            {k: plain(v) for k, v in value.items()}
+    return [plain(v) for v in value] if isinstance(value, list) else value
+
+
+class AnsibleYaml(yaml.SafeLoader):
+    """YAML with Ansible's `!unsafe`, read as {"__ansible_unsafe": ...} (what ansible-inventory prints)."""
+
+
+AnsibleYaml.add_constructor("!unsafe", lambda loader, node: {"__ansible_unsafe": loader.construct_scalar(node)})
+
+
 def test_groups_per_lab_network_range_and_lab_file():
     assert built().groups == {
         "compute": ["compute-1", "compute-2"], "kvm": ["compute-1", "compute-2"],
@@ -76,7 +91,8 @@ def test_guests_fill_the_hook():
 
 def test_json_is_what_ansible_inventory_list_prints():
     out = json.loads(inventory.render(built(), "json"))
-    assert out["_meta"]["hostvars"]["store"]["lxdkvm_addresses"] == {"back-end": "10.9.3.5"}
+    assert out["_meta"]["hostvars"]["store"]["lxdkvm_addresses"] == {"back-end": {"__ansible_unsafe": "10.9.3.5"}}
+    assert plain(out["_meta"]["hostvars"]) == built().hosts
     assert out["net_mgmt"] == {"hosts": ["compute-1", "compute-2"]}
     assert set(out["all"]["children"]) == {"ungrouped", *built().groups}
     with pytest.raises(LxdkvmError, match="--format"):
@@ -92,13 +108,15 @@ def test_yaml_and_ini_read_back_in_ansible_as_the_json(tmp_path, fmt):
                           check=True, env={**os.environ, "ANSIBLE_INVENTORY_ENABLED": fmt})
     parsed = json.loads(proc.stdout)
     expected = json.loads(inventory.render(built(), "json"))
-    assert parsed["_meta"]["hostvars"] == expected["_meta"]["hostvars"]
+    if fmt == "yaml":  # every string is !unsafe: Ansible reads it back as untrusted, as from the JSON
+        assert parsed["_meta"]["hostvars"] == expected["_meta"]["hostvars"]
+    assert plain(parsed["_meta"]["hostvars"]) == plain(expected["_meta"]["hostvars"])
     for group, hosts in built().groups.items():
         assert sorted(parsed[group]["hosts"]) == hosts
 
 
 def test_the_yaml_keeps_variables_once_under_all_hosts():
-    data = yaml.safe_load(inventory.render(built(), "yaml"))
+    data = yaml.load(inventory.render(built(), "yaml"), Loader=AnsibleYaml)
     assert set(data["all"]["hosts"]) == {"compute-1", "compute-2", "store"}
     assert data["all"]["children"]["compute"] == {"hosts": {"compute-1": None, "compute-2": None}}
 
