@@ -18,9 +18,11 @@ NO_ALLOWANCES = Allowances()
 LAB_COPY = "lab.yaml"  # in the lab's state directory: the file the last successful `up` used
 
 
-def machine_facts(session, lab_name: str, allow: Allowances = NO_ALLOWANCES) -> checks.Machine:
+def machine_facts(session, lab: t.Lab, allow: Allowances = NO_ALLOWANCES) -> checks.Machine:
     """What the checks need to know about this machine (and what the user allowed on the command line);
-    the daemon's facts only with a SESSION whose daemon answers."""
+    the daemon's facts only with a SESSION. A daemon that does not answer yet (not installed, not started)
+    is taken as `lxdkvm setup` will make it: no image but lxdkvm's own, its two pools. So the first check
+    of a lab file is the one that decides: nothing is installed or created for a file that fails later."""
     from ..lxd import daemon
     from ..lxd.setup import lxd_installed
     from ..settings import Settings
@@ -34,16 +36,41 @@ def machine_facts(session, lab_name: str, allow: Allowances = NO_ALLOWANCES) -> 
         facts["isolated_capacity"] = min(hostcaps.isolated_capacity(host.subuid),
                                          hostcaps.isolated_capacity(host.subgid))
     if session is not None:
-        from ..lxd import idmaps
-
-        try:
-            lxd = session.lab(t.project_name(lab_name))
-            facts.update({"isolated_elsewhere": idmaps.isolated_elsewhere(session.connection(), lxd.project),
-                          "images": frozenset(session.images.aliases()), "pools": frozenset(session.pools.names()),
-                          "cluster": lxd.cluster()})
-        except LxdkvmError:
-            pass  # not installed or not running yet: `up` prepares it, then checks again
+        facts.update(_daemon_facts(session, lab) if session.answers() else _fresh_daemon_facts())
     return checks.Machine(**facts)
+
+
+def _daemon_facts(session, lab: t.Lab) -> dict:
+    from ..lxd import idmaps
+
+    try:
+        scope = session.lab(lab.project)
+        pools = session.server.facts().pools
+        return {"isolated_elsewhere": idmaps.isolated_elsewhere(session.connection(), scope.project),
+                "images": frozenset(session.images.aliases()), "pools": frozenset(p["name"] for p in pools),
+                "cluster": scope.cluster(), "pool_free_mib": _pool_free_mib(session, lab, pools)}
+    except LxdkvmError:
+        return _fresh_daemon_facts()
+
+
+def _pool_free_mib(session, lab: t.Lab, pools: list[dict]) -> int | None:
+    """Free space of the pool the lab's hosts (and so its guests' disks) go on; a pool lxdkvm would make
+    is as large as it would make it."""
+    from ..machine import storage
+
+    if lab.storage != "auto":
+        return session.pools.free_mib(lab.storage) if any(p["name"] == lab.storage for p in pools) else None
+    choice = storage.choose_pool(pools, storage.btrfs_support())
+    if choice.create:
+        return storage.mebibytes(dict(choice.config).get("size", "")) if choice.config else None
+    return session.pools.free_mib(choice.name)
+
+
+def _fresh_daemon_facts() -> dict:
+    from ..lxd.setup import POOL
+    from ..machine.storage import COW_POOL
+
+    return {"images": frozenset(), "pools": frozenset({POOL, COW_POOL})}
 
 
 def load(path: str | Path | None, session=None, allow: Allowances = NO_ALLOWANCES, machine: bool = True) -> t.Lab:
@@ -56,7 +83,7 @@ def load(path: str | Path | None, session=None, allow: Allowances = NO_ALLOWANCE
     cluster = None
     if lab is not None:
         connect = session if checks.LAB_NAME.match(lab.name) else None  # never ask the daemon about a bad name
-        facts = machine_facts(connect, lab.name, allow) if machine else checks.Machine(allow=allow)
+        facts = machine_facts(connect, lab, allow) if machine else checks.Machine(allow=allow)
         problems += checks.check(lab, facts)
         cluster = facts.cluster
         if cluster is not None:

@@ -22,3 +22,10 @@ class StoragePools(Manager):
                 return False
             self.client.storage_pools.create({"name": name, "driver": driver, "config": config or {}})
         return True
+
+    def free_mib(self, name: str) -> int | None:
+        """Free space of pool NAME in MiB, as the daemon reports it (None when it does not say)."""
+        with _refused(f"cannot read storage pool {name}"):
+            space = self.client.api.storage_pools[name_in_url(name)].resources.get().json()["metadata"].get("space") or {}
+        total, used = space.get("total"), space.get("used")
+        return (int(total) - int(used)) // 2**20 if isinstance(total, int) and isinstance(used, int) else None

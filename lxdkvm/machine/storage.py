@@ -64,3 +64,12 @@ def choose_pool(pools: list[dict], btrfs: BtrfsSupport) -> PoolChoice:
     name = existing_dir["name"] if existing_dir else "default"
     return PoolChoice(name, "dir", create=existing_dir is None, cow=False,
                       reason=f"no copy-on-write pool possible ({btrfs.reason}): `dir` copies every rootfs")
+
+
+def mebibytes(size: str) -> int | None:
+    """"30GiB" → 30720 (the sizes lxdkvm gives pools it makes)."""
+    units = {"MiB": 1, "GiB": 1024, "TiB": 1024 * 1024}
+    for unit, factor in units.items():
+        if size.endswith(unit) and size[: -len(unit)].isdigit():
+            return int(size[: -len(unit)]) * factor
+    return None

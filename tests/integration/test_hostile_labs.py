@@ -19,6 +19,20 @@ FILES = sorted(HOSTILE.glob("[0-9][0-9]*-*.yaml"))  # 01- … 124-
 GOLDEN_BRIDGE = "10.87.0.0/24"  # lxdkvmbr0's subnet where the goldens are written (tests/unit/test_labs.py)
 
 
+def machine_snapshot() -> dict:
+    """What lxdkvm keeps on this machine outside the daemon: its state and run directories (every path
+    in them) and the nftables tables."""
+    import subprocess
+
+    from lxdkvm import paths
+
+    def tree(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+    return {"state": tree(paths.state_root()), "run": tree(paths.run_dir()), "nft": sorted(tables.splitlines())}
+
+
 def management_subnet() -> str:
     return str(next(net for net, device in hostcaps.routes() if device == "lxdkvmbr0"))
 
@@ -40,8 +54,8 @@ def refused(*args: str) -> str:
 
 
 def test_hostile_lab_files_are_refused_by_up_and_create_nothing(lxd, tmp_path):
-    before = lxd_snapshot()
-    assert len(FILES) >= 30
+    before, machine = lxd_snapshot(), machine_snapshot()
+    assert len(FILES) >= 100
     for path in FILES:
         file = on_this_machine(path, tmp_path)
         stderr = refused("up", str(file))
@@ -49,10 +63,11 @@ def test_hostile_lab_files_are_refused_by_up_and_create_nothing(lxd, tmp_path):
         line = first.split(": ", 1)[0].rsplit(":", 1)[1]  # the line of the first problem
         assert f"{file}:{line}: " in stderr, path.name
     assert lxd_snapshot() == before
+    assert machine_snapshot() == machine
 
 
 def test_hostile_paths_are_refused_by_up_and_create_nothing(lxd, tmp_path):
-    before = lxd_snapshot()
+    before, machine = lxd_snapshot(), machine_snapshot()
     big = tmp_path / "big.yaml"
     with open(big, "wb") as out:
         out.truncate(50 * 10**6)
@@ -66,6 +81,7 @@ def test_hostile_paths_are_refused_by_up_and_create_nothing(lxd, tmp_path):
                        (deep, "nests deeper than 32 levels")):
         assert says in refused("up", str(path)), path
     assert lxd_snapshot() == before
+    assert machine_snapshot() == machine
 
 
 @pytest.mark.parametrize("stem", ["40-billion-laughs", "47-bidi-and-escape-in-names",
