@@ -19,7 +19,7 @@ from ..hosts import readiness
 from ..labfile import topology as t
 from ..lxd import idmaps
 from ..lxd.instances import creating
-from ..machine import hostcaps
+from ..machine import hostcaps, nftables
 from .objects import READY, Desired
 from .plan import Plan
 from .pool import failure, run_pool
@@ -164,6 +164,9 @@ def apply(lxd, lab: t.Lab, want: Desired, plan: Plan, report: Report, workers: i
     if plan.conflicts:
         raise LxdkvmError("cannot apply the plan:\n" + "\n".join(f"  {c}" for c in plan.conflicts))
     start = time.monotonic()
+    for action in plan.select("firewall", "create", "update"):  # before any host can start
+        report("lab", f"{action.verb} firewall table {action.name} on this machine")
+        nftables.load(want.fence.text)
     if plan.select("project", "create"):
         report("lab", f"creating project {want.project}")
         lxd.session.projects.create(want.project, want.project_config, f"lxdkvm lab {lab.name} ({lab.source})")
@@ -239,4 +242,7 @@ def teardown(lxd, plan: Plan, report: Report, workers: int = DEFAULT_WORKERS) ->
     if plan.select("project"):
         report("lab", f"deleting project {plan.project}")
         lxd.session.projects.delete(plan.project)
+    for action in plan.select("firewall"):  # last: the lab stays fenced while anything of it is left
+        report("lab", f"deleting firewall table {action.name}")
+        nftables.remove(action.name)
     return round(time.monotonic() - start, 1)

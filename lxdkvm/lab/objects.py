@@ -43,6 +43,7 @@ class Desired:
     instances: dict[str, InstanceSpec] = field(default_factory=dict)
     guests: dict[str, object] = field(default_factory=dict)  # name → guests.spec.GuestSpec
     members: tuple[str, ...] = ()  # on a cluster: every member (networks are defined on each)
+    fence: object = None  # fence.Fence: what the lab's networks may reach (None on a cluster)
 
 
 def network_config(lab: t.Lab, net: t.Network, cluster=None) -> dict[str, str]:
@@ -112,9 +113,13 @@ def profile_device(lab: t.Lab, device: dict[str, str]) -> dict[str, str]:
 
 
 def desired(lab: t.Lab, pool: str, kvm_profile: dict, cluster=None,
-            located: dict[str, str] | None = None) -> Desired:
-    """Everything `up` makes for LAB: hosts' root disks on POOL, KVM_PROFILE as the kvm-host profile. On a
-    CLUSTER (cluster.placement.Cluster), each host on a member (LOCATED: where existing hosts are)."""
+            located: dict[str, str] | None = None, machine_subnets: list | None = None) -> Desired:
+    """Everything `up` makes for LAB: hosts' root disks on POOL, KVM_PROFILE as the kvm-host profile, the
+    fence of its networks (MACHINE_SUBNETS: this machine's, closed to the lab). On a CLUSTER
+    (cluster.placement.Cluster), each host on a member (LOCATED: where existing hosts are)."""
+    from .fence import fence
+
+
     profiles = {
         "default": {"description": f"lxdkvm lab {lab.name}: root disk on {pool}", "config": {},
                     "devices": {"root": {"type": "disk", "path": "/", "pool": pool}}},
@@ -131,6 +136,7 @@ def desired(lab: t.Lab, pool: str, kvm_profile: dict, cluster=None,
         profiles=profiles,
         instances=_placed(lab, {h.name: instance(lab, h) for h in lab.hosts}, cluster, located or {}),
         members=tuple(cluster.names) if cluster is not None else (),
+        fence=fence(lab, machine_subnets or [], lab.openings) if cluster is None else None,
     )
 
 

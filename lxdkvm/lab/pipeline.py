@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import LxdkvmError
 from ..labfile import topology as t
 from . import apply, hostkeys, objects, prepare, sshkeys, state
+from . import fence as fence_mod
 from . import status as status_mod
 from .load import NO_ALLOWANCES, Allowances, lab_name, load, remember, remembered
 from .lock import LabLock
@@ -25,10 +26,13 @@ Report = Callable[[str, str], None]  # (host or "lab", message)
 def observe(lxd, guests: bool = False) -> Observed:
     """What the daemon has for the lab (LXD: its `LabScope`); with GUESTS, also the libvirt domains inside
     its running hosts."""
+    from ..machine import nftables
+
     project = lxd.config()
+    fence = nftables.digest(fence_mod.table_name(lxd.project.removeprefix(t.PROJECT_PREFIX)))
     if project is None:
-        return Observed(None, lxd.networks.managed(), {}, {})
-    have = Observed(project, lxd.networks.managed(), lxd.profiles.all(), lxd.instances.all())
+        return Observed(None, lxd.networks.managed(), {}, {}, fence=fence)
+    have = Observed(project, lxd.networks.managed(), lxd.profiles.all(), lxd.instances.all(), fence=fence)
     if guests:
         from ..guests import runtime
 
@@ -49,8 +53,11 @@ def _guest_images(lab: t.Lab, say: Callable[[str], None]):
 def _desired(lab: t.Lab, lxd, prepared: prepare.Prepared, have: Observed, built) -> objects.Desired:
     """What the lab needs: on a cluster, each host on a member (existing hosts stay where they are); its
     guests as libvirt domains, from BUILT (`_guest_images`)."""
+    from ..machine import hostcaps
+
     located = {name: info.get("location", "") for name, info in have.instances.items()}
-    want = objects.desired(lab, prepared.pool, prepared.kvm_profile, lxd.cluster(), located)
+    subnets = [net for net, _device in hostcaps.interface_subnets()]
+    want = objects.desired(lab, prepared.pool, prepared.kvm_profile, lxd.cluster(), located, subnets)
     if built is None:
         return want
     from . import guestapply

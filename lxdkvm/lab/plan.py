@@ -28,12 +28,13 @@ class Observed:
     instances: dict[str, dict] = field(default_factory=dict)  # in the project: status, config, devices, profiles
     guests: dict[str, dict[str, dict]] = field(default_factory=dict)  # running host → domain → {state, spec}
     warnings: list[str] = field(default_factory=list)  # what hosts reported that was not passed on (readback)
+    fence: str | None = None  # the digest of the lab's nftables table on this machine; None: no table
 
 
 @dataclass(frozen=True)
 class Action:
     verb: str  # create | update | recreate | delete | start | verify
-    kind: str  # project | network | profile | host | guest
+    kind: str  # project | network | firewall | profile | host | guest
     name: str
     reason: str
 
@@ -217,6 +218,20 @@ def _guests(want: Desired, have: Observed, host_actions: list[Action]) -> list[A
     return actions
 
 
+def _fence(want: Desired, have: Observed) -> list[Action]:
+    """The lab's nftables table: made before any host starts, replaced when its rules changed."""
+    fence = want.fence
+    if fence is None:
+        return []
+    opened = "; opens " + ", ".join(o.describe() for o in fence.openings) if fence.openings else ""
+    if have.fence is None:
+        return [Action("create", "firewall", fence.table,
+                       "the lab's networks reach the outside through NAT and nothing else of this machine" + opened)]
+    if have.fence != fence.digest:
+        return [Action("update", "firewall", fence.table, "its rules changed" + opened)]
+    return []
+
+
 def make_plan(want: Desired, have: Observed) -> Plan:
     plan = Plan(want.lab, want.project, warnings=list(have.warnings))
     if have.project is None:
@@ -226,6 +241,7 @@ def make_plan(want: Desired, have: Observed) -> Plan:
                               "rename the lab")
         return plan
     plan.actions += _networks(want, have, plan.conflicts)
+    plan.actions += _fence(want, have)
     plan.actions += _profiles(want, have)
     plan.actions += _hosts(want, have)
     plan.actions += _guests(want, have, plan.select("host"))
@@ -242,6 +258,8 @@ def teardown_plan(lab: str, project: str, have: Observed) -> Plan:
     plan.actions += [Action("delete", "profile", n, "down") for n in sorted(have.profiles) if n != "default"]
     plan.actions += [Action("delete", "network", n, "down")
                      for n, config in sorted(have.networks.items()) if config.get(MARK) == lab]
+    if have.fence is not None:
+        plan.actions.append(Action("delete", "firewall", f"lxdkvm-{lab}", "down"))
     if have.project is not None:
         plan.actions.append(Action("delete", "project", project, "down"))
     return plan

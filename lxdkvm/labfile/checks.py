@@ -132,6 +132,13 @@ def _subnets(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
                     yield t.Problem(where, f"{net.subnet} overlaps this machine's route {route} on {device}",
                                     "choose a subnet no interface of this machine uses "
                                     "(see `ip route`)", net.line)
+        for opening in (o for o in lab.openings if o.network == net.name):
+            if net.mode != "nat":
+                yield t.Problem(opening.path, "an isolated network reaches nothing through this machine",
+                                "open things for a NAT network; an isolated one has no gateway", opening.line)
+            elif opening.subnet is not None and opening.subnet.overlaps(net.subnet):
+                yield t.Problem(f"{opening.path}.subnet", f"{opening.subnet} overlaps the network itself",
+                                "open a range outside the lab's own subnets", opening.line)
         if net.mode == "isolated" and net.dhcp:
             yield t.Problem(f"{net.path}.dhcp", "an isolated network has no DHCP server",
                             "nothing on this machine is on an isolated segment; set `dhcp: false` and "

@@ -48,7 +48,35 @@ def expand_name(pattern: str) -> list[str] | str:
     return [RANGE.sub(str(n).zfill(width), pattern) for n in range(start, end + 1)]
 
 
-def _network(i: int, spec: NetworkIn, positions: Positions, problems: list[t.Problem]) -> t.Network | None:
+def _openings(i: int, spec: NetworkIn, positions: Positions, problems: list[t.Problem]) -> list[t.Opening]:
+    """A network's `open:` list as `topology.Opening`s (one of `machine` or `subnet` each)."""
+    found = []
+    for j, item in enumerate(spec.open):
+        loc: Loc = ("networks", i, "open", j)
+        where, line = key_path(loc), positions.line(loc)
+        if (item.machine is None) == (item.subnet is None):
+            problems.append(t.Problem(where, "give one of `machine` and `subnet`",
+                                      "e.g. {machine: tcp/8080} or {subnet: 192.168.1.0/24}", line))
+            continue
+        if item.machine is not None:
+            protocol, port = item.machine.split("/")
+            if not 1 <= int(port) <= 65535:
+                problems.append(t.Problem(f"{where}.machine", f"port {port} is not a port", "use 1-65535", line))
+                continue
+            found.append(t.Opening(spec.name, "machine", protocol, int(port), path=where, line=line))
+            continue
+        try:
+            subnet = ipaddress.IPv4Network(item.subnet)
+        except ValueError as exc:
+            problems.append(t.Problem(f"{where}.subnet", f"{item.subnet!r} is not an IPv4 subnet ({exc})",
+                                      "write an IPv4 range in CIDR form, e.g. 192.168.1.0/24", line))
+            continue
+        found.append(t.Opening(spec.name, "subnet", subnet=subnet, path=where, line=line))
+    return found
+
+
+def _network(i: int, spec: NetworkIn, positions: Positions, problems: list[t.Problem],
+             openings: list[t.Opening]) -> t.Network | None:
     loc: Loc = ("networks", i, "subnet")
     try:
         subnet = ipaddress.IPv4Network(spec.subnet)
@@ -59,6 +87,7 @@ def _network(i: int, spec: NetworkIn, positions: Positions, problems: list[t.Pro
                                   positions.line(loc)))
         return None
     dhcp = spec.dhcp if spec.dhcp is not None else spec.mode == "nat"
+    openings.extend(_openings(i, spec, positions, problems))
     return t.Network(spec.name, subnet, spec.mode, dhcp, spec.mtu, key_path(("networks", i)),
                      positions.line(("networks", i)), mtu_given="mtu" in spec.model_fields_set)
 
@@ -204,7 +233,9 @@ def parse(text: str, source: str) -> tuple[t.Lab | None, list[t.Problem], Positi
         return None, control + schema, positions
     if control:  # the schema's problems too, but no meaning is read from a value with control characters
         return None, control, positions
-    networks = [n for i, spec_n in enumerate(spec.networks) if (n := _network(i, spec_n, positions, problems))]
+    openings: list[t.Opening] = []
+    networks = [n for i, spec_n in enumerate(spec.networks)
+                if (n := _network(i, spec_n, positions, problems, openings))]
     lab = t.Lab(
         name=spec.name, source=source, image=spec.image, storage=spec.storage, networks=tuple(networks),
         hosts=tuple(_hosts(spec, positions, problems)),
@@ -214,6 +245,7 @@ def parse(text: str, source: str) -> tuple[t.Lab | None, list[t.Problem], Positi
                        for i, p in enumerate(spec.profiles)),
         guests=tuple(_guests(spec, positions, problems)),
         lines={key_path(loc): line for loc, line in positions.items()},
+        openings=tuple(openings),
     )
     return lab, problems, positions
 

@@ -32,6 +32,15 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class OpenIn(_Model):
+    """One thing a NAT network may reach that lxdkvm's firewall closes by default: a port of this machine,
+    or a range through it."""
+    machine: str | None = Field(None, pattern=r"^(tcp|udp)/[0-9]{1,5}$",
+                                description="A port of this machine, as tcp/PORT or udp/PORT, e.g. tcp/8080.")
+    subnet: str | None = Field(None, description="An IPv4 range reached through this machine, e.g. "
+                                                 "192.168.1.0/24 (another lab's subnet, your LAN).")
+
+
 class NetworkIn(_Model):
     """A lab network: an LXD bridge on this machine that the lab's hosts (and their guests) share."""
     name: str = Field(description="1-15 of a-z 0-9 -, starting with a letter; the bridge is `<lab>-<name>`.")
@@ -45,6 +54,10 @@ class NetworkIn(_Model):
         None, description="Leases from the upper half of the subnet. Default: true for nat, false for "
                           "isolated (which cannot have DHCP).")
     mtu: int = Field(1500, ge=576, le=9000, description="MTU of the bridge and of the hosts' NICs on it.")
+    open: list[OpenIn] = Field(
+        [], description="What hosts and guests on this NAT network may reach beyond the outside through NAT: "
+                        "by default nothing of this machine but DHCP and DNS, no other lab, no private, "
+                        "link-local or LAN range (docs/security.md). `plan` shows each opening.")
 
 
 def _short_attachment(value: object) -> object:

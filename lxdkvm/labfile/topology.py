@@ -147,6 +147,23 @@ class Guest:
 
 
 @dataclass(frozen=True)
+class Opening:
+    """One thing a lab network may reach that lxdkvm's firewall closes by default (`networks[].open`)."""
+    network: str  # the lab network it is opened for
+    kind: str  # "machine" (a port of this machine), "subnet" (a destination range through it)
+    protocol: str = ""  # tcp | udp (machine)
+    port: int = 0  # machine
+    subnet: ipaddress.IPv4Network | None = None  # subnet
+    path: str = ""
+    line: int = 0
+
+    def describe(self) -> str:
+        if self.kind == "machine":
+            return f"{self.network} → this machine {self.protocol}/{self.port}"
+        return f"{self.network} → {self.subnet} through this machine"
+
+
+@dataclass(frozen=True)
 class Lab:
     name: str
     source: str
@@ -158,6 +175,7 @@ class Lab:
     guests: tuple[Guest, ...] = ()
     lines: dict[str, int] = field(default_factory=dict, compare=False)  # key path → line in the file
     bridge_max: int = IFNAME_MAX  # on a cluster, shorter: LXD names a bridge's tunnel `<bridge>-<tunnel>`
+    openings: tuple[Opening, ...] = ()  # what its networks may reach beyond the outside (`open:`)
 
     def line_of(self, path: str, fallback: int = 1) -> int:
         return self.lines.get(path, fallback)

@@ -20,7 +20,8 @@ from . import daemon as daemon_mod
 from . import incussetup
 
 # What a daemon's bridge needs (firewall, DHCP/DNS), and what image builds need.
-TOOLS = ["iptables", "dnsmasq-base", "debootstrap", "squashfs-tools", "btrfs-progs", "xz-utils", "qemu-utils"]
+TOOLS = ["iptables", "nftables", "dnsmasq-base", "debootstrap", "squashfs-tools", "btrfs-progs", "xz-utils",
+         "qemu-utils"]
 PACKAGES = ["lxd", "lxd-client", *TOOLS]  # LXD and the tools
 BRIDGE = "lxdkvmbr0"
 # Incus's management bridge: its own name (both daemons' bridges are interfaces of this machine) and a
@@ -41,7 +42,7 @@ def _run(command: list[str], what: str) -> None:
 
 def _missing_commands(daemon: str = "lxd") -> list[str]:
     """The commands of the packages setup installs that are missing (Incus's are incussetup's)."""
-    commands = ["debootstrap", "iptables", "dnsmasq", "mkfs.btrfs", "unsquashfs"]
+    commands = ["debootstrap", "iptables", "nft", "dnsmasq", "mkfs.btrfs", "unsquashfs"]
     if daemon == "lxd":
         commands.insert(0, "lxd")
     return [p for p in commands if not shutil.which(p) and not Path("/usr/sbin", p).exists()]

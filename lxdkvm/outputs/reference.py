@@ -26,6 +26,7 @@ CIDR = IPV4.removesuffix("$") + r"/([0-9]|[12][0-9]|3[0-2])$"
 SECTIONS: dict[type[BaseModel], tuple[str, str]] = {
     lab_schema.LabIn: ("(top level)", "The lab"),
     lab_schema.NetworkIn: ("networks[]", "A network"),
+    lab_schema.OpenIn: ("networks[].open[]", "An opening in the lab's firewall"),
     lab_schema.ProfileIn: ("profiles[]", "A profile"),
     lab_schema.HostSettingsIn: ("defaults", "Defaults"),
     lab_schema.HostIn: ("hosts[]", "A host"),
@@ -43,7 +44,8 @@ EXAMPLES: dict[str, str] = {
     "LabIn.defaults": "{limits: {cpu: 1, memory: 2GiB}}", "LabIn.hosts": "[{name: kvm-1, networks: [mgmt]}]",
     "LabIn.guests": "[{name: vm-1, host: kvm-1, networks: [data]}]",
     "NetworkIn.name": "mgmt", "NetworkIn.subnet": "10.200.10.0/24", "NetworkIn.mode": "isolated",
-    "NetworkIn.dhcp": "false", "NetworkIn.mtu": "9000",
+    "NetworkIn.dhcp": "false", "NetworkIn.mtu": "9000", "NetworkIn.open": "[{machine: tcp/8080}]",
+    "OpenIn.machine": "tcp/8080", "OpenIn.subnet": "192.168.1.0/24",
     "AttachmentIn.network": "data", "AttachmentIn.ipv4": "10.200.20.11",
     "LimitsIn.cpu": "2", "LimitsIn.memory": "4GiB",
     "HostSettingsIn.networks": "[mgmt, {network: data, ipv4: 10.200.20.11}]",

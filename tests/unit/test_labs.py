@@ -159,14 +159,15 @@ def observed_from(want: objects.Desired, ready: bool = True) -> plan.Observed:
                            "profiles": list(spec.profiles)}
     networks = {name: {**config, "ipv4.dhcp.gateway": "x"} for name, config in want.networks.items()}
     networks["lxdkvmbr0"] = {"ipv4.address": "10.87.0.1/24"}
-    return plan.Observed(dict(want.project_config), networks, dict(want.profiles), instances)
+    return plan.Observed(dict(want.project_config), networks, dict(want.profiles), instances,
+                         fence=want.fence.digest)
 
 
 def test_fresh_lab_plans_everything_in_order():
     the_plan = plan.make_plan(desired(), plan.Observed(networks={"lxdkvmbr0": {}}))
     assert [(a.verb, a.kind, a.name) for a in the_plan.actions] == [
         ("create", "project", "lxdkvm-default"), ("create", "network", "default-data"),
-        ("create", "network", "default-mgmt"), ("update", "profile", "default"),
+        ("create", "network", "default-mgmt"), ("create", "firewall", "lxdkvm-default"), ("update", "profile", "default"),
         ("create", "profile", "kvm-host"), ("create", "host", "kvm-1"), ("create", "host", "kvm-2")]
 
 
@@ -218,7 +219,7 @@ def test_teardown_touches_only_the_lab():
     the_plan = plan.teardown_plan("default", "lxdkvm-default", have)
     assert {(a.kind, a.name) for a in the_plan.actions} == {
         ("host", "kvm-1"), ("host", "kvm-2"), ("profile", "kvm-host"), ("network", "default-mgmt"),
-        ("network", "default-data"), ("project", "lxdkvm-default")}
+        ("network", "default-data"), ("project", "lxdkvm-default"), ("firewall", "lxdkvm-default")}
 
 
 def test_spec_is_recorded_as_json():
