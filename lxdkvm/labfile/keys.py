@@ -58,7 +58,7 @@ SYSCTL = v.matches(r"net\.[a-z0-9_]{1,32}(\.[A-Za-z0-9_-]{1,32}){1,5}|kernel\.(s
                    r"|sem)|fs\.mqueue\.[a-z_]{1,32}|user\.max_[a-z_]{1,32}",
                    "a sysctl of the host's own namespaces (net.*, kernel.shm*, kernel.msg*, kernel.sem, "
                    "fs.mqueue.*, user.max_*)")
-CLOUD_INIT = ("cloud-init.user-data", "cloud-init.vendor-data", "user.user-data", "user.vendor-data")
+CLOUD_INIT = ("cloud-init.vendor-data", "user.vendor-data")
 PRIVILEGED = "a privileged container's root is the machine's root"
 RAW = ("raw.* (lxc, idmap, apparmor, seccomp, qemu) goes to LXC/QEMU unchecked and can undo every other "
        "confinement, e.g. map the machine's root or mount its files")
@@ -110,9 +110,7 @@ KEYS: tuple[Key, ...] = (
     Key("snapshots.expiry", v.EXPIRY, "when snapshots are deleted"),
     Key("user.", v.one_line, "free-form data (not user.lxdkvm.*, lxdkvm's own)",
         rest=v.matches(r"[a-z0-9][a-z0-9._-]{0,127}", "a user key (a-z 0-9 . _ -)")),
-    *(Key(name, _user_data, ("cloud-init user-data, checked like a guest's `user_data`; it replaces the "
-                             "kvm-host profile's own (the /dev/kvm group, the lab's SSH user)")
-          if name.endswith("user-data") else "cloud-init vendor-data (cloud-init merges it with the user-data)",
+    *(Key(name, _user_data, "cloud-init vendor-data (cloud-init merges it with the kvm-host profile's user-data)",
           multiline=True) for name in CLOUD_INIT),
     # ---- undo the confinement: only with --allow-unconfined
     Key("security.privileged", v.boolean, "a privileged container", unconfined=NOT_FALSE, why=PRIVILEGED),
@@ -147,6 +145,10 @@ MANAGED_KEYS = {  # set by lxdkvm itself: key → what to write instead
     "security.idmap.isolated": "set `idmap: isolated` or `idmap: shared` instead",
     "cloud-init.network-config": "declare addresses under the host's `networks:` instead",
     "user.network-config": "declare addresses under the host's `networks:` instead",
+    "cloud-init.user-data": ("the kvm-host profile's user-data sets up /dev/kvm, libvirt and the lab's SSH user; "
+                             "give your own cloud-config as cloud-init.vendor-data (merged with it)"),
+    "user.user-data": ("the kvm-host profile's user-data sets up /dev/kvm, libvirt and the lab's SSH user; "
+                       "give your own cloud-config as cloud-init.vendor-data (merged with it)"),
 }
 # LXD still reads these old spellings of current keys; a lab file never may (not even unconfined).
 LEGACY = {

@@ -33,8 +33,8 @@ GOOD = {
     "security.syscalls.deny": "kexec_load\nopen_by_handle_at\n", "security.syscalls.deny_compat": "true",
     "security.syscalls.deny_default": "true", "snapshots.schedule": "0 6 * * *",
     "snapshots.schedule.stopped": "false", "snapshots.pattern": "snap-%d", "snapshots.expiry": "2w 3d",
-    "user.role": "compute", "cloud-init.user-data": "#cloud-config\nruncmd: [[true]]\n",
-    "cloud-init.vendor-data": "#cloud-config\n{}\n", "user.user-data": "#!/bin/sh\ntrue\n",
+    "user.role": "compute", "cloud-init.vendor-data": "#cloud-config\nruncmd: [[true]]\n",
+    "user.vendor-data": "#!/bin/sh\ntrue\n",
     "user.vendor-data": "#cloud-config\npackages: [htop]\n",
     # need --allow-unconfined
     "security.privileged": "true", "raw.apparmor": "mount,", "raw.idmap": "both 1000 1000",
@@ -70,7 +70,7 @@ def test_a_good_value_passes_and_only_unconfined_keys_need_the_flag(key):
     ("security.syscalls.deny", "mount\n\nlxc.hook.pre-start = x"), ("security.syscalls.deny_default", "maybe"),
     ("snapshots.pattern", "{{ creation_date }}"), ("snapshots.expiry", "forever"),
     ("snapshots.schedule", "@hourly; reboot"), ("user.Upper", "x"), ("user.x", "a" * 5000),
-    ("cloud-init.user-data", "runcmd: []"), ("cloud-init.user-data", "#cloud-config\n" + "[" * 5000),
+    ("cloud-init.vendor-data", "runcmd: []"), ("cloud-init.vendor-data", "#cloud-config\n" + "[" * 5000),
     ("security.privileged", "yes please"), ("raw.lxc.hook", "x"), ("security.idmap.size", "4294967296"),
 ])
 def test_a_bad_value_or_name_is_refused_even_unconfined(key, value):
@@ -120,8 +120,8 @@ MULTI_LINE = {  # where multi-line text is, and the data with its text plus EXTR
     "profiles[0].config.raw.lxc": lambda extra: {"profiles": [{"config": {"raw.lxc": "a\nb\t" + extra}}]},
     "defaults.config.security.syscalls.deny":
         lambda extra: {"defaults": {"config": {"security.syscalls.deny": "mount\numount\n" + extra}}},
-    "hosts[0].config.user.user-data":
-        lambda extra: {"hosts": [{"config": {"user.user-data": "#!/bin/sh\n\ttrue\n" + extra}}]},
+    "hosts[0].config.user.vendor-data":
+        lambda extra: {"hosts": [{"config": {"user.vendor-data": "#!/bin/sh\n\ttrue\n" + extra}}]},
 }
 
 
