@@ -27,6 +27,10 @@ FILES_DIR = "/var/lib/lxdkvm/files"  # imported guest images (lxdkvm.guests.stor
 SERIAL_LOG_DIR = "/var/log/libvirt/qemu"  # libvirt's own: QEMU (libvirt-qemu) may write its logs there
 AGENT_SOCKET_DIR = "/var/lib/libvirt/qemu"  # libvirt-qemu's home: QEMU may bind a socket there
 METADATA_NS = "https://lxdkvm.invalid/1"
+# libvirt's traffic filter on every guest NIC (libvirt/lxdkvm-guest-filter.xml, defined in each host by
+# `hostprep`): frames only from the guest's own MAC and its own address (given, or learnt from the DHCP
+# server's answer), ARP only for that address, no DHCP server, no IPv6 (so no router advertisements).
+GUEST_FILTER = "lxdkvm-guest"
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class GuestNic:
     mac: str
     address: str | None  # "10.0.0.5/24"; None = DHCP
     gateway: str | None = None
+    dhcp_server: str | None = None  # a DHCP NIC's server (its network's gateway): the filter learns its lease
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,11 @@ def check_nic(nic: GuestNic) -> None:
                 raise ValueError("no prefix length")
         except ValueError as exc:
             raise LxdkvmError(f"invalid guest address {nic.address!r}: IPv4 ADDRESS/PREFIX ({exc})") from exc
+    if nic.dhcp_server:
+        try:
+            ipaddress.IPv4Address(nic.dhcp_server)
+        except ValueError as exc:
+            raise LxdkvmError(f"invalid DHCP server {nic.dhcp_server!r}") from exc
     if nic.gateway:
         try:
             ipaddress.IPv4Address(nic.gateway)
@@ -192,5 +202,8 @@ def domain_xml(d: GuestDomain) -> str:
         raise LxdkvmError(f"guest {d.name}: needs at least 32 MiB and 1 vCPU")
     if not d.kernel and not d.disk:
         raise LxdkvmError(f"guest {d.name}: nothing to boot (no kernel and no disk)")
+    for nic in d.nics:
+        check_nic(nic)
     return render_template("libvirt", "guest.xml.j2", d=d, domain_type=ACCELS[d.accel],
-                           cmdline=kernel_cmdline(d) if d.kernel else "", metadata_ns=METADATA_NS)
+                           cmdline=kernel_cmdline(d) if d.kernel else "", metadata_ns=METADATA_NS,
+                           guest_filter=GUEST_FILTER)

@@ -17,8 +17,17 @@ from .runtime import run
 if TYPE_CHECKING:
     from ..lxd.instances import Instances
 
-LISTENER_DROPIN = "/etc/systemd/system/libvirtd-tcp.socket.d/lxdkvm.conf"
-MIGRATION_PORT = 16509
+LISTENER_DROPIN = "/etc/systemd/system/libvirtd-tls.socket.d/lxdkvm.conf"
+MIGRATION_PORT = 16514  # libvirt over TLS: the only libvirt a host offers another
+QEMU_PORTS = "49152:49215"  # QEMU's own migration and disk (NBD) streams: qemu.conf's migration_port_min/max
+FILTER_FILE = "/usr/local/lib/lxdkvm/lxdkvm-guest-filter.xml"
+# Where libvirt and QEMU look for their TLS credentials (libvirt's defaults): the lab CA's certificate,
+# the host's certificate (server and client) and its key.
+PKI = {"ca": ("/etc/pki/CA/cacert.pem", "/etc/pki/qemu/ca-cert.pem"),
+       "cert": ("/etc/pki/libvirt/servercert.pem", "/etc/pki/libvirt/clientcert.pem", "/etc/pki/qemu/server-cert.pem",
+                "/etc/pki/qemu/client-cert.pem"),
+       "key": ("/etc/pki/libvirt/private/serverkey.pem", "/etc/pki/libvirt/private/clientkey.pem",
+               "/etc/pki/qemu/server-key.pem", "/etc/pki/qemu/client-key.pem")}
 
 
 def _push_missing(client: Instances, host: str, files: list[tuple[Path, str]]) -> None:
@@ -43,7 +52,7 @@ def push_tiny(client: Instances, host: str, artifacts: tiny.TinyArtifacts) -> No
 def migration_addresses(lab: t.Lab, host: t.Host) -> list[str]:
     """Where a host's libvirt listens for migrations: its static addresses on isolated lab networks only.
     A NAT network is routed to this machine and to other labs' NAT networks; an isolated one reaches
-    nothing but the lab's own hosts, so an unauthenticated libvirt there stays inside the lab."""
+    nothing but the lab's own hosts and guests."""
     return [str(a.ipv4) for a in host.attachments
             if a.ipv4 is not None and lab.network(a.network).mode == "isolated"]
 
@@ -52,50 +61,70 @@ FIREWALL_SCRIPT = "/usr/local/lib/lxdkvm/migration-firewall.sh"
 FIREWALL_UNIT = "/etc/systemd/system/lxdkvm-migration-firewall.service"
 
 
-def listener_files(lab: t.Lab, host: t.Host) -> dict[str, str]:
-    """The files that make HOST's libvirt listen for migrations: a drop-in binding libvirtd-tcp.socket to
-    the host's isolated addresses only, and a firewall letting only the lab's hosts (not its guests, which
-    share the bridge) reach it. Empty when the host has no static isolated address."""
+def listener_files(lab: t.Lab, host: t.Host, credentials=None) -> dict[str, str]:
+    """The files that make HOST take migrations from the lab's other hosts, and only from them: the lab
+    CA's certificate and the host's own certificate and key (CREDENTIALS, `lab.pki.HostCredentials`), a
+    drop-in binding libvirtd-tls.socket to the host's isolated addresses only and making it require the
+    firewall, and the firewall (only the lab's hosts reach libvirt and QEMU's migration ports), and the
+    guest filter every guest NIC names. Empty when the host has no static isolated address (then it
+    takes no migrations) or no credentials were given."""
     addresses = migration_addresses(lab, host)
-    if not addresses:
-        return {}
+    files = {FILTER_FILE: (data_dir("libvirt") / "lxdkvm-guest-filter.xml").read_text()}
+    if not addresses or credentials is None:
+        return files
     allowed = sorted({a for other in lab.hosts for a in migration_addresses(lab, other)})
-    dropin = "[Socket]\nListenStream=\n" + "".join(f"ListenStream={a}:{MIGRATION_PORT}\n" for a in addresses) \
-        + "FreeBind=yes\n"
-    return {LISTENER_DROPIN: dropin,
-            FIREWALL_SCRIPT: render_template("libvirt", "migration-firewall.sh.j2", allowed=allowed,
-                                             port=MIGRATION_PORT),
-            FIREWALL_UNIT: (data_dir("libvirt") / "lxdkvm-migration-firewall.service").read_text()}
+    dropin = ("[Unit]\n# no socket without its firewall: if the firewall fails, libvirt listens nowhere\n"
+              "Requires=lxdkvm-migration-firewall.service\nAfter=lxdkvm-migration-firewall.service\n\n"
+              "[Socket]\nListenStream=\n" + "".join(f"ListenStream={a}:{MIGRATION_PORT}\n" for a in addresses)
+              + "FreeBind=yes\n")
+    files |= {LISTENER_DROPIN: dropin,
+              FIREWALL_SCRIPT: render_template("libvirt", "migration-firewall.sh.j2", allowed=allowed,
+                                               ports=f"{MIGRATION_PORT},{QEMU_PORTS}"),
+              FIREWALL_UNIT: (data_dir("libvirt") / "lxdkvm-migration-firewall.service").read_text()}
+    for kind, content in (("ca", credentials.ca), ("cert", credentials.cert), ("key", credentials.key)):
+        files |= dict.fromkeys(PKI[kind], content.decode())
+    return files
 
 
-def prepared(client: Instances, lab: t.Lab, host: t.Host) -> bool:
-    """Whether HOST has lxdkvm's agent and, where it has isolated addresses, its migration listener with
-    exactly these files, running. One exec: a lab with guests asks this of every host at every `up`."""
-    files = listener_files(lab, host)
-    script = f"test -e {agent.AGENT_PATH}"
-    if files:
-        script += " && systemctl is-active -q libvirtd-tcp.socket && sha256sum " + \
-            " ".join(shlex.quote(path) for path in sorted(files))
+def _digests(files: dict[str, str]) -> dict[str, str]:
+    return {path: hashlib.sha256(content.encode()).hexdigest() for path, content in files.items()}
+
+
+def prepared(client: Instances, lab: t.Lab, host: t.Host, credentials=None) -> bool:
+    """Whether HOST has lxdkvm's agent, the guest filter and, where it has isolated addresses, its TLS
+    migration listener with exactly these files, running. One exec: a lab with guests asks this of every
+    host at every `up`."""
+    files = listener_files(lab, host, credentials)
+    script = f"test -e {agent.AGENT_PATH} && virsh -q nwfilter-dumpxml {domain.GUEST_FILTER} >/dev/null"
+    if LISTENER_DROPIN in files:
+        script += " && systemctl is-active -q libvirtd-tls.socket && ! systemctl is-active -q libvirtd-tcp.socket"
+    script += " && sha256sum " + " ".join(shlex.quote(path) for path in sorted(files))
     result = client.execute(host.name, ["sh", "-c", script])
     if result.exit_code != 0:
         return False
     have = {path: digest for digest, path in (line.split(maxsplit=1) for line in result.stdout.splitlines())}
-    return all(have.get(path) == hashlib.sha256(content.encode()).hexdigest() for path, content in files.items())
+    return all(have.get(path) == digest for path, digest in _digests(files).items())
 
 
-def _listener(client: Instances, lab: t.Lab, host: t.Host) -> None:
-    files = listener_files(lab, host)
-    if not files or prepared(client, lab, host):
+def _listener(client: Instances, lab: t.Lab, host: t.Host, credentials=None) -> None:
+    files = listener_files(lab, host, credentials)
+    if prepared(client, lab, host, credentials):
         return
     for path, content in files.items():
+        private = path in PKI["key"]
         run(client, host.name, f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])}")
-        client.push(host.name, path, content.encode())
-    # Debian's libvirtd takes its sockets from systemd when it starts: restart it after the new one
-    # (running guests keep running; QEMU does not depend on libvirtd staying up).
-    run(client, host.name, "systemctl daemon-reload && systemctl enable lxdkvm-migration-firewall.service && "
-                            "systemctl restart lxdkvm-migration-firewall.service && "
-                            "systemctl stop libvirtd.service && systemctl enable --now libvirtd-tcp.socket && "
-                            "systemctl restart libvirtd-tcp.socket && systemctl start libvirtd.service")
+        client.push(host.name, path, content.encode(), mode="0600" if private else "0644")
+    keys = " ".join(shlex.quote(k) for k in PKI["key"] if k.startswith("/etc/pki/qemu/") and k in files)
+    steps = [f"virsh -q nwfilter-define {FILTER_FILE} >/dev/null"]
+    if LISTENER_DROPIN in files:
+        # QEMU runs as libvirt-qemu and reads its key itself. Debian's libvirtd takes its sockets from
+        # systemd when it starts: restart it after the new one (running guests keep running).
+        steps += [f"chgrp libvirt-qemu {keys} && chmod 0640 {keys}",
+                  "systemctl daemon-reload", "systemctl enable lxdkvm-migration-firewall.service",
+                  "systemctl restart lxdkvm-migration-firewall.service", "systemctl stop libvirtd.service",
+                  "systemctl disable --now libvirtd-tcp.socket", "systemctl enable libvirtd-tls.socket",
+                  "systemctl restart libvirtd-tls.socket", "systemctl start libvirtd.service"]
+    run(client, host.name, " && ".join(steps))
 
 
 def push_debian(client: Instances, host: str, disk: debian.DebianDisk) -> None:
@@ -111,10 +140,11 @@ def push_file(client: Instances, host: str, image: store.StoredImage) -> None:
 
 
 def prepare_host(client: Instances, lab: t.Lab, host: t.Host, artifacts: tiny.TinyArtifacts | None,
-                 debian_disk: debian.DebianDisk | None = None, files: tuple[store.StoredImage, ...] = ()) -> None:
+                 debian_disk: debian.DebianDisk | None = None, files: tuple[store.StoredImage, ...] = (),
+                 credentials=None) -> None:
     """What a host needs before its guests: the tiny guest's files (and the Debian disk and imported
-    images the lab's guests boot: any host may receive one by migration), lxdkvm's agent, the migration
-    listener."""
+    images the lab's guests boot: any host may receive one by migration), lxdkvm's agent, the guest
+    filter and the TLS migration listener (CREDENTIALS: the host's, `lab.pki`)."""
     if artifacts is not None:
         push_tiny(client, host.name, artifacts)
     if debian_disk is not None:
@@ -122,7 +152,7 @@ def prepare_host(client: Instances, lab: t.Lab, host: t.Host, artifacts: tiny.Ti
     for image in files:
         push_file(client, host.name, image)
     agent.push_agent(client, host.name)
-    _listener(client, lab, host)
+    _listener(client, lab, host, credentials)
 
 
 # ------------------------------------------------------------------------------------ one guest

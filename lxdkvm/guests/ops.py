@@ -169,8 +169,10 @@ def migrate(client: Instances, where: Located, target: str, live: bool = True,
     # a Debian guest's disk is an overlay on a base every host has: only the overlay moves
     disk = "--copy-storage-inc " if where.spec.get("image") in ("debian", "file") else \
         "--copy-storage-all " if where.spec.get("disk_mib") else ""
-    command = (f"virsh migrate {flags}{disk}--persistent --undefinesource --verbose {where.name} "
-               f"qemu+tcp://{address}/system --migrateuri tcp://{address} --listen-address {address}")
+    # --tls: libvirt's connection (qemu+tls), QEMU's migration stream and its disk copy (NBD) all use TLS
+    # with the lab CA's certificates, both ends checked (docs/security.md)
+    command = (f"virsh migrate {flags}{disk}--tls --persistent --undefinesource --verbose {where.name} "
+               f"qemu+tls://{address}/system --migrateuri tcp://{address} --listen-address {address}")
     say(f"{where.host} → {target} over {address}: {command}")
     start = time.monotonic()
     try:
@@ -185,6 +187,8 @@ def migrate(client: Instances, where: Located, target: str, live: bool = True,
     after, _err, code = guest_exec(client, moved, ["cat", "/proc/sys/kernel/random/boot_id"]) if before else \
         ("", "", 0)
     after = _boot_id(after)
+    if after and after == _boot_id(before):
+        _carry_marker(client, where, target)
     answers = bool(guest_ip) and client.execute(target, ["ping", "-c", "1", "-W", "2", guest_ip]).exit_code == 0
     return {
         "guest": where.name, "from": where.host, "to": target, "over": str(address), "live": live,
@@ -197,6 +201,18 @@ def migrate(client: Instances, where: Located, target: str, live: bool = True,
         "running": _run(client, target, f"virsh -q domstate {where.name}").strip() == "running",
         "address": guest_ip, "address_answers": answers, "pings_sent": sent, "pings_lost": lost,
     }
+
+
+def _carry_marker(client: Instances, where: Located, target: str) -> None:
+    """The guest's boot marker, from its console log on the source host to the one on TARGET, so the status
+    there sees the boot it still runs (the same boot id, checked by the caller); the marker is checked
+    like any string a host hands back before it is written."""
+    log = domain.paths(where.name).serial_log
+    found = client.execute(where.host, ["sh", "-c", f"grep -a -o '{tiny.MARKER} .*' {shlex.quote(log)} | tail -n1"])
+    line = found.stdout.strip()
+    if line and agent.parse_marker(line) is not None:
+        client.execute(target, ["python3", "-c", "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')",
+                                log, line])
 
 
 def _pings_counted(client: Instances, host: str, pinger: str) -> tuple[int, int]:

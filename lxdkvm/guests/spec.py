@@ -15,7 +15,7 @@ from ..labfile import topology as t
 from . import domain as d
 from .accel import Verdict, choose
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2: every NIC filtered (domain.GUEST_FILTER): guests of version 1 are made anew
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,8 @@ def guest_spec(lab: t.Lab, guest: t.Guest, tiny_key: str, verdict: Verdict,
         net = lab.network(att.network)
         address = f"{att.ipv4}/{net.subnet.prefixlen}" if att.ipv4 else None
         gateway = str(net.gateway) if net.gateway and index == 0 else None  # one default route
-        nics.append(d.GuestNic(att.bridge, d.mac_for(lab.name, guest.name, index),
-                               address, gateway))
+        dhcp_server = str(net.gateway) if net.gateway and address is None else None
+        nics.append(d.GuestNic(att.bridge, d.mac_for(lab.name, guest.name, index), address, gateway, dhcp_server))
         expect.append((att.network, address))
     chosen, note = choose(guest, verdict)
     spec = {"v": SPEC_VERSION, "lab": lab.name, "host": guest.host, "tiny": tiny_key, "accel": chosen,

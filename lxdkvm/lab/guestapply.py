@@ -14,6 +14,7 @@ from ..errors import LxdkvmError
 from ..guests import debian, hostprep, kvmboot, readiness, runtime, spec, store, tiny
 from ..labfile import topology as t
 from ..machine import hostcaps
+from . import pki
 from .objects import Desired
 from .plan import Observed, Plan
 from .pool import REPAIR, UpFailed, run_pool
@@ -49,12 +50,18 @@ def desired(lab: t.Lab, built: Images) -> dict[str, spec.GuestSpec]:
                         {f.name: (f.key, f.virtual_mib) for f in built.files})
 
 
+def credentials(lab: t.Lab, host: t.Host):
+    """HOST's TLS credentials for migrations (`lab.pki`), or None when it takes no migrations."""
+    addresses = hostprep.migration_addresses(lab, host)
+    return pki.host_credentials(lab.name, host.name, addresses) if addresses else None
+
+
 def _unprepared(lxd, lab: t.Lab) -> bool:
     """A host of a lab with guests that has not been made ready for guests yet (e.g. a host added
     without guests of its own: it must still take migrations)."""
     if not lab.guests:
         return False
-    return any(not hostprep.prepared(lxd.instances, lab, host) for host in lab.hosts)
+    return any(not hostprep.prepared(lxd.instances, lab, host, credentials(lab, host)) for host in lab.hosts)
 
 
 def _probed(lab: t.Lab, want: Desired, conn, hosts: list[str], built: Images, report: Report) -> Desired:
@@ -101,8 +108,9 @@ def apply(lxd, lab: t.Lab, want: Desired, plan: Plan, have: Observed, built: Ima
     # every host of a lab with guests: any of them may receive a guest by `lxdkvm migrate`
     hosts = sorted(h.name for h in lab.hosts)
     for host in hosts:
-        report(host, "preparing for guests (guest images, agent, migration listener)")
-        hostprep.prepare_host(conn, lab, lab.host(host), built.tiny, built.debian, built.files)
+        report(host, "preparing for guests (guest images, agent, guest filter, migration listener)")
+        hostprep.prepare_host(conn, lab, lab.host(host), built.tiny, built.debian, built.files,
+                              credentials(lab, lab.host(host)))
     want = _probed(lab, want, conn, hosts, built, report)
     for name in sorted(verbs):
         if want.guests[name].accel_note:

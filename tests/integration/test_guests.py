@@ -82,17 +82,28 @@ def test_verify_passes_with_evidence(lab_up):
 
 
 def test_libvirt_listens_for_the_labs_hosts_only(lab_up):
-    """libvirt's unauthenticated TCP socket is on the isolated network's addresses only, and answers the
-    other host but not a guest on the same bridge (which could otherwise drive its own host's libvirt)."""
-    sockets = on(PROJECT, "node-1", "ss", "-ltnH", "sport = :16509").stdout.splitlines()
-    listening = [line.split()[3] for line in sockets]  # the local address column
-    assert listening == ["10.213.20.11:16509"], sockets
-    peer = on(PROJECT, "node-2", "bash", "-c", "exec 3<>/dev/tcp/10.213.20.11/16509 && echo connected")
+    """libvirt listens over TLS only (16514), on the isolated network's addresses only; its plain TCP
+    socket is off. The other host reaches it (the firewall lets the lab's hosts in), a guest on the same
+    bridge gets a reset, and even a lab host without the lab CA's certificate is refused by TLS itself."""
+    sockets = on(PROJECT, "node-1", "ss", "-ltnH").stdout.splitlines()
+    listening = sorted(line.split()[3] for line in sockets if line.split()[3].endswith((":16509", ":16514")))
+    assert listening == ["10.213.20.11:16514"], sockets
+    peer = on(PROJECT, "node-2", "bash", "-c", "exec 3<>/dev/tcp/10.213.20.11/16514 && echo connected")
     assert "connected" in peer.stdout, peer.stderr
-    guest = guest_run("vm-a", "sh", "-c", "nc -w 3 10.213.20.11 16509 </dev/null && echo connected || echo refused",
+    guest = guest_run("vm-a", "sh", "-c", "nc -w 3 10.213.20.11 16514 </dev/null && echo connected || echo refused",
                       ok=False)
     assert "refused" in guest.stdout and "connected" not in guest.stdout, guest.stdout + guest.stderr
     assert "--reject-with tcp-reset" in on(PROJECT, "node-1", "iptables", "-S", "LXDKVM-MIGRATION").stdout
+    # node-2 passes the firewall; without a certificate of the lab's CA its TLS handshake is refused
+    anonymous = on(PROJECT, "node-2", "python3", "-c", (
+        "import socket, ssl\n"
+        "ctx = ssl.create_default_context(cafile='/etc/pki/CA/cacert.pem')\n"
+        "s = ctx.wrap_socket(socket.create_connection(('10.213.20.11', 16514), 5), server_hostname='10.213.20.11')\n"
+        "try:\n    s.send(b'x'); s.recv(1); print('accepted')\n"
+        "except (ssl.SSLError, OSError) as exc:\n    print('refused', exc)\n"))
+    assert "refused" in anonymous.stdout and "accepted" not in anonymous.stdout, anonymous.stdout + anonymous.stderr
+    listed = on(PROJECT, "node-2", "virsh", "-c", "qemu+tls://10.213.20.11/system", "-q", "list", "--all")
+    assert listed.returncode == 0, listed.stderr  # with its certificate, node-2 is let in
 
 
 def test_a_guest_with_a_disk_migrates_live_and_keeps_running(lab_up):
@@ -144,7 +155,7 @@ def test_a_restarted_host_keeps_its_bridges_and_listener_and_up_restarts_its_gue
     subprocess.run(["lxc", "restart", "--project", PROJECT, host], check=True, timeout=120)
     assert time.monotonic() - started < 30, "a host with guests should restart in seconds"
     for _ in range(60):  # until its network config (ifupdown, from cloud-init) and units are back
-        back = on(PROJECT, host, "sh", "-c", "systemctl is-active libvirtd-tcp.socket; "
+        back = on(PROJECT, host, "sh", "-c", "systemctl is-active libvirtd-tls.socket; "
                                              "ip -4 -o addr show br-data").stdout
         if "10.213.20.12/24" in back and back.startswith("active"):
             break
