@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from ..guests import agent, ops
+from ..guests import agent, domain, ops
 from ..hosts import readiness
 from ..labfile import topology as t
 
@@ -148,11 +148,52 @@ def guest_checks(client: Instances, lab: t.Lab, guests: list[GuestStatus]) -> li
                  if not have.get(net) or (ip and not any(a.split("/")[0] == str(ip) for a in have[net]))]
         out.append(Check(scope, "addresses", FAIL if wrong else PASS,
                          "; ".join(wrong) if wrong else ", ".join(f"{n} {', '.join(a)}" for n, a in have.items())))
-        first = row.first_address()
-        if first:
-            answered = _pings(client, row.host, [first])[first]
-            out.append(Check(scope, f"reachable from {row.host}", PASS if answered else FAIL, f"ping {first}"))
+        every = [a.split("/")[0] for found in have.values() for a in found]
+        if every:
+            answered = _pings(client, row.host, every)
+            silent = [a for a in every if not answered[a]]
+            out.append(Check(scope, f"reachable from {row.host}", FAIL if silent else PASS,
+                             f"no answer from {', '.join(silent)}" if silent else f"ping {', '.join(every)}"))
+        out.append(_filtered(client, row))
     out += _across_hosts(client, lab, guests)
+    out += _guest_isolation(client, lab, guests)
+    return out
+
+
+def _filtered(client: Instances, row: GuestStatus) -> Check:
+    """Every NIC of the guest names lxdkvm's guest filter and its host has the filter's rules on the NIC's
+    tap: frames only from the guest's own MAC and address, no DHCP server (docs/security.md)."""
+    name = shlex.quote(row.name)
+    script = (f"n=$(virsh -q dumpxml {name} | grep -c \"<filterref filter='{domain.GUEST_FILTER}'\"); "
+              f"for tap in $(virsh -q domiflist {name} | awk '{{print $1}}'); do "
+              "ebtables -t nat -L libvirt-I-$tap 2>/dev/null | grep -q -- '-j I-' && echo $tap filtered "
+              "|| echo $tap open; done; echo refs $n")
+    _, output = _sh(client, row.host, script)
+    taps = [line.split() for line in output.splitlines() if line.endswith((" filtered", " open"))]
+    refs = next((line.split()[1] for line in output.splitlines() if line.startswith("refs ")), "0")
+    ok = bool(taps) and all(state == "filtered" for _tap, state in taps) and refs == str(len(taps))
+    evidence = ", ".join(f"{tap} {state}" for tap, state in taps) + f"; {refs} NIC(s) name {domain.GUEST_FILTER}"
+    return Check(f"guest {row.name}", "sends only as itself", PASS if ok else FAIL, evidence[:EVIDENCE_MAX])
+
+
+def _guest_isolation(client: Instances, lab: t.Lab, guests: list[GuestStatus]) -> list[Check]:
+    """A guest that is not on an isolated network does not reach a guest on it (pinged from inside)."""
+    out, booted = [], [g for g in guests if g.booted and not g.image]
+    for net in (n for n in lab.networks if n.mode == "isolated"):
+        target = next((g for g in booted if g.addresses.get(net.name)), None)
+        outsiders = [g for g in booted if not g.addresses.get(net.name)]
+        if target is None or not outsiders:
+            continue
+        address = target.addresses[net.name][0].split("/")[0]
+        reached = []
+        for source in outsiders:
+            where = ops.Located(source.name, source.host, {})
+            _out, _err, code = ops.guest_exec(client, where, ["ping", "-c", "1", "-W", "2", address], timeout=30)
+            if code == 0:
+                reached.append(source.name)
+        out.append(Check(f"network {net.name}", "isolated from guests not on it", FAIL if reached else PASS,
+                         f"reached {target.name} ({address}): {', '.join(reached)}" if reached else
+                         f"{len(outsiders)} guest(s) not on it pinged {target.name} ({address}), none answered"))
     return out
 
 
