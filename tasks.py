@@ -80,6 +80,14 @@ def bench_labs(c):
     c.run("python3 benchmarks/lab_up.py")
 
 
+@task(help={"before": "The git ref to compare with (default: main before this round's security work).",
+            "rounds": "Moves of each guest per release."})
+def bench_security(c, before="", rounds=4):
+    """Time up, verify and live migrations against the code before the security work, in one run
+    (docs/security-benchmarks.md)."""
+    c.run(f"python3 benchmarks/before_after.py --rounds {rounds}" + (f" --before {before}" if before else ""))
+
+
 @task
 def render_profiles(c):
     """Rewrite the ready-to-paste profiles in profiles/ from the templates."""
