@@ -129,33 +129,28 @@ def boot_id(value: object) -> str | None:
     return _matches(UUID, value)
 
 
-def interface(value: object) -> str | None:
-    """An IPv4 address with its prefix ("10.0.0.5/24"), written the canonical way."""
-    if not _matches(IPV4_INTERFACE, value):
+def _ipv4(value: object, pattern: str, kind) -> str | None:
+    """VALUE written the canonical way when it matches PATTERN and parses as KIND (an ipaddress class)."""
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
         return None
     try:
-        return str(ipaddress.IPv4Interface(value))
+        return str(kind(value))
     except ValueError:
         return None
+
+
+def interface(value: object) -> str | None:
+    """An IPv4 address with its prefix ("10.0.0.5/24"), written the canonical way."""
+    return _ipv4(value, IPV4_INTERFACE.pattern, ipaddress.IPv4Interface)
 
 
 def address(value: object) -> str | None:
     """A bare IPv4 address ("10.0.0.5")."""
-    if not isinstance(value, str) or not re.fullmatch(r"(\d{1,3}\.){3}\d{1,3}", value):
-        return None
-    try:
-        return str(ipaddress.IPv4Address(value))
-    except ValueError:
-        return None
+    return _ipv4(value, r"(\d{1,3}\.){3}\d{1,3}", ipaddress.IPv4Address)
 
 
 def subnet(value: object) -> str | None:
-    if not isinstance(value, str) or not re.fullmatch(r"(\d{1,3}\.){3}\d{1,3}/\d{1,2}", value):
-        return None
-    try:
-        return str(ipaddress.IPv4Network(value))
-    except ValueError:
-        return None
+    return _ipv4(value, r"(\d{1,3}\.){3}\d{1,3}/\d{1,2}", ipaddress.IPv4Network)
 
 
 def job_info(job: dict[str, float], limit: int = 40) -> dict[str, float]:

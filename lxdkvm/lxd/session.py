@@ -87,33 +87,14 @@ class Session:
     def _default(self) -> Connection:
         return self.connection()
 
-    @cached_property
-    def server(self) -> Server:
-        return Server(self._default, self.settings)
-
-    @cached_property
-    def networks(self) -> Networks:
-        return Networks(self._default)
-
-    @cached_property
-    def pools(self) -> StoragePools:
-        return StoragePools(self._default)
-
-    @cached_property
-    def images(self) -> Images:
-        return Images(self._default)
-
-    @cached_property
-    def projects(self) -> Projects:
-        return Projects(self._default)
-
-    @cached_property
-    def profiles(self) -> Profiles:
-        return Profiles(self._default)
-
-    @cached_property
-    def instances(self) -> Instances:
-        return Instances(self._default, self.settings)
+    # The daemon-wide managers, each over the default project's connection, made at first use.
+    server = cached_property(lambda self: Server(self._default, self.settings))
+    networks = cached_property(lambda self: Networks(self._default))
+    pools = cached_property(lambda self: StoragePools(self._default))
+    images = cached_property(lambda self: Images(self._default))
+    projects = cached_property(lambda self: Projects(self._default))
+    profiles = cached_property(lambda self: Profiles(self._default))
+    instances = cached_property(lambda self: Instances(self._default, self.settings))
 
     def lab(self, project: str) -> LabScope:
         return LabScope(self, project)
