@@ -1,4 +1,4 @@
-"""A compromised lab host against a real LXD: its virsh lists domains whose names, states, lxdkvm metadata
+"""A compromised lab host against real LXD and Incus: its virsh lists domains whose names, states, lxdkvm metadata
 and boot markers carry `{{ lookup('pipe', 'touch /tmp/lxdkvm-pwned-…') }}`, escape sequences and rich
 markup. Every command that reads guests back (status --json, inventory in each format, graph, provision
 with verify.yml) must leave the payload out of its output, say a warning naming the host, and never run
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ..integration.test_labs import lxdkvm
+from ..integration.test_incus import incus_ready  # noqa: F401  (fixture)
+from ..integration.test_incus import lxdkvm as lxdkvm_on
 
 pytestmark = pytest.mark.integration
 LAB, HOST = "itest-hostile", "hh-1"
@@ -82,8 +83,19 @@ def fakes(marker: Path) -> list[tuple[str, str, str]]:
     ]
 
 
+DAEMON = {"name": "lxd"}  # the daemon the module's lab is on (the `hostile` fixture's parameter)
+
+
+def lxdkvm(*args: str, ok: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    return lxdkvm_on(*args, daemon=DAEMON["name"], ok=ok, timeout=timeout)
+
+
+def client() -> str:
+    return "lxc" if DAEMON["name"] == "lxd" else "incus"
+
+
 def in_host(*command: str, stdin: str | None = None) -> None:
-    subprocess.run(["lxc", "exec", "--project", PROJECT, HOST, "--", *command], input=stdin, text=True,
+    subprocess.run([client(), "exec", "--project", PROJECT, HOST, "--", *command], input=stdin, text=True,
                    check=True, capture_output=True, timeout=60)
 
 
@@ -101,10 +113,14 @@ def turn_hostile(marker: Path) -> None:
     in_host("sh", "-c", 'cat > /usr/bin/virsh && chmod 0755 /usr/bin/virsh', stdin=WRAPPER)
 
 
-@pytest.fixture(scope="module")
-def hostile(lxd, baked_image, unique, tmp_path_factory):
-    """The lab, up, its host hostile; the marker file the payload would create; down afterwards."""
-    marker = Path(f"/tmp/lxdkvm-pwned-{unique}")
+@pytest.fixture(scope="module", params=["lxd", "incus"])
+def hostile(request, lxd, baked_image, unique, tmp_path_factory):
+    """The lab, up on LXD or Incus, its host hostile; the marker file the payload would create; down
+    afterwards."""
+    if request.param == "incus":
+        request.getfixturevalue("incus_ready")
+    DAEMON["name"] = request.param
+    marker = Path(f"/tmp/lxdkvm-pwned-{unique}-{request.param}")
     marker.unlink(missing_ok=True)
     lab_file = tmp_path_factory.mktemp("lab") / f"{LAB}.yaml"
     lab_file.write_text(LAB_FILE)
@@ -114,7 +130,7 @@ def hostile(lxd, baked_image, unique, tmp_path_factory):
     try:
         lxdkvm("up", str(lab_file), timeout=900)
         turn_hostile(marker)
-        listed = subprocess.run(["lxc", "exec", "--project", PROJECT, HOST, "--", "virsh", "-q", "list", "--all",
+        listed = subprocess.run([client(), "exec", "--project", PROJECT, HOST, "--", "virsh", "-q", "list", "--all",
                                  "--name"], capture_output=True, text=True, check=True).stdout
         assert "evil-state" in listed and "vm-a" in listed  # the wrapper answers, the real virsh too
         yield marker
