@@ -34,7 +34,6 @@ GOOD = {
     "security.syscalls.deny_default": "true", "snapshots.schedule": "0 6 * * *",
     "snapshots.schedule.stopped": "false", "snapshots.pattern": "snap-%d", "snapshots.expiry": "2w 3d",
     "user.role": "compute", "cloud-init.vendor-data": "#cloud-config\nruncmd: [[true]]\n",
-    "user.vendor-data": "#!/bin/sh\ntrue\n",
     "user.vendor-data": "#cloud-config\npackages: [htop]\n",
     # need --allow-unconfined
     "security.privileged": "true", "raw.apparmor": "mount,", "raw.idmap": "both 1000 1000",
