@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import LxdkvmError
-from ..machine import hostcaps, storage
+from ..machine import hostcaps, programs, storage
 from . import daemon as daemon_mod
 from . import incussetup
 
-# What a daemon's bridge needs (firewall, DHCP/DNS), and what image builds need.
-TOOLS = ["iptables", "nftables", "dnsmasq-base", "debootstrap", "squashfs-tools", "btrfs-progs", "xz-utils",
-         "qemu-utils"]
-PACKAGES = ["lxd", "lxd-client", *TOOLS]  # LXD and the tools
 BRIDGE = "lxdkvmbr0"
 # Incus's management bridge: its own name (both daemons' bridges are interfaces of this machine) and a
 # subnet searched from 10.88.0.0/24 on, so it does not take LXD's (lxdkvmbr0 is usually 10.87.0.1/24).
@@ -40,14 +35,6 @@ def _run(command: list[str], what: str) -> None:
         raise LxdkvmError(f"{what} failed ({' '.join(command[:3])}...): {' | '.join(tail)}")
 
 
-def _missing_commands(daemon: str = "lxd") -> list[str]:
-    """The commands of the packages setup installs that are missing (Incus's are incussetup's)."""
-    commands = ["debootstrap", "iptables", "nft", "dnsmasq", "mkfs.btrfs", "unsquashfs"]
-    if daemon == "lxd":
-        commands.insert(0, "lxd")
-    return [p for p in commands if not shutil.which(p) and not Path("/usr/sbin", p).exists()]
-
-
 def lxd_installed(kind: str) -> bool:
     """Whether the daemon of KIND ("lxd" or "incus") is installed: what LXD's package sets up (root's
     subordinate ids, the daemon) exists; for Incus, its daemon."""
@@ -57,27 +44,14 @@ def lxd_installed(kind: str) -> bool:
 
 
 def install_packages(session, report: Report) -> None:
+    """The programs lxdkvm runs (programs.TOOLS) and LXD's, from Debian 12 in one apt run, when missing;
+    for Incus, the tools first, then Incus (incussetup)."""
     kind = session.daemon.kind
-    missing = _missing_commands(kind)
     if kind == "incus":
-        if missing:  # the tools first, from Debian 12 itself
-            _install(TOOLS, missing, "the tools lxdkvm needs", report)
+        programs.ensure(programs.TOOLS, "the tools lxdkvm needs", report)
         incussetup.install(report)
         return
-    if missing:
-        _install(PACKAGES, missing, "LXD", report)
-
-
-def _install(packages: list[str], missing: list[str], what: str, report: Report) -> None:
-    if os.geteuid() != 0:
-        raise LxdkvmError(f"{what} is not installed ({', '.join(missing)} missing) and installing it needs root")
-    report(f"installing {' '.join(packages)} (apt)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *packages]):
-        proc = subprocess.run(command, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            tail = proc.stderr.strip().splitlines()[-3:]
-            raise LxdkvmError(f"{' '.join(command[:2])} failed: {' | '.join(tail)}")
+    programs.ensure({**programs.DAEMONS["lxd"], **programs.TOOLS}, "LXD and the tools lxdkvm needs", report)
 
 
 def start_daemon(session, report: Report) -> None:

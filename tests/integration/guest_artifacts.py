@@ -15,7 +15,6 @@ def guest_files() -> tuple[Path, Path]:
     return max(extracted.glob("boot/vmlinuz-*")), extracted / "bin/busybox"
 
 
-SYSLINUX_PACKAGES = ("syslinux", "syslinux-common", "mtools", "dosfstools")
 MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
 
 
@@ -27,9 +26,6 @@ def bootable_disk(out: Path, kernel: Path, initrd: Path, append: str, size_mib: 
     import struct
     import subprocess
 
-    if not MBR.exists() or shutil.which("syslinux") is None or shutil.which("mcopy") is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", *SYSLINUX_PACKAGES], check=True, capture_output=True,
-                       env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     work = out.parent / f"{out.name}.build"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -38,7 +34,7 @@ def bootable_disk(out: Path, kernel: Path, initrd: Path, append: str, size_mib: 
                                        "LABEL appliance\n  KERNEL /vmlinuz\n  INITRD /initrd.gz\n"
                                        f"  APPEND {append}\n")
     part = work / "part.img"
-    run = lambda *c: subprocess.run(c, check=True, capture_output=True)  # noqa: E731
+    run = lambda *c: subprocess.run(c, check=True, capture_output=True)
     run("mkfs.fat", "-C", "-F", "16", "-h", str(start), "-n", "APPLIANCE", str(part), str(part_sectors // 2))
     for source, name in ((kernel, "vmlinuz"), (initrd, "initrd.gz"), (work / "syslinux.cfg", "syslinux.cfg")):
         run("mcopy", "-i", str(part), str(source), f"::/{name}")

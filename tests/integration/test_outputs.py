@@ -25,13 +25,6 @@ REPO = Path(__file__).parent.parent.parent
 SCRIPT = shutil.which("lxdkvm") or str(Path(sys.executable).with_name("lxdkvm"))
 
 
-def tool(name: str, package: str) -> str:
-    if shutil.which(name) is None:
-        subprocess.run(["apt-get", "install", "-y", package], check=True, capture_output=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    return shutil.which(name)
-
-
 @pytest.fixture(scope="module")
 def before(lxd):
     """LXD's state before the lab, and the lab's `down` (checked to restore it) afterwards."""
@@ -51,7 +44,7 @@ class Pane:
     """A command in a detached tmux session of a fixed size: what a person would see."""
 
     def __init__(self, command: list[str]) -> None:
-        self.tmux = tool("tmux", "tmux")
+        self.tmux = shutil.which("tmux")
         self.session = f"lxdkvm-watch-{uuid.uuid4().hex[:6]}"
         shell = " ".join(command)
         subprocess.run([self.tmux, "new-session", "-d", "-s", self.session, "-x", "150", "-y", "40",
