@@ -106,6 +106,14 @@ def prepared(client: Instances, lab: t.Lab, host: t.Host, credentials=None) -> b
     return all(have.get(path) == digest for path, digest in _digests(files).items())
 
 
+def define_filter(client: Instances, host: str) -> None:
+    """Define the guest filter every guest NIC names (libvirt refuses to start a guest whose filter is
+    missing): what `_listener` does first, for a host that is not one of a lab's."""
+    run(client, host, f"mkdir -p {shlex.quote(FILTER_FILE.rsplit('/', 1)[0])}")
+    client.push(host, FILTER_FILE, (data_dir("libvirt") / "lxdkvm-guest-filter.xml").read_bytes(), mode="0644")
+    run(client, host, f"virsh -q nwfilter-define {FILTER_FILE} >/dev/null")
+
+
 def _listener(client: Instances, lab: t.Lab, host: t.Host, credentials=None) -> None:
     files = listener_files(lab, host, credentials)
     if prepared(client, lab, host, credentials):

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from lxdkvm.guests import hostprep
 from lxdkvm.hosts import profile as profile_mod
 from lxdkvm.hosts import readiness
 from lxdkvm.images import base as image_mod
@@ -80,6 +81,7 @@ def baked_host(lxd: Session, name: str):
     try:
         pool = setup.ensure_hosts_pool(lxd)
         readiness.launch(lxd.instances, name, bake.DEFAULT_ALIAS, ["default", name], pool=pool.name)
+        hostprep.define_filter(lxd.instances, name)  # as a lab's hosts have it: every guest NIC names it
         yield name
     finally:
         lxd.instances.delete(name)
