@@ -228,10 +228,9 @@ def test_a_failing_stage_names_host_stage_and_log_and_stops_the_others(ready_ima
 profiles:
   - name: broken
     config:
-      cloud-init.user-data: |
-        #cloud-config
-        runcmd:
-          - [sh, -c, "echo lxdkvm-test-broken-runcmd >&2; exit 3"]
+      cloud-init.vendor-data: |
+        #!/bin/sh
+        echo lxdkvm-test-broken-runcmd >&2; exit 3
 """
     text = text.replace("  - name: node-3\n", "  - name: node-3\n    profiles: [broken]\n")
     path = tmp_path / "fail.yaml"
