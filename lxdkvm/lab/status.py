@@ -230,6 +230,12 @@ def _in(address: str, subnet: str) -> bool:
         return False
 
 
+def _with_prefix(address: str, subnet: str) -> str:
+    """A lease's bare address as an interface of its network ("10.0.0.5" in 10.0.0.0/24 → "10.0.0.5/24"),
+    the way guests report theirs."""
+    return address if "/" in address else f"{address}/{ipaddress.IPv4Network(subnet).prefixlen}"
+
+
 def _per_network(info: dict, networks: dict[str, dict], addresses: dict[str, list[str]]) -> Addresses:
     """A host's addresses per lab network: on the in-host bridge that carries the NIC (on the NIC itself
     for older hosts)."""
@@ -255,7 +261,8 @@ def _guests(lxd, host: str, lab: str, networks: dict[str, dict], leases: dict,
     for row in rows:
         found = {**row["addresses"], **{nic: leases["found"][mac] for nic, mac in row.get("dhcp_macs", {}).items()
                                         if mac in leases.get("found", {})}}
-        per_net = {net: [a for a in found.values() if _in(a, subnet)] for net, subnet in subnets.items()}
+        per_net = {net: [_with_prefix(a, subnet) for a in found.values() if _in(a, subnet)]
+                   for net, subnet in subnets.items()}
         out.append(GuestStatus(row["name"], host, row["state"], row["booted"], row.get("boot_id", ""),
                                {net: got for net, got in per_net.items() if got}, row.get("image", "")))
     return tuple(out)
