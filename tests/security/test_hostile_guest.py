@@ -31,7 +31,9 @@ guests:
   - {{name: victim, host: gh-2, memory: 96MiB, networks: [{{network: data, ipv4: {base}.20.52}}]}}
 """
 TLS_CLIENT = """\
-# python3 tls.py [CERT KEY] ADDRESS: a TLS client of libvirt's listener at ADDRESS, with or without a cert
+# python3 tls.py [CERT KEY] ADDRESS: a TLS client of libvirt's listener at ADDRESS, with or without a cert.
+# libvirt waits for the rest of an RPC packet from a client it accepted (the read times out); one it
+# refuses gets a TLS alert or a closed connection (TLS 1.3 tells a client so only after the handshake).
 import socket, ssl, sys
 host = sys.argv[-1]
 ctx = ssl.create_default_context(cafile="/etc/pki/CA/cacert.pem")
@@ -39,9 +41,11 @@ if len(sys.argv) == 4:
     ctx.load_cert_chain(sys.argv[1], sys.argv[2])
 try:
     s = ctx.wrap_socket(socket.create_connection((host, 16514), 5), server_hostname=host)
+    s.settimeout(3)
     s.send(b"x")
-    s.recv(1)
-    print("accepted")
+    print("refused: closed by the server" if s.recv(1) == b"" else "refused: an answer to a byte")
+except TimeoutError:
+    print("accepted: the server waits for the rest of the packet")
 except (ssl.SSLError, OSError) as exc:
     print("refused", exc)
 """
@@ -57,7 +61,7 @@ class Lab:
         env = {k: v for k, v in os.environ.items() if k not in ("LXDKVM_DAEMON", "LXD_DIR", "INCUS_DIR")}
         env["LXDKVM_DAEMON"] = self.daemon
         proc = subprocess.run([sys.executable, "-m", "lxdkvm", *args], capture_output=True, text=True,
-                              timeout=timeout, env=env)
+                              timeout=timeout, env=env, check=False)
         print(f"$ lxdkvm {' '.join(args)} → {proc.returncode}\n{proc.stdout}{proc.stderr}", flush=True)
         if ok:
             assert proc.returncode == 0, proc.stderr[-3000:]
@@ -66,7 +70,7 @@ class Lab:
     def on(self, host: str, *command: str, timeout: float = 60) -> subprocess.CompletedProcess:
         client = "lxc" if self.daemon == "lxd" else "incus"
         return subprocess.run([client, "exec", "--project", self.project, host, "--", *command],
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, check=False)
 
     def guest(self, guest: str, script: str, timeout: float = 60) -> str:
         return self.lxdkvm("guest-exec", self.name, guest, "--timeout", str(timeout), "--", "sh", "-c", script,
@@ -161,6 +165,9 @@ def test_libvirt_refuses_a_client_without_the_labs_certificate(lab, tmp_path):
                         str(tmp_path / name), f"gh-2/tmp/{name}"], check=True, capture_output=True)
     anonymous = lab.on("gh-2", "python3", "/tmp/tls.py", host_1).stdout
     foreign = lab.on("gh-2", "python3", "/tmp/tls.py", "/tmp/other-cert.pem", "/tmp/other-key.pem", host_1).stdout
+    own_cert = lab.on("gh-2", "python3", "/tmp/tls.py", "/etc/pki/libvirt/clientcert.pem",
+                      "/etc/pki/libvirt/private/clientkey.pem", host_1).stdout
+    assert own_cert.startswith("accepted"), own_cert  # the probe tells the two apart
     assert anonymous.startswith("refused") and foreign.startswith("refused"), (anonymous, foreign)
     own = lab.on("gh-2", "virsh", "-c", f"qemu+tls://{host_1}/system", "-q", "list", "--all")
     assert own.returncode == 0 and "attacker" in own.stdout, own.stderr
