@@ -31,7 +31,7 @@ _warned: set[str] = set()
 def plain(text: object, limit: int = 4000, lines: int = 200) -> str:
     """TEXT (from a host, a guest, a file) for the terminal: control, format and line-separator characters
     as visible escapes, its last LINES lines, at most LIMIT characters."""
-    from ..guests.readback import shown
+    from ..readback import shown
 
     return shown(str(text), limit, lines)
 

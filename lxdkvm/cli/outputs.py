@@ -93,7 +93,7 @@ def guest_names(sess, lab: str | None) -> list[str]:
 
 def _names(found: list[str], rule: str) -> list[str]:
     """Only FOUND names that follow RULE (a `readback` check): a completion is typed into a shell line."""
-    from ..guests import readback
+    from .. import readback
 
     return [name for name in found if getattr(readback, rule)(name)]
 

@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .. import readback
 from ..errors import LxdkvmError
-from . import agent, debian, domain, hostprep, readback, runtime, tiny
+from . import agent, debian, domain, hostprep, runtime, tiny
 
 if TYPE_CHECKING:
     from ..lxd.instances import Instances

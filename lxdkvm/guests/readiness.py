@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .. import readback
 from ..errors import LxdkvmError
 from ..labfile import topology as t
-from . import agent, debian, domain, readback, runtime, seed, tiny
+from . import agent, debian, domain, runtime, seed, tiny
 from .spec import GuestSpec
 
 Report = Callable[[str, str], None]

@@ -10,9 +10,10 @@ import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .. import readback
 from ..errors import LxdkvmError
 from ..templating import render_template
-from . import agent, domain, readback, tiny
+from . import agent, domain, tiny
 
 if TYPE_CHECKING:
     from ..lxd.instances import Instances

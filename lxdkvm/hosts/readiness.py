@@ -119,7 +119,7 @@ class StageFailed(LxdkvmError):
     LOG_LINES = 30
 
     def __init__(self, host: str, stage: str, detail: str, log_tail: str) -> None:
-        from ..guests.readback import shown
+        from ..readback import shown
 
         message = f"{host}: stage '{stage}' failed: {shown(detail, 600, 3)}"
         if log_tail:

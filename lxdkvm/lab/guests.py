@@ -11,7 +11,7 @@ from ..labfile import topology as t
 from .load import lab_name
 from .lock import LabLock
 
-Warn = Callable[[str], None]  # what a host reported that was left out (guests.readback)
+Warn = Callable[[str], None]  # what a host reported that was left out (readback)
 
 
 def _find(session, lab: str | Path | None, guest: str, warn: Warn):

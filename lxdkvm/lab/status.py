@@ -4,7 +4,7 @@ document `lxdkvm status --json` prints (and `from_json` reads one back, for test
 
 Every string in it was read back from the daemon, a host or a guest, so a status is `checked` before
 anyone sees it (`read` and `from_json` both return checked statuses): each value must have the shape
-lxdkvm itself gives it (`guests.readback`), and what does not is left out and said in `warnings`, one
+lxdkvm itself gives it (`readback`), and what does not is left out and said in `warnings`, one
 line naming the host, never repeating the value. Outputs that hand a status on to other programs still
 treat it as untrusted (docs/security.md).
 """
@@ -17,8 +17,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .. import readback as rb
 from ..errors import LxdkvmError
-from ..guests import readback as rb
 from ..labfile import topology as t
 from . import objects
 

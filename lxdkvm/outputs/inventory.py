@@ -137,7 +137,7 @@ def live(session, lab: str | Path | None) -> Inventory:
 def read_groups(configured: dict[str, object]) -> tuple[dict[str, list[str]], list[str]]:
     """Each host's groups from its `user.lxdkvm.groups` as the daemon has it (host → "a,b"): only group
     names of the lab file's rule are kept; (host → groups, warnings about the others)."""
-    from ..guests import readback
+    from .. import readback
 
     groups, warnings = {}, []
     for host, text in configured.items():

@@ -1,7 +1,7 @@
 """Reading a lab's status: a guest's DHCP lease (a bare address in the daemon's lease file) is shown the
 way guests report their own addresses, with its network's prefix, so the readback check keeps it."""
 
-from lxdkvm.guests import readback
+from lxdkvm import readback
 from lxdkvm.lab import status
 
 

@@ -1,4 +1,4 @@
-"""What lab hosts report back is checked before it goes anywhere (guests.readback): hostile domain names,
+"""What lab hosts report back is checked before it goes anywhere (readback): hostile domain names,
 states, specs, boot markers and addresses — templates, markup, escape sequences, tabs and new lines that
 would shift columns, NUL, 1 MB values, bytes that are not UTF-8 — are dropped with one warning that names
 the host and never repeats the value; valid data passes unchanged."""
@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from lxdkvm.guests import accel, readback, runtime
+from lxdkvm import readback
+from lxdkvm.guests import accel, runtime
 from lxdkvm.guests import spec as spec_mod
 from lxdkvm.lab.status import LabStatus
 from lxdkvm.labfile import read

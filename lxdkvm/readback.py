@@ -20,9 +20,9 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-from ..labfile import checks as c
-from ..labfile import topology as t
-from ..labfile.guestchecks import GUEST_NAME, MAX_NICS
+from .labfile import checks as c
+from .labfile import topology as t
+from .labfile.guestchecks import GUEST_NAME, MAX_NICS
 
 UNKNOWN = "?"  # the placeholder people see for a value that did not pass (a host's state)
 # libvirt's domain states as `virsh domstate` prints them (virshDomainState, tools/virsh-domain-monitor.c)
