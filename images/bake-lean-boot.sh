@@ -20,8 +20,8 @@ cloud_init_modules: [bootcmd, write-files, set_hostname, update_hostname, update
                      users-groups, ssh]
 cloud_config_modules: []
 cloud_final_modules: [set-passwords, apt-configure, package-update-upgrade-install, timezone, runcmd,
-                      write-files-deferred, scripts-per-once, scripts-per-boot, scripts-per-instance,
-                      scripts-user, ssh-authkey-fingerprints, final-message]
+                      write-files-deferred, scripts-vendor, scripts-per-once, scripts-per-boot,
+                      scripts-per-instance, scripts-user, ssh-authkey-fingerprints, final-message]
 CFG
 
 mkdir -p /etc/systemd/system/cloud-init-local.service.d

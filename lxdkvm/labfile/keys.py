@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from . import topology as t
 from . import values as v
 from .confine import UNCONFINED_FLAG, Allowances
-from .userdata import user_data_problem
+from .userdata import vendor_data_problem
 
 ALWAYS: Callable[[str], bool] = lambda _value: True  # noqa: E731
 NOT_FALSE: Callable[[str], bool] = lambda value: not v.is_false(value)  # noqa: E731
@@ -48,7 +48,8 @@ def _any_text(_value: str) -> str | None:
 
 
 v.described(_any_text, "any text (lines)")
-_user_data = v.described(user_data_problem, "cloud-init user-data (#cloud-config, a #! script or MIME)")
+_vendor_data = v.described(vendor_data_problem, "cloud-init vendor-data (#cloud-config without the keys "
+                           "the kvm-host user-data sets, a #! script or MIME)")
 RLIMITS = ("as", "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
            "rss", "rtprio", "rttime", "sigpending", "stack")
 # Sysctls a container's own namespaces hold (network; IPC: SysV shared memory, messages, semaphores and
@@ -110,7 +111,7 @@ KEYS: tuple[Key, ...] = (
     Key("snapshots.expiry", v.EXPIRY, "when snapshots are deleted"),
     Key("user.", v.one_line, "free-form data (not user.lxdkvm.*, lxdkvm's own)",
         rest=v.matches(r"[a-z0-9][a-z0-9._-]{0,127}", "a user key (a-z 0-9 . _ -)")),
-    *(Key(name, _user_data, "cloud-init vendor-data (cloud-init merges it with the kvm-host profile's user-data)",
+    *(Key(name, _vendor_data, "cloud-init vendor-data: runs besides the kvm-host profile's user-data",
           multiline=True) for name in CLOUD_INIT),
     # ---- undo the confinement: only with --allow-unconfined
     Key("security.privileged", v.boolean, "a privileged container", unconfined=NOT_FALSE, why=PRIVILEGED),

@@ -14,6 +14,10 @@ from ..errors import LxdkvmError
 from . import yamlread
 
 DEFAULT_USER_DATA = "#cloud-config\n{}\n"
+# The top-level keys of the kvm-host profile's user-data (cloud-init/kvm-host.user-data.j2; a unit test
+# keeps this in step). cloud-init merges vendor-data under user-data key by key, so a vendor-data that
+# sets one of these would be dropped without a word: it is refused instead.
+HOST_USER_DATA_KEYS = ("apt", "bootcmd", "package_update", "packages", "runcmd", "users", "write_files")
 OTHER_FORMATS = ("#!", "Content-Type:", "#include", "#cloud-boothook")
 
 
@@ -34,6 +38,21 @@ def user_data_problem(text: str | None) -> str | None:
         return None
     if not first.startswith(OTHER_FORMATS):
         return "user-data must start with #cloud-config, #! (a script) or be MIME multipart"
+    return None
+
+
+def vendor_data_problem(text: str | None) -> str | None:
+    """What `user_data_problem` finds, and a #cloud-config that sets a key of the kvm-host profile's own
+    user-data (cloud-init would drop it: user-data wins, key by key)."""
+    if problem := user_data_problem(text):
+        return problem
+    if text is None or not text.lstrip().startswith("#cloud-config"):
+        return None
+    data, _, _ = yamlread.read_yaml(text)
+    taken = sorted(set(data or {}) & set(HOST_USER_DATA_KEYS))
+    if taken:
+        return (f"vendor-data sets {', '.join(taken)}, which the kvm-host profile's user-data sets too: "
+                "cloud-init would drop it (user-data wins); give those steps as a #! script instead")
     return None
 
 

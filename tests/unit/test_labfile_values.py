@@ -33,8 +33,8 @@ GOOD = {
     "security.syscalls.deny": "kexec_load\nopen_by_handle_at\n", "security.syscalls.deny_compat": "true",
     "security.syscalls.deny_default": "true", "snapshots.schedule": "0 6 * * *",
     "snapshots.schedule.stopped": "false", "snapshots.pattern": "snap-%d", "snapshots.expiry": "2w 3d",
-    "user.role": "compute", "cloud-init.vendor-data": "#cloud-config\nruncmd: [[true]]\n",
-    "user.vendor-data": "#cloud-config\npackages: [htop]\n",
+    "user.role": "compute", "cloud-init.vendor-data": "#cloud-config\ntimezone: Etc/UTC\n",
+    "user.vendor-data": "#!/bin/sh\ntrue\n",
     # need --allow-unconfined
     "security.privileged": "true", "raw.apparmor": "mount,", "raw.idmap": "both 1000 1000",
     "raw.lxc": "lxc.apparmor.profile = unconfined\n", "raw.qemu": "-S", "raw.qemu.conf": "[x]\n",
