@@ -7,7 +7,8 @@ BEFORE is a git ref (default: the last commit before lab networks were fenced an
 It is checked out into a temporary worktree with its own virtual environment, and its KVM-host image is
 baked under its own alias (the two releases bake different images), so nothing of it touches this
 checkout's. Each release brings up its own lab (distinct names and subnets), then both are measured in
-turns: ROUNDS moves of each guest back and forth per release, then `verify`, then `down`; `up` is timed
+turns: ROUNDS moves of each guest back and forth per release on a quiet machine, ROUNDS more with every
+core kept busy, then `verify`, then `down`; `up` is timed
 from nothing for each, twice, in turns. Prints medians and after/before ratios; writes
 docs/security-benchmarks.md.
 
@@ -31,6 +32,7 @@ from measure import machine_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "security-benchmarks.md"
+BEFORE_ALIAS = "bench/kvm-host-before"  # the before release's baked image, deleted at the end
 DEFAULT_BEFORE = "4402999"  # main before this round (the house by concept moved files, changed nothing)
 LAB = """\
 name: {name}
@@ -57,7 +59,7 @@ class Release:
     def run(self, *args: str, timeout: float = 1800) -> tuple[subprocess.CompletedProcess, float]:
         start = time.monotonic()
         done = subprocess.run([self.python, "-m", "lxdkvm", *args], capture_output=True, text=True,
-                              timeout=timeout, cwd=self.cwd)
+                              timeout=timeout, cwd=self.cwd, check=False)
         seconds = time.monotonic() - start
         if done.returncode not in (0,) and args[0] != "verify":
             raise SystemExit(f"{self.label}: lxdkvm {' '.join(args)} failed:\n{done.stderr[-2000:]}")
@@ -84,7 +86,7 @@ def prepare_before(ref: str, work: Path) -> Release:
     subprocess.run([sys.executable, "-m", "venv", str(tree / ".venv")], check=True)
     subprocess.run([str(tree / ".venv/bin/pip"), "install", "-q", "-e", str(tree)], check=True)
     python = str(tree / ".venv/bin/python")
-    alias = "bench/kvm-host-before"
+    alias = BEFORE_ALIAS
     print(f"baking the KVM-host image of {ref} as {alias} …", flush=True)
     subprocess.run([python, "-m", "lxdkvm", "image", "bake", "--alias", alias], check=True, cwd=tree,
                    capture_output=True)
@@ -102,7 +104,8 @@ def summary(rows: list[dict]) -> dict:
 
 
 def measure(releases: list[Release], folder: Path, rounds: int) -> dict:
-    results: dict = {r.label: {"up": [], "verify": [], "mem": [], "disk": []} for r in releases}
+    results: dict = {r.label: {"up": [], "verify": [], "mem": [], "disk": [], "membusy": [], "diskbusy": []}
+                     for r in releases}
     for release in releases:
         release.run("down", release.name)
     for _ in range(2):  # up from nothing, in turns
@@ -113,13 +116,21 @@ def measure(releases: list[Release], folder: Path, rounds: int) -> dict:
             release.run("down", release.name)
     for release in releases:
         release.run("up", str(release.lab_file(folder)))
-    for _ in range(rounds):
-        for release in releases:
-            for kind in ("mem", "disk"):
-                moved = release.move(f"{release.prefix}-{kind}")
-                results[release.label][kind].append(moved)
-                print(f"{release.label}: {kind} moved in {moved['command']:.2f}s, downtime {moved['downtime_ms']} ms",
-                      flush=True)
+    for load in ("", "busy"):  # a quiet machine, then every core kept busy by a spinning process
+        spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)
+                    if load]
+        try:
+            for _ in range(rounds):
+                for release in releases:
+                    for kind in ("mem", "disk"):
+                        moved = release.move(f"{release.prefix}-{kind}")
+                        results[release.label][f"{kind}{load}"].append(moved)
+                        print(f"{release.label}: {kind} moved{' (busy)' if load else ''} in {moved['command']:.2f}s, "
+                              f"downtime {moved['downtime_ms']} ms", flush=True)
+        finally:
+            for spinner in spinners:
+                spinner.kill()
+                spinner.wait()
     for release in releases:
         done, seconds = release.run("verify", release.name)
         results[release.label]["verify"].append(seconds)
@@ -143,7 +154,8 @@ def write(results: dict, labels: list[str], rounds: int, machine: str) -> None:
     b, a = results[before], results[after]
     rows = [("up from nothing (median of 2)", statistics.median(b["up"]), statistics.median(a["up"]), "s"),
             ("verify", b["verify"][0], a["verify"][0], "s")]
-    for kind, title in (("mem", "memory only"), ("disk", "with a 256 MiB disk")):
+    for kind, title in (("mem", "memory only"), ("disk", "with a 256 MiB disk"),
+                        ("membusy", "memory only, machine busy"), ("diskbusy", "with a disk, machine busy")):
         sb, sa = summary(b[kind]), summary(a[kind])
         rows += [(f"move {title}: whole command", sb["command"], sa["command"], "s"),
                  (f"move {title}: libvirt time", sb["libvirt_ms"], sa["libvirt_ms"], "ms"),
@@ -152,9 +164,13 @@ def write(results: dict, labels: list[str], rounds: int, machine: str) -> None:
         ratio = f"{new / old:.2f}×" if old else "-"
         lines.append(f"| {title} | {old:.2f} {unit} | {new:.2f} {unit} | {ratio} |")
     lost = {k: summary(r["mem"] + r["disk"]) for k, r in ((before, b), (after, a))}
-    lines += ["", f"Pings lost at 5/s during the moves: before {lost[before]['lost']} of {lost[before]['sent']}, "
-              f"after {lost[after]['lost']} of {lost[after]['sent']}. verify: before "
-              f"{'failed' if b.get('verify_fail') else 'passed'}, after {'failed' if a.get('verify_fail') else 'passed'}."]
+    busy = {k: summary(r["membusy"] + r["diskbusy"]) for k, r in ((before, b), (after, a))}
+    lines += ["", "Busy: one process spinning on every core while the guests move (the releases still in turns).",
+              "", (f"Pings lost at 5/s during the moves, quiet: before {lost[before]['lost']} of "
+                   f"{lost[before]['sent']}, after {lost[after]['lost']} of {lost[after]['sent']}; busy: before "
+                   f"{busy[before]['lost']} of {busy[before]['sent']}, after {busy[after]['lost']} of "
+                   f"{busy[after]['sent']}. verify: before {'failed' if b.get('verify_fail') else 'passed'}, "
+                   f"after {'failed' if a.get('verify_fail') else 'passed'}.")]
     OUT.write_text("\n".join(lines) + "\n")
 
 
@@ -174,6 +190,7 @@ def main() -> None:
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work / "before")],
                            check=False, capture_output=True)
+            subprocess.run(["lxc", "image", "delete", BEFORE_ALIAS], check=False, capture_output=True)
     labels = [f"before ({args.before})", "after (this checkout)"]
     server = subprocess.run(["lxc", "query", "/1.0"], capture_output=True, text=True, check=True).stdout
     version = json.loads(server)["environment"]["server_version"]
@@ -182,7 +199,9 @@ def main() -> None:
         r = results[label]
         print(f"{label}: up {statistics.median(r['up']):.1f}s, verify {r['verify'][0]:.1f}s, "
               f"mem move {summary(r['mem'])['command']:.2f}s ({summary(r['mem'])['downtime_ms']:.0f} ms down), "
-              f"disk move {summary(r['disk'])['command']:.2f}s ({summary(r['disk'])['downtime_ms']:.0f} ms down)")
+              f"disk move {summary(r['disk'])['command']:.2f}s ({summary(r['disk'])['downtime_ms']:.0f} ms down); "
+              f"busy: mem {summary(r['membusy'])['command']:.2f}s ({summary(r['membusy'])['downtime_ms']:.0f} ms down), "
+              f"disk {summary(r['diskbusy'])['command']:.2f}s ({summary(r['diskbusy'])['downtime_ms']:.0f} ms down)")
     print(f"wrote {OUT}")
 
 
