@@ -6,14 +6,13 @@ certificate of the lab's own CA (one of another CA included), even from a lab ho
 
 Observed from inside hosts and guests (their neighbour tables, their own sockets), not through lxdkvm."""
 
-import os
 import subprocess
-import sys
 import time
 
 import pytest
 
 from ..integration.test_incus import incus_ready  # noqa: F401  (fixture)
+from ..integration.test_incus import lxdkvm as lxdkvm_on
 
 pytestmark = pytest.mark.integration
 BASE = {"lxd": "10.225", "incus": "10.224"}
@@ -57,14 +56,7 @@ class Lab:
         self.project = f"lxdkvm-{self.name}"
 
     def lxdkvm(self, *args: str, ok: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if k not in ("LXDKVM_DAEMON", "LXD_DIR", "INCUS_DIR")}
-        env["LXDKVM_DAEMON"] = self.daemon
-        proc = subprocess.run([sys.executable, "-m", "lxdkvm", *args], capture_output=True, text=True,
-                              timeout=timeout, env=env, check=False)
-        print(f"$ lxdkvm {' '.join(args)} → {proc.returncode}\n{proc.stdout}{proc.stderr}", flush=True)
-        if ok:
-            assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc
+        return lxdkvm_on(*args, daemon=self.daemon, ok=ok, timeout=timeout)
 
     def on(self, host: str, *command: str, timeout: float = 60) -> subprocess.CompletedProcess:
         client = "lxc" if self.daemon == "lxd" else "incus"
