@@ -90,7 +90,7 @@ def prepare_before(ref: str, work: Path) -> Release:
     print(f"baking the KVM-host image of {ref} as {alias} …", flush=True)
     subprocess.run([python, "-m", "lxdkvm", "image", "bake", "--alias", alias], check=True, cwd=tree,
                    capture_output=True)
-    return Release(f"before ({ref})", python, tree, alias, "bench-before", "10.209", "bb")
+    return Release(f"before ({ref})", python, tree, alias, "bench-before", "10.244", "bb")
 
 
 def median(rows: list[dict], key: str) -> float:
@@ -185,7 +185,7 @@ def main() -> None:
         work = Path(tmp)
         try:
             old = prepare_before(args.before, work)
-            new = Release("after (this checkout)", sys.executable, ROOT, "lxdkvm/kvm-host", "bench-after", "10.208", "ba")
+            new = Release("after (this checkout)", sys.executable, ROOT, "lxdkvm/kvm-host", "bench-after", "10.243", "ba")
             results = measure([old, new], work, args.rounds)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work / "before")],

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / "benchmarks" / "results"
 SETTLE = 5  # seconds between runs: the previous teardown (btrfs cleanup, dnsmasq) finishes
-SUBNET = {3: 231, 10: 232}  # 10.231.x and 10.232.x; the warm-up lab uses 10.233.x
+SUBNET = {3: 246, 10: 247}  # 10.246.x and 10.247.x; the warm-up lab uses 10.248.x
 TARGETS = "u/f ≤ 1.5 for 3 and for 10 hosts; ≤ 1.2 CPU-s per host in the container to ready; down of 10 ≤ 3 s"
 
 
@@ -253,7 +253,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         warm = folder / "bench-warm.yaml"
-        warm.write_text(LAB.format(name="bench-warm", n=233, hosts=1))
+        warm.write_text(LAB.format(name="bench-warm", n=248, hosts=1))
         print("warming up: image built and baked, unpacked into the pool ...", flush=True)
         lab_mod.up(SESSION, warm, lambda *_: None)  # bakes the image if its inputs changed
         lab_mod.down(SESSION, "bench-warm", lambda *_: None)

@@ -80,13 +80,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         warm = Path(folder) / "warm.yaml"
-        warm.write_text(LAB.format(name="bench-warm", n=219, hosts=1))
+        warm.write_text(LAB.format(name="bench-warm", n=252, hosts=1))
         print("warming up: image built and baked, unpacked into the pool ...", flush=True)
         lab_mod.up(SESSION, warm, lambda *_: None)
         lab_mod.down(SESSION, "bench-warm", lambda *_: None)
-        results = [measure("serial3", 3, 216, 1, Path(folder), args.runs),
-                   measure("lab3", 3, 217, 10, Path(folder), args.runs),
-                   measure("lab10", 10, 218, 10, Path(folder), args.runs)]
+        results = [measure("serial3", 3, 249, 1, Path(folder), args.runs),
+                   measure("lab3", 3, 250, 10, Path(folder), args.runs),
+                   measure("lab10", 10, 251, 10, Path(folder), args.runs)]
     base = results[0]["up"]
     server = SESSION.server.facts()
     pool = setup.ensure_hosts_pool(SESSION).name

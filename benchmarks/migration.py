@@ -34,20 +34,20 @@ OUT = Path(__file__).resolve().parent.parent / "docs" / "migration-benchmarks.md
 LAB = """
 name: bench-migrate
 networks:
-  - {name: data, subnet: 10.214.20.0/24, mode: isolated}
+  - {name: data, subnet: 10.245.20.0/24, mode: isolated}
 hosts:
   - name: mig-[1-2]
-    networks: [{network: data, ipv4: 10.214.20.11}]
+    networks: [{network: data, ipv4: 10.245.20.11}]
 guests:
   - name: mem-only
     host: mig-1
     memory: 256MiB
-    networks: [{network: data, ipv4: 10.214.20.51}]
+    networks: [{network: data, ipv4: 10.245.20.51}]
   - name: with-disk
     host: mig-1
     memory: 256MiB
     disk: {size: 256MiB}
-    networks: [{network: data, ipv4: 10.214.20.52}]
+    networks: [{network: data, ipv4: 10.245.20.52}]
 """
 
 
