@@ -106,12 +106,20 @@ def prepared(client: Instances, lab: t.Lab, host: t.Host, credentials=None) -> b
     return all(have.get(path) == digest for path, digest in _digests(files).items())
 
 
+# Define the guest filter, or redefine it in place: libvirt refuses a filter of the same name under a new
+# UUID, so the one the host has is kept (a redefined filter is applied again to the NICs that name it).
+_DEFINE_FILTER = (
+    f"u=$(virsh -q nwfilter-dumpxml {domain.GUEST_FILTER} 2>/dev/null | sed -n 's:.*<uuid>\\(.*\\)</uuid>.*:\\1:p'); "
+    f"sed \"s:<filter name=.{domain.GUEST_FILTER}. chain=.root.>:&${{u:+<uuid>$u</uuid>}}:\" {FILTER_FILE} "
+    f"> {FILTER_FILE}.define && virsh -q nwfilter-define {FILTER_FILE}.define >/dev/null && rm -f {FILTER_FILE}.define")
+
+
 def define_filter(client: Instances, host: str) -> None:
     """Define the guest filter every guest NIC names (libvirt refuses to start a guest whose filter is
     missing): what `_listener` does first, for a host that is not one of a lab's."""
     run(client, host, f"mkdir -p {shlex.quote(FILTER_FILE.rsplit('/', 1)[0])}")
     client.push(host, FILTER_FILE, (data_dir("libvirt") / "lxdkvm-guest-filter.xml").read_bytes(), mode="0644")
-    run(client, host, f"virsh -q nwfilter-define {FILTER_FILE} >/dev/null")
+    run(client, host, _DEFINE_FILTER)
 
 
 def _listener(client: Instances, lab: t.Lab, host: t.Host, credentials=None) -> None:
@@ -123,7 +131,7 @@ def _listener(client: Instances, lab: t.Lab, host: t.Host, credentials=None) -> 
         run(client, host.name, f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])}")
         client.push(host.name, path, content.encode(), mode="0600" if private else "0644")
     keys = " ".join(shlex.quote(k) for k in PKI["key"] if k.startswith("/etc/pki/qemu/") and k in files)
-    steps = [f"virsh -q nwfilter-define {FILTER_FILE} >/dev/null"]
+    steps = [_DEFINE_FILTER]
     if LISTENER_DROPIN in files:
         # QEMU runs as libvirt-qemu and reads its key itself. Debian's libvirtd takes its sockets from
         # systemd when it starts: restart it after the new one (running guests keep running).

@@ -218,8 +218,11 @@ def _carry_marker(client: Instances, where: Located, target: str) -> None:
 
 def _pings_counted(client: Instances, host: str, pinger: str) -> tuple[int, int]:
     """(sent, lost) of the pings HOST sent while the guest moved; the ping is stopped and its files removed."""
-    time.sleep(1.0)  # a ping in flight at the end gets its chance
-    summary = _run(client, host, f"kill -INT $(cat {pinger}.pid); sleep 0.3; cat {pinger}; rm -f {pinger} {pinger}.pid")
+    time.sleep(0.4)  # a ping in flight at the end gets its chance (two intervals; a reply takes a millisecond)
+    # SIGINT makes ping print its summary and exit: wait for that (at most 2 s), not a fixed time
+    summary = _run(client, host, f"p=$(cat {pinger}.pid); kill -INT $p; for i in $(seq 40); do "
+                                 f"kill -0 $p 2>/dev/null || break; sleep 0.05; done; cat {pinger}; "
+                                 f"rm -f {pinger} {pinger}.pid")
     found = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", summary)
     if not found:
         return 0, 0

@@ -162,12 +162,14 @@ def guest_checks(client: Instances, lab: t.Lab, guests: list[GuestStatus]) -> li
 
 def _filtered(client: Instances, row: GuestStatus) -> Check:
     """Every NIC of the guest names lxdkvm's guest filter and its host has the filter's rules on the NIC's
-    tap: frames only from the guest's own MAC and address, no DHCP server (docs/security.md)."""
+    tap (the drop of frames from another MAC, the drop of a DHCP server's answers): frames only from the
+    guest's own MAC and address, no DHCP server (docs/security.md)."""
     name = shlex.quote(row.name)
     script = (f"n=$(virsh -q dumpxml {name} | grep -c \"<filterref filter='{domain.GUEST_FILTER}'\"); "
               f"for tap in $(virsh -q domiflist {name} | awk '{{print $1}}'); do "
-              "ebtables -t nat -L libvirt-I-$tap 2>/dev/null | grep -q -- '-j I-' && echo $tap filtered "
-              "|| echo $tap open; done; echo refs $n")
+              "rules=$(ebtables -t nat -L libvirt-I-$tap 2>/dev/null); "
+              "echo \"$rules\" | grep -q -- '^-s ! ' && echo \"$rules\" | grep -q -- '--ip-sport 67 -j DROP' "
+              "&& echo $tap filtered || echo $tap open; done; echo refs $n")
     _, output = _sh(client, row.host, script)
     taps = [line.split() for line in output.splitlines() if line.endswith((" filtered", " open"))]
     refs = next((line.split()[1] for line in output.splitlines() if line.startswith("refs ")), "0")

@@ -53,7 +53,7 @@ def test_a_host_with_isolated_addresses_gets_tls_files_and_a_socket_that_needs_i
     assert all(files[path] == "CA" for path in hostprep.PKI["ca"])
     firewall = files[hostprep.FIREWALL_SCRIPT]
     assert "--dports 16514,49152:49215" in firewall and "-s 10.200.20.12 -j RETURN" in firewall
-    assert hostprep.FILTER_FILE in files and files[hostprep.FILTER_FILE].count('filter="clean-traffic"') == 1
+    assert hostprep.FILTER_FILE in files and '<filter name="lxdkvm-guest" chain="root">' in files[hostprep.FILTER_FILE]
     assert set(hostprep.listener_files(lab, host)) == {hostprep.FILTER_FILE}  # no credentials: no listener
 
 
@@ -66,3 +66,30 @@ def test_every_guest_nic_names_the_filter_with_its_address_or_learns_it_from_its
     assert '<parameter name="IP" value="10.0.0.5"/>' in xml
     assert '<parameter name="CTRL_IP_LEARNING" value="dhcp"/>' in xml
     assert '<parameter name="DHCPSERVER" value="10.0.1.1"/>' in xml
+
+
+def test_the_guest_filter_is_an_allow_list_in_one_chain():
+    """The filter's rules as libvirt orders them (by priority): the drop of frames from another MAC and of
+    a DHCP server's answers come before anything a guest may send; what a guest may send names its own
+    MAC or address (or is a DHCP client's request before it has one); everything else, both ways, is
+    dropped last. One chain, no filter references: each chain costs libvirt commands at every guest
+    start and migration."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring((hostprep.data_dir("libvirt") / "lxdkvm-guest-filter.xml").read_text())
+    assert root.get("name") == domain.GUEST_FILTER and root.get("chain") == "root"
+    assert root.find("filterref") is None
+    rules = sorted(root.findall("rule"), key=lambda r: int(r.get("priority")))
+    out = [r for r in rules if r.get("direction") in ("out", "inout")]
+    first, second = out[0], out[1]
+    assert first.get("action") == "drop" and first.find("mac").attrib == {"match": "no", "srcmacaddr": "$MAC"}
+    assert second.get("action") == "drop" and second.find("ip").get("srcportstart") == "67"
+    for rule in (r for r in out if r.get("action") == "accept"):
+        (match,) = list(rule)
+        own = {match.get(k) for k in ("srcmacaddr", "srcipaddr", "arpsrcmacaddr", "arpsrcipaddr")} - {None}
+        dhcp_client = match.attrib.get("srcipaddr") == "0.0.0.0" and match.get("dstportstart") == "67"
+        assert dhcp_client or own & {"$MAC", "$IP"}, ET.tostring(rule)
+        if match.tag == "arp":
+            assert {match.get("arpsrcmacaddr"), match.get("arpsrcipaddr")} == {"$MAC", "$IP"}
+    last = rules[-1]
+    assert (last.get("action"), last.get("direction"), len(last)) == ("drop", "inout", 0)
