@@ -164,12 +164,7 @@ def apply(lxd, lab: t.Lab, want: Desired, plan: Plan, report: Report, workers: i
     if plan.conflicts:
         raise LxdkvmError("cannot apply the plan:\n" + "\n".join(f"  {c}" for c in plan.conflicts))
     start = time.monotonic()
-    for action in plan.select("firewall", "create", "update"):  # before any host can start
-        report("lab", f"{action.verb} firewall table {action.name} on this machine")
-        nftables.load(want.fence.text)
-    if plan.select("project", "create"):
-        report("lab", f"creating project {want.project}")
-        lxd.session.projects.create(want.project, want.project_config, f"lxdkvm lab {lab.name} ({lab.source})")
+    _fence_and_project(lxd, lab, want, plan, report)
     verbs: dict[str, set[str]] = {}
     for action in plan.select("host", "create", "recreate", "start", "verify"):
         verbs.setdefault(action.name, set()).add(action.verb)
@@ -213,13 +208,28 @@ def apply(lxd, lab: t.Lab, want: Desired, plan: Plan, report: Report, workers: i
     took, errors = run_pool(jobs, workers, cancel)
     if errors:
         raise failure(errors)
+    _delete_unused(lxd, plan, report)
+    return Applied(took, round(time.monotonic() - start, 1))  # type: ignore[arg-type]
+
+
+def _fence_and_project(lxd, lab: t.Lab, want: Desired, plan: Plan, report: Report) -> None:
+    """The lab's firewall table on this machine (before any host can start), then its project."""
+    for action in plan.select("firewall", "create", "update"):
+        report("lab", f"{action.verb} firewall table {action.name} on this machine")
+        nftables.load(want.fence.text)
+    if plan.select("project", "create"):
+        report("lab", f"creating project {want.project}")
+        lxd.session.projects.create(want.project, want.project_config, f"lxdkvm lab {lab.name} ({lab.source})")
+
+
+def _delete_unused(lxd, plan: Plan, report: Report) -> None:
+    """Profiles and networks the lab file no longer has, once no host uses them."""
     for action in plan.select("profile", "delete"):
         report("lab", f"deleting profile {action.name}")
         lxd.profiles.delete(action.name)
     for action in plan.select("network", "delete"):
         report("lab", f"deleting network {action.name}")
         lxd.networks.delete(action.name)
-    return Applied(took, round(time.monotonic() - start, 1))  # type: ignore[arg-type]
 
 
 def teardown(lxd, plan: Plan, report: Report, workers: int = DEFAULT_WORKERS) -> float:
