@@ -10,7 +10,7 @@ from pathlib import Path
 # The 10.N.0.0/16 ranges the benchmarks' labs take their subnets from. No test uses one of them
 # (tests/unit/test_benchmark_subnets.py), so a benchmark and the suite can run on one machine at once:
 # a lab refuses a subnet that a route of the machine already covers.
-SUBNETS = range(243, 253)
+SUBNETS = range(243, 254)
 
 
 def anon_bytes(instance: str, project: str = "default") -> int:
