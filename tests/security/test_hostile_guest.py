@@ -1,6 +1,7 @@
 """A hostile guest against its host and its lab, for real, on LXD and on Incus: it cannot borrow another
 host's address (ARP or IP: libvirt's `lxdkvm-guest` filter on every guest NIC), so it cannot reach its
 host's libvirt or QEMU's migration ports as that host; it cannot be a DHCP server for the lab network;
+it sends no IPv6 (so no router advertisement) beyond its host;
 the migration ports answer the lab's hosts only; and libvirt's TLS listener refuses a client without a
 certificate of the lab's own CA (one of another CA included), even from a lab host.
 
@@ -126,6 +127,41 @@ def test_a_guest_is_no_dhcp_server(lab):
     finally:
         lab.guest("attacker", "killall udhcpd")
 
+
+def _echo_requests_seen(lab: Lab, host: str) -> int:
+    """How many ICMPv6 echo requests HOST has received (its kernel's own counter)."""
+    for line in lab.on(host, "cat", "/proc/net/snmp6").stdout.splitlines():
+        if line.startswith("Icmp6InEchos "):
+            return int(line.split()[1])
+    raise AssertionError(f"{host} has no Icmp6InEchos counter")
+
+
+def test_a_guest_sends_no_ipv6_so_no_router_advertisement(lab):
+    """The filter passes IPv4, ARP and QEMU's announce from a guest and drops every other layer-2 protocol:
+    IPv6 (router advertisements are ICMPv6) never leaves its host. The control: gh-1 itself sends the same
+    all-nodes echo on the lab network and gh-2 counts it; the guest's echoes reach the filter's last
+    rule on gh-1 and gh-2 counts none of them."""
+    before = _echo_requests_seen(lab, "gh-2")
+    lab.on("gh-1", "sh", "-c", "ping -6 -c 3 -i 0.2 -W 1 ff02::1%br-data >/dev/null 2>&1 || "
+                               "ping -6 -c 3 -i 0.2 -W 1 -I br-data ff02::1")
+    time.sleep(1)
+    control = _echo_requests_seen(lab, "gh-2")
+    assert control > before, "gh-2 does not count gh-1's IPv6 echo requests: the probe cannot see a leak"
+    tap = lab.on("gh-1", "sh", "-c", "virsh -q domiflist attacker | awk 'NR==1 {print $1}'").stdout.strip()
+
+    def dropped() -> int:  # frames the last rule of the guest's chain (drop everything else) has counted
+        rules = [line for line in lab.on("gh-1", "ebtables", "-t", "nat", "-L", f"libvirt-I-{tap}", "--Lc")
+                 .stdout.splitlines() if "pcnt = " in line]
+        assert rules and rules[-1].startswith("-j DROP"), rules
+        return int(rules[-1].split("pcnt = ")[1].split()[0])
+
+    last_before = dropped()
+    sent = lab.guest("attacker", "ping -6 -c 5 -i 0.2 -W 1 -I eth0 ff02::1 >/dev/null 2>&1; "
+                                 "cat /proc/net/snmp6 | grep '^Icmp6OutEchos '")
+    assert int(sent.split()[1]) >= 5, f"the guest did not send its IPv6 echo requests: {sent!r}"
+    time.sleep(1)
+    assert _echo_requests_seen(lab, "gh-2") == control, "an IPv6 frame from a guest reached another host"
+    assert dropped() >= last_before + 5, "the guest's IPv6 frames did not end at the filter's last rule"
 
 def test_the_migration_ports_answer_the_lab_hosts_only(lab):
     """QEMU's migration and disk streams listen on 49152-49215 during a move: a service there on gh-1 is
