@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from measure import SUBNETS  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+from measure import SUBNETS  # benchmarks/ is a folder of scripts, not a package
 
 IN_TEXT = re.compile(r"\b10\.(\d{1,3})\b")
 
