@@ -21,39 +21,42 @@ HOST_USER_DATA_KEYS = ("apt", "bootcmd", "package_update", "packages", "runcmd",
 OTHER_FORMATS = ("#!", "Content-Type:", "#include", "#cloud-boothook")
 
 
-def user_data_problem(text: str | None) -> str | None:
-    """Why TEXT is not user-data cloud-init takes (one line, with the line of user-data it is about);
-    None when it is, or when there is none."""
+def _read(text: str | None) -> tuple[dict | None, str | None]:
+    """(the #cloud-config mapping, None) when TEXT is one; (None, why not) when TEXT is not user-data
+    cloud-init takes (one line, with the line of user-data it is about); (None, None) for another format
+    cloud-init takes, or none at all."""
     if text is None or not text.strip():
-        return None
+        return None, None
     first = text.lstrip().splitlines()[0]
     if first.startswith("#cloud-config"):
         data, _, problems = yamlread.read_yaml(text)
         if problems:
             problem = problems[0]
             where = "" if problem.path == "(file)" else f"{problem.path}: "
-            return f"user-data line {max(problem.line, 1)}: {where}{problem.message}"
+            return None, f"user-data line {max(problem.line, 1)}: {where}{problem.message}"
         if data is not None and not isinstance(data, dict):
-            return "user-data: a #cloud-config document must be a mapping"
-        return None
+            return None, "user-data: a #cloud-config document must be a mapping"
+        return data or {}, None
     if not first.startswith(OTHER_FORMATS):
-        return "user-data must start with #cloud-config, #! (a script) or be MIME multipart"
-    return None
+        return None, "user-data must start with #cloud-config, #! (a script) or be MIME multipart"
+    return None, None
+
+
+def user_data_problem(text: str | None) -> str | None:
+    """Why TEXT is not user-data cloud-init takes (one line, with the line of user-data it is about);
+    None when it is, or when there is none."""
+    return _read(text)[1]
 
 
 def vendor_data_problem(text: str | None) -> str | None:
     """What `user_data_problem` finds, and a #cloud-config that sets a key of the kvm-host profile's own
-    user-data (cloud-init would drop it: user-data wins, key by key)."""
-    if problem := user_data_problem(text):
-        return problem
-    if text is None or not text.lstrip().startswith("#cloud-config"):
-        return None
-    data, _, _ = yamlread.read_yaml(text)
+    user-data (cloud-init would drop it: user-data wins, key by key). The text is read once."""
+    data, problem = _read(text)
     taken = sorted(set(data or {}) & set(HOST_USER_DATA_KEYS))
-    if taken:
-        return (f"vendor-data sets {', '.join(taken)}, which the kvm-host profile's user-data sets too: "
-                "cloud-init would drop it (user-data wins); give those steps as a #! script instead")
-    return None
+    if problem or not taken:
+        return problem
+    return (f"vendor-data sets {', '.join(taken)}, which the kvm-host profile's user-data sets too: "
+            "cloud-init would drop it (user-data wins); give those steps as a #! script instead")
 
 
 def check_user_data(text: str | None) -> str:
