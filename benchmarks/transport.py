@@ -28,28 +28,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import machine_lines
+from measure import machine_lines, migration_lab
 
-from lxdkvm.guests import domain
+from lxdkvm.guests import domain, ops
 from lxdkvm.lab import pipeline as lab_mod
 from lxdkvm.lxd.session import Session
 
 SESSION = Session()  # the benchmark's one session with the daemon
 NAME, PROJECT = "bench-transport", "lxdkvm-bench-transport"
 OUT = Path(__file__).resolve().parent.parent / "docs" / "transport-benchmarks.md"
-ADDRESS = {"tr-1": "10.253.20.11", "tr-2": "10.253.20.12"}
-LAB = """
-name: bench-transport
-networks:
-  - {name: data, subnet: 10.253.20.0/24, mode: isolated}
-hosts:
-  - name: tr-[1-2]
-    networks: [{network: data, ipv4: 10.253.20.11}]
-guests:
-  - {name: mem-only, host: tr-1, memory: 256MiB, networks: [{network: data, ipv4: 10.253.20.51}]}
-  - {name: with-disk, host: tr-1, memory: 256MiB, disk: {size: 256MiB},
-     networks: [{network: data, ipv4: 10.253.20.52}]}
-"""
+BASE = "10.253"
+LAB = migration_lab(NAME, "tr", BASE)
+ADDRESS = {"tr-1": f"{BASE}.20.11", "tr-2": f"{BASE}.20.12"}  # as LAB gives them
 KEY = "/root/.ssh/bench_transport"
 
 
@@ -67,9 +57,8 @@ def must(host: str, script: str) -> str:
 
 def command(transport: str, guest: str, target: str, disk: bool) -> str:
     address, copy = ADDRESS[target], "--copy-storage-all " if disk else ""
-    if transport == "tls":
-        return (f"virsh migrate --live {copy}--tls --persistent --undefinesource {guest} "
-                f"qemu+tls://{address}/system --migrateuri tcp://{address} --listen-address {address}")
+    if transport == "tls":  # what `lxdkvm migrate` runs
+        return ops.migrate_command(guest, address, copy_storage="all" if disk else None)
     # "ssh+nbd": the disk's NBD copy on a TCP connection of its own, outside the tunnel (and unauthenticated)
     nbd = f"--listen-address {address} " if transport == "ssh+nbd" else ""
     return (f"virsh migrate --live {copy}{nbd}--p2p --tunnelled --persistent --undefinesource {guest} "
@@ -100,14 +89,9 @@ def move(transport: str, guest: str, source: str, target: str, disk: bool = Fals
                 for h in (source, target)}
         return {"ok": False, "error": output.splitlines()[-1] if output else f"exit {code}", "seconds": seconds,
                 "logs": logs}
-    job = must(target, f"virsh domjobinfo {guest} --completed")
-    values = {}
-    for line in job.splitlines():
-        key, _, value = line.partition(":")
-        if value.split():
-            values[key.strip()] = value.split()[0]
-    return {"ok": True, "seconds": seconds, "libvirt_ms": float(values.get("Time elapsed", 0)),
-            "downtime_ms": float(values.get("Total downtime", 0))}
+    job = ops.jobinfo(must(target, f"virsh domjobinfo {guest} --completed"))
+    return {"ok": True, "seconds": seconds, "libvirt_ms": job.get("Time elapsed", 0.0),
+            "downtime_ms": job.get("Total downtime", 0.0)}
 
 
 def measure(rounds: int) -> dict:

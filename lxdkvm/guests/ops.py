@@ -131,7 +131,8 @@ def _boot_id(output: str) -> str:
     return readback.boot_id(output.strip()) or ""
 
 
-def _jobinfo(text: str) -> dict[str, float]:
+def jobinfo(text: str) -> dict[str, float]:
+    """`virsh domjobinfo`'s fields as numbers (sizes in MiB, times in ms)."""
     out = {}
     for line in text.splitlines():
         key, _, value = line.partition(":")
@@ -141,6 +142,15 @@ def _jobinfo(text: str) -> dict[str, float]:
             factor = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}.get(unit, 1)
             out[key.strip()] = amount * factor
     return out
+
+
+def migrate_command(guest: str, address: str, live: bool = True, copy_storage: str | None = None) -> str:
+    """The `virsh migrate` that moves GUEST to the host at ADDRESS (COPY_STORAGE: "all", "inc" or None).
+    --tls: libvirt's connection (qemu+tls), QEMU's migration stream and its disk copy (NBD) all use TLS
+    with the lab CA's certificates, both ends checked (docs/security.md)."""
+    flags = ("--live " if live else "") + (f"--copy-storage-{copy_storage} " if copy_storage else "")
+    return (f"virsh migrate {flags}--tls --persistent --undefinesource --verbose {guest} "
+            f"qemu+tls://{address}/system --migrateuri tcp://{address} --listen-address {address}")
 
 
 def migrate(client: Instances, where: Located, target: str, live: bool = True,
@@ -166,14 +176,9 @@ def migrate(client: Instances, where: Located, target: str, live: bool = True,
     pinger = f"/tmp/lxdkvm-migrate-{where.name}.ping"
     if guest_ip:  # from the source host, which stays on the lab network the whole time
         _run(client, where.host, f"ping -n -i {PING_INTERVAL} {guest_ip} > {pinger} 2>&1 & echo $! > {pinger}.pid")
-    flags = "--live " if live else ""
     # a Debian guest's disk is an overlay on a base every host has: only the overlay moves
-    disk = "--copy-storage-inc " if where.spec.get("image") in ("debian", "file") else \
-        "--copy-storage-all " if where.spec.get("disk_mib") else ""
-    # --tls: libvirt's connection (qemu+tls), QEMU's migration stream and its disk copy (NBD) all use TLS
-    # with the lab CA's certificates, both ends checked (docs/security.md)
-    command = (f"virsh migrate {flags}{disk}--tls --persistent --undefinesource --verbose {where.name} "
-               f"qemu+tls://{address}/system --migrateuri tcp://{address} --listen-address {address}")
+    disk = "inc" if where.spec.get("image") in ("debian", "file") else "all" if where.spec.get("disk_mib") else None
+    command = migrate_command(where.name, address, live, disk)
     say(f"{where.host} → {target} over {address}: {command}")
     start = time.monotonic()
     try:
@@ -181,7 +186,7 @@ def migrate(client: Instances, where: Located, target: str, live: bool = True,
     finally:
         seconds = round(time.monotonic() - start, 2)
         sent, lost = _pings_counted(client, where.host, pinger) if guest_ip else (0, 0)
-    job = readback.job_info(_jobinfo(_run(client, target, f"virsh domjobinfo {where.name} --completed")))
+    job = readback.job_info(jobinfo(_run(client, target, f"virsh domjobinfo {where.name} --completed")))
     moved = Located(where.name, target, {**where.spec, "host": target})
     _run(client, target, f"virsh -q metadata {where.name} {domain.METADATA_NS} --key lxdkvm --live --config "
                          f"--set {shlex.quote(_metadata_xml(moved.spec))}")
