@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure import machine_lines
+from measure import busy_cores, machine_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "security-benchmarks.md"
@@ -117,9 +117,7 @@ def measure(releases: list[Release], folder: Path, rounds: int) -> dict:
     for release in releases:
         release.run("up", str(release.lab_file(folder)))
     for load in ("", "busy"):  # a quiet machine, then every core kept busy by a spinning process
-        spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)
-                    if load]
-        try:
+        with busy_cores(load == "busy"):
             for _ in range(rounds):
                 for release in releases:
                     for kind in ("mem", "disk"):
@@ -127,10 +125,6 @@ def measure(releases: list[Release], folder: Path, rounds: int) -> dict:
                         results[release.label][f"{kind}{load}"].append(moved)
                         print(f"{release.label}: {kind} moved{' (busy)' if load else ''} in {moved['command']:.2f}s, "
                               f"downtime {moved['downtime_ms']} ms", flush=True)
-        finally:
-            for spinner in spinners:
-                spinner.kill()
-                spinner.wait()
     for release in releases:
         done, seconds = release.run("verify", release.name)
         results[release.label]["verify"].append(seconds)

@@ -1,16 +1,59 @@
-"""What both benchmark scripts read from the machine: a container's idle memory, and the machine line."""
+"""What the benchmark scripts share: a container's idle memory, the machine line, a busy machine, the
+migration lab, and the subnets the benchmarks' labs take."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # The 10.N.0.0/16 ranges the benchmarks' labs take their subnets from. No test uses one of them
 # (tests/unit/test_benchmark_subnets.py), so a benchmark and the suite can run on one machine at once:
 # a lab refuses a subnet that a route of the machine already covers.
 SUBNETS = range(243, 254)
+# Two hosts on an isolated network and two 256 MiB tiny guests on the first, one without a disk (memory
+# and device state only) and one with a 256 MiB disk: what migration.py and transport.py move.
+MIGRATION_LAB = """
+name: {name}
+networks:
+  - {{name: data, subnet: {base}.20.0/24, mode: isolated}}
+hosts:
+  - name: {prefix}-[1-2]
+    networks: [{{network: data, ipv4: {base}.20.11}}]
+guests:
+  - name: mem-only
+    host: {prefix}-1
+    memory: 256MiB
+    networks: [{{network: data, ipv4: {base}.20.51}}]
+  - name: with-disk
+    host: {prefix}-1
+    memory: 256MiB
+    disk: {{size: 256MiB}}
+    networks: [{{network: data, ipv4: {base}.20.52}}]
+"""
+
+
+def migration_lab(name: str, prefix: str, base: str) -> str:
+    """MIGRATION_LAB named NAME, its hosts PREFIX-1 and PREFIX-2 at BASE.20.11 and .12 (BASE: "10.N")."""
+    return MIGRATION_LAB.format(name=name, prefix=prefix, base=base)
+
+
+@contextmanager
+def busy_cores(busy: bool = True) -> Iterator[None]:
+    """While the block runs, a process spins on every core of the machine (none when BUSY is false)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(os.cpu_count() or 1)] if busy else []
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def anon_bytes(instance: str, project: str = "default") -> int:

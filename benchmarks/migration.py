@@ -15,14 +15,11 @@ Run as root from the repository (other LXD users: hold /tmp/lxd-tests.lock):
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from measure import machine_lines
+from measure import busy_cores, machine_lines, migration_lab
 
 from lxdkvm.lab import guests as lab_guests
 from lxdkvm.lab import pipeline as lab_mod
@@ -31,24 +28,7 @@ from lxdkvm.lxd.session import Session
 SESSION = Session()  # the benchmark's one session with the daemon
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "migration-benchmarks.md"
-LAB = """
-name: bench-migrate
-networks:
-  - {name: data, subnet: 10.245.20.0/24, mode: isolated}
-hosts:
-  - name: mig-[1-2]
-    networks: [{network: data, ipv4: 10.245.20.11}]
-guests:
-  - name: mem-only
-    host: mig-1
-    memory: 256MiB
-    networks: [{network: data, ipv4: 10.245.20.51}]
-  - name: with-disk
-    host: mig-1
-    memory: 256MiB
-    disk: {size: 256MiB}
-    networks: [{network: data, ipv4: 10.245.20.52}]
-"""
+LAB = migration_lab("bench-migrate", "mig", "10.245")
 
 
 def quiet(_host: str, _message: str) -> None:
@@ -75,9 +55,7 @@ def main() -> None:
         where = {"mem-only": "mig-1", "with-disk": "mig-1"}
         for load in ("quiet", "busy"):  # busy: a process spinning on every core of the machine
             results[load] = {"mem-only": [], "with-disk": []}
-            spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                        for _ in range(os.cpu_count() or 1)] if load == "busy" else []
-            try:
+            with busy_cores(load == "busy"):
                 for round_ in range(args.rounds):
                     for guest in ("mem-only", "with-disk"):  # interleaved, so both see the same machine
                         target = "mig-2" if where[guest] == "mig-1" else "mig-1"
@@ -88,10 +66,6 @@ def main() -> None:
                         print(f"{load} round {round_ + 1} {guest}: {moved['seconds']:.2f} s, downtime "
                               f"{moved['downtime_ms']} ms, {moved['pings_lost']}/{moved['pings_sent']} pings lost",
                               flush=True)
-            finally:
-                for spinner in spinners:
-                    spinner.kill()
-                    spinner.wait()
         after = lab_guests.guest_exec(SESSION, "bench-migrate", "with-disk", ["md5sum", "/dev/vda"])[0].split()[0]
         assert after == written, "the disk's content changed while it moved"
         report(results, args.rounds)
