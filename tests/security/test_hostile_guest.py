@@ -163,6 +163,7 @@ def test_a_guest_sends_no_ipv6_so_no_router_advertisement(lab):
     assert _echo_requests_seen(lab, "gh-2") == control, "an IPv6 frame from a guest reached another host"
     assert dropped() >= last_before + 5, "the guest's IPv6 frames did not end at the filter's last rule"
 
+
 def test_the_migration_ports_answer_the_lab_hosts_only(lab):
     """QEMU's migration and disk streams listen on 49152-49215 during a move: a service there on gh-1 is
     reached by gh-2 and not by a guest on gh-1's own bridge."""
