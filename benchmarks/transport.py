@@ -30,7 +30,7 @@ from pathlib import Path
 
 from measure import machine_lines, migration_lab
 
-from lxdkvm.guests import domain, ops
+from lxdkvm.guests import domain, migration
 from lxdkvm.lab import pipeline as lab_mod
 from lxdkvm.lxd.session import Session
 
@@ -58,10 +58,12 @@ def must(host: str, script: str) -> str:
 def command(transport: str, guest: str, target: str, disk: bool) -> str:
     address, copy = ADDRESS[target], "--copy-storage-all " if disk else ""
     if transport == "tls":  # what `lxdkvm migrate` runs
-        return ops.migrate_command(guest, address, copy_storage="all" if disk else None)
+        return migration.migrate_command(guest, address, copy_storage="all" if disk else None)
     # "ssh+nbd": the disk's NBD copy on a TCP connection of its own, outside the tunnel (and unauthenticated)
     nbd = f"--listen-address {address} " if transport == "ssh+nbd" else ""
-    return (f"virsh migrate --live {copy}{nbd}--p2p --tunnelled --persistent --undefinesource {guest} "
+    # the same downtime budget and auto-converge as lxdkvm's own command, so only the transport differs
+    return (f"virsh migrate-setmaxdowntime {guest} {migration.MAX_DOWNTIME_MS} && "
+            f"virsh migrate --live --auto-converge {copy}{nbd}--p2p --tunnelled --persistent --undefinesource {guest} "
             f"'qemu+ssh://root@{address}/system?keyfile={KEY}&no_tty=1'")
 
 
@@ -89,7 +91,7 @@ def move(transport: str, guest: str, source: str, target: str, disk: bool = Fals
                 for h in (source, target)}
         return {"ok": False, "error": output.splitlines()[-1] if output else f"exit {code}", "seconds": seconds,
                 "logs": logs}
-    job = ops.jobinfo(must(target, f"virsh domjobinfo {guest} --completed"))
+    job = migration.jobinfo(must(target, f"virsh domjobinfo {guest} --completed"))
     return {"ok": True, "seconds": seconds, "libvirt_ms": job.get("Time elapsed", 0.0),
             "downtime_ms": job.get("Total downtime", 0.0)}
 

@@ -91,15 +91,19 @@ def terminal_text(text: str) -> str:
 @click.option("--to", "to", required=True, help="The lab host to move the guest to.")
 @click.option("--live/--offline", default=True, show_default=True,
               help="Keep the guest running while it moves (pre-copy), or pause it for the move.")
+@click.option("--max-downtime", "max_downtime", type=click.IntRange(1, 60000), default=None, metavar="MS",
+              help="The downtime budget of a live move in ms (default 50): QEMU switches over when what is left "
+                   "fits in it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
-def migrate(lab, guest, to, live, as_json) -> None:
+def migrate(lab, guest, to, live, max_downtime, as_json) -> None:
     """Move a running guest to another host of the lab with libvirt over an isolated lab network (its
     disk copied when it has one), then check it kept running: same boot id, same address answering.
-    Reports the migration time and downtime (libvirt's job statistics) and the pings lost at 5/s."""
+    Reports the migration time, the downtime QEMU measured against its budget, how hard auto-converge
+    throttled the guest (libvirt's job statistics) and the pings lost at 5/s."""
     from ..lab import guests as lab_guests
 
     with errors():
-        result = lab_guests.migrate(session(), lab, guest, to, live, progress, warn)
+        result = lab_guests.migrate(session(), lab, guest, to, live, progress, warn, max_downtime)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -111,7 +115,8 @@ def migrate(lab, guest, to, live, as_json) -> None:
         answers = "answers" if result["address_answers"] else "[bold red]does not answer[/]"
         out.print(f"{safe(guest)} moved {safe(result['from'])} → {safe(result['to'])} "
                   f"over {safe(result['over'])} in "
-                  f"{result['seconds']}s (libvirt {result['libvirt_ms']} ms, downtime {result['downtime_ms']} ms,"
+                  f"{result['seconds']}s (libvirt {result['libvirt_ms']} ms, downtime {result['downtime_ms']} ms"
+                  f"{_budget(result)},"
                   f" {result['memory_mib'] or 0:.0f} MiB memory"
                   + (f", {result['disk_mib'] or 0:.0f} MiB disk" if result["disk_copied"] else "") + "); "
                   f"{kept}; {safe(result['address'])} {answers}; "
@@ -120,6 +125,16 @@ def migrate(lab, guest, to, live, as_json) -> None:
     kept_running = result["same_boot"] if result["same_boot"] is not None else result["running"]
     if not (kept_running and (result["address_answers"] or not result["address"])):
         sys.exit(1)
+
+def _budget(result: dict) -> str:
+    """How the downtime compares with its budget, and what auto-converge did to get there."""
+    if result.get("downtime_budget_ms") is None:
+        return ""
+    held = "within" if result["within_budget"] else "[bold yellow]over[/]"
+    throttled = f", guest throttled to {100 - result['throttle_percent']:.0f}% by auto-converge" \
+        if result.get("throttle_percent") else ""
+    return f" {held} its {result['downtime_budget_ms']} ms budget{throttled}"
+
 
 @click.group(name="guest-image", epilog="Example: lxdkvm guest-image import ./router.qcow2 --name router")
 def guest_image() -> None:

@@ -40,11 +40,14 @@ def console_host(session, lab: str | Path | None, guest: str, warn: Warn = lambd
 
 
 def migrate(session, lab: str | Path | None, guest: str, to: str, live: bool = True,
-            say: Callable[[str], None] = lambda _m: None, warn: Warn = lambda _m: None) -> dict:
-    from ..guests import ops
+            say: Callable[[str], None] = lambda _m: None, warn: Warn = lambda _m: None,
+            max_downtime_ms: int | None = None) -> dict:
+    """Move GUEST to host TO (`guests.migration.migrate`), within MAX_DOWNTIME_MS (default: its default)."""
+    from ..guests import migration
 
     name, lxd, hosts, where = _find(session, lab, guest, warn)
     if to not in hosts:
         raise LxdkvmError(f"lab {name} has no running host {to} (running: {', '.join(hosts) or 'none'})")
     with LabLock(name, "migrate"):
-        return ops.migrate(lxd.instances, where, to, live, say)
+        return migration.migrate(lxd.instances, where, to, live, say,
+                                 max_downtime_ms or migration.MAX_DOWNTIME_MS)
