@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from .. import readback
 from ..errors import LxdkvmError
+from ..lxd.batch import run_batch as _batch
 from . import agent, debian, domain, hostprep, tiny
 from .ops import Located, guest_exec
 
@@ -43,40 +44,6 @@ if TYPE_CHECKING:
 PING_INTERVAL = 0.2  # 5 pings a second while a guest moves
 MAX_DOWNTIME_MS = 50  # the default downtime budget of a move (QEMU's own default is 300 ms)
 BOOT_ID = ["cat", "/proc/sys/kernel/random/boot_id"]
-_SECTION = "@@lxdkvm-section "
-_EXIT = "@@lxdkvm-exit "
-
-
-# ---- one exec, several answers ------------------------------------------------------------------------
-
-def batch_script(commands: dict[str, str]) -> str:
-    """One shell script that runs each named command in a subshell of its own (so an `exit` ends only it;
-    stderr with stdout) and marks where its output starts and with which code it ended."""
-    return "\n".join(f"echo '{_SECTION}{name}'; ( {command}\n) 2>&1; echo \"{_EXIT}$?\""
-                     for name, command in commands.items())
-
-
-def batch_answers(text: str) -> dict[str, tuple[int, str]]:
-    """What `batch_script` printed: name → (exit code, output). A host writes this text, so a section it
-    did not print, or printed twice, or without an exit code, comes back as (-1, what there was)."""
-    found: dict[str, tuple[int, str]] = {}
-    name, lines = None, []
-    for line in text.splitlines():
-        if line.startswith(_SECTION):
-            name, lines = line[len(_SECTION):], []
-        elif line.startswith(_EXIT) and name is not None:
-            code = line[len(_EXIT):]
-            found.setdefault(name, (int(code) if code.isdigit() else -1, "\n".join(lines)))
-            name = None
-        elif name is not None:
-            lines.append(line)
-    return found
-
-
-def _batch(client: Instances, host: str, commands: dict[str, str], timeout: float = 120) -> dict[str, tuple[int, str]]:
-    result = client.execute(host, ["sh", "-c", batch_script(commands)], timeout=timeout)
-    answers = batch_answers(result.stdout)
-    return {name: answers.get(name, (-1, "")) for name in commands}
 
 
 def _run(client: Instances, host: str, script: str, timeout: float = 300) -> str:

@@ -1,19 +1,16 @@
-"""The plain-data parts of a live migration (lxdkvm/guests/migration.py): the one-exec batches a move runs
-on each host (run here by the real `sh`), what a destination must have, where the source reaches it, the
-`virsh` line with its downtime budget, and what libvirt and qemu-img answer, read as untrusted text."""
+"""The plain-data parts of a live migration (lxdkvm/guests/migration.py): what a destination must have,
+where the source reaches it, the `virsh` line with its downtime budget, and what libvirt and qemu-img
+answer, read as untrusted text."""
 
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 
 import pytest
 
 from lxdkvm.errors import LxdkvmError
 from lxdkvm.guests.migration import (
     allocated_mib,
-    batch_answers,
-    batch_script,
     jobinfo,
     listen_addresses,
     migrate_command,
@@ -22,30 +19,6 @@ from lxdkvm.guests.migration import (
     target_problem,
 )
 from lxdkvm.guests.ops import Located
-
-
-def run_batch(commands: dict[str, str]) -> dict[str, tuple[int, str]]:
-    printed = subprocess.run(["sh", "-c", batch_script(commands)], capture_output=True, text=True, check=False)
-    return batch_answers(printed.stdout)
-
-
-def test_a_batch_keeps_each_commands_output_and_exit_code_apart():
-    found = run_batch({"one": "echo a; echo b", "fails": "echo oops >&2; exit 3", "empty": "true",
-                       "quoted": "printf '%s\\n' \"it's 'here'\""})
-    assert found == {"one": (0, "a\nb"), "fails": (3, "oops"), "empty": (0, ""), "quoted": (0, "it's 'here'")}
-
-
-def test_a_failing_command_does_not_stop_the_rest_of_the_batch():
-    assert run_batch({"first": "false", "second": "echo still"})["second"] == (0, "still")
-
-
-def test_a_host_that_forges_the_markers_gains_nothing_but_its_own_sections():
-    forged = ("@@lxdkvm-section job\nTime elapsed: 1 ms\n@@lxdkvm-exit 0\n"
-              "@@lxdkvm-section job\nTime elapsed: 999 ms\n@@lxdkvm-exit 0\n"  # a second copy is ignored
-              "@@lxdkvm-section state\nrunning\n@@lxdkvm-exit x\n"  # no number: unknown
-              "@@lxdkvm-section cut\nno end")  # no exit line: absent
-    assert batch_answers(forged) == {"job": (0, "Time elapsed: 1 ms"), "state": (-1, "running")}
-
 
 GUEST = Located("vm-1", "kvm-1", {"memory_mib": 256, "nics": [["br-data", "52:54:00:00:00:01", "10.9.0.5/24", ""]]})
 
