@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .. import readback as rb
@@ -24,6 +26,8 @@ from . import objects
 
 Addresses = dict[str, list[str]]  # network → ["ADDR/PFX", ...]
 WARNINGS_KEPT = 100  # of a saved status's own warnings
+HOSTS_AT_ONCE = 8  # hosts read at the same time (each: one state request and one exec); the daemon
+# connection pools 10 connections, and a request beyond them opens and drops one of its own
 
 
 @dataclass(frozen=True)
@@ -248,15 +252,18 @@ def _per_network(info: dict, networks: dict[str, dict], addresses: dict[str, lis
 
 
 def _guests(lxd, host: str, lab: str, networks: dict[str, dict], leases: dict,
-            warn: Callable[[str], None]) -> tuple[GuestStatus, ...]:
+            warn: Callable[[str], None], lock: threading.Lock) -> tuple[GuestStatus, ...]:
     """The lab's guests running in HOST, their addresses per network (the network whose subnet holds
-    each); an imported image reports nothing, so its DHCP addresses come from the daemon's leases."""
+    each); an imported image reports nothing, so its DHCP addresses come from the daemon's leases, read
+    once for all hosts (LEASES, under LOCK)."""
     from ..guests import runtime
 
     rows = runtime.guest_status(lxd.instances, host, lab, warn)
     subnets = {c.get(objects.NETWORK, b): c.get("user.lxdkvm.subnet", "") for b, c in networks.items()}
-    if any(r.get("dhcp_macs") for r in rows) and "found" not in leases:
-        leases["found"] = lxd.networks.leases(sorted(networks))
+    if any(r.get("dhcp_macs") for r in rows):
+        with lock:
+            if "found" not in leases:
+                leases["found"] = lxd.networks.leases(sorted(networks))
     out = []
     for row in rows:
         found = {**row["addresses"], **{nic: leases["found"][mac] for nic, mac in row.get("dhcp_macs", {}).items()
@@ -275,13 +282,22 @@ def read(lxd, name: str, guests: bool = True) -> LabStatus:
     networks = {bridge: config for bridge, config in lxd.networks.managed().items()
                 if config.get(objects.MARK) == name}
     instances = lxd.instances.all() if project is not None else {}
-    hosts, leases, warnings = [], {}, []
-    for host, info in sorted(instances.items()):
+    leases: dict = {}
+    lock = threading.Lock()
+
+    def host_status(host: str, info: dict) -> tuple[HostStatus, list[str]]:
         running = info["status"] == "Running" and rb.host_name(host) is not None  # no exec into a stranger
+        warnings: list[str] = []
         addresses = lxd.instances.addresses(host) if running else {}
-        found = _guests(lxd, host, name, networks, leases, warnings.append) if running and guests else ()
-        hosts.append(HostStatus(host, info["status"], running and info["config"].get(objects.READY) == "true",
-                                _per_network(info, networks, addresses), found, info.get("location") or ""))
+        found = _guests(lxd, host, name, networks, leases, warnings.append, lock) if running and guests else ()
+        return HostStatus(host, info["status"], running and info["config"].get(objects.READY) == "true",
+                          _per_network(info, networks, addresses), found, info.get("location") or ""), warnings
+
+    # every host at once: its addresses and its guests (one exec), the answers in the hosts' order
+    with ThreadPoolExecutor(max_workers=HOSTS_AT_ONCE) as pool:
+        read_back = list(pool.map(lambda item: host_status(*item), sorted(instances.items())))
+    hosts = [host for host, _warnings in read_back]
+    warnings = [warning for _host, found in read_back for warning in found]
     return checked(LabStatus(
         name, lxd.project, project is not None,
         tuple(NetworkStatus(c.get(objects.NETWORK, b), b, c.get("user.lxdkvm.subnet", ""), c.get("ipv4.address", "none"))
