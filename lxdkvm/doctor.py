@@ -1,15 +1,18 @@
 """Can this host run a KVM lab? One check per row: PASS / WARN / FAIL, the evidence, and the fix.
 
-``diagnose()`` is pure: it takes the host facts, the KVM probe result and the LXD server facts.
+``diagnose()`` is pure: it takes the host facts, the KVM probe result and the LXD server facts; and
+``limit_checks()``, the machine's kernel limits against the number of hosts a lab (or this machine's
+memory) brings.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from .kvmprobe import ProbeResult
 from .lxd.server import REQUIRED_EXTENSIONS, ServerFacts
-from .machine import hostcaps, storage
+from .machine import hostcaps, limits, storage
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
@@ -187,6 +190,28 @@ def _idmaps(facts: hostcaps.HostFacts) -> list[Check]:
         checks.append(Check(f"root {label}", level,
                             f"{text}: room for {capacity} containers with isolated id maps",
                             "" if capacity else f"enlarge root's range in /etc/{label}"))
+    return checks
+
+
+def limit_checks(values: Mapping[str, int | None], hosts: int, lab: str | None = None) -> list[Check]:
+    """Each kernel limit that lab hosts share (VALUES: the machine's, `limits.read`) against HOSTS hosts: lab
+    LAB's (then too low is a FAIL: its `up` will not finish), or as many as this machine's memory holds
+    (then a WARN: a lab that large would not come up)."""
+    who = f"lab {lab} ({hosts} hosts) needs" if lab else f"the {hosts} idle hosts this machine's memory holds need"
+    checks = []
+    for limit in limits.LIMITS:
+        value = values.get(limit.key)
+        if value is None:
+            continue  # this kernel has no such setting
+        need, holds = limit.needed(hosts), limit.holds(value)
+        if value >= need:
+            checks.append(Check(limit.key, PASS, f"{value}: room for about {holds} lab hosts; {who} {need}"))
+            continue
+        checks.append(Check(limit.key, FAIL if lab else WARN,
+                            f"{value}: room for about {holds} lab hosts, {who} {need} "
+                            f"(about {limit.per_host} each: {limit.what})",
+                            f"`lxdkvm setup` (or `up`) raises it to {limit.setting}, LXD's production value, in "
+                            f"{limits.CONF}; by hand: sysctl -w {limit.key}={limit.setting}"))
     return checks
 
 

@@ -14,18 +14,29 @@ from .common import STATUS_STYLE, daemon_option, errors, out, progress, session
 DEFAULT_PROFILE = "kvm-host"
 
 
-@click.command(epilog="Example: lxdkvm doctor --json")
+@click.command(epilog="Example: lxdkvm doctor --lab labs/default.yaml --json")
+@click.option("--lab", "lab_file", type=click.Path(dir_okay=False), default=None,
+              help="A lab file: check the machine's limits against its number of hosts (default: as many "
+                   "hosts as this machine's memory holds).")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @daemon_option
-def doctor(as_json: bool) -> None:
+def doctor(lab_file: str | None, as_json: bool) -> None:
     """Check that this host can run a KVM lab, with evidence and fixes. Exit 1 if it cannot."""
     from rich.table import Table
 
     from .. import doctor as doctor_mod
-    from ..machine import hostcaps
+    from ..machine import hostcaps, limits
     from ..machine.storage import btrfs_support
 
+    lab_name, hosts = None, limits.capacity_by_memory((hostcaps.mem_total() or 0) // 1024)
+    if lab_file:
+        from ..lab.load import load
+
+        with errors():  # a lab file that does not pass is said as `plan` says it, and nothing is checked
+            lab = load(lab_file, machine=False)
+        lab_name, hosts = lab.name, len(lab.hosts)
     checks = doctor_mod.diagnose(hostcaps.read_host(), kvmprobe.probe(), _server_facts(), btrfs_support())
+    checks += doctor_mod.limit_checks(limits.read(), hosts, lab_name)
     ok = doctor_mod.verdict(checks)
     if as_json:
         click.echo(json.dumps(doctor_mod.as_json(checks), indent=2))

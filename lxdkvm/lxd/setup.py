@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import LxdkvmError
-from ..machine import hostcaps, programs, storage
+from ..machine import hostcaps, limits, programs, storage
 from . import daemon as daemon_mod
 from . import incussetup
 
@@ -128,8 +128,10 @@ def ensure_hosts_pool(session, report: Report = lambda _msg: None) -> storage.Po
 
 
 def ensure_lxd(session, report: Report = lambda _msg: None) -> None:
-    """Install, start and initialise the session's daemon (LXD, or Incus) as needed."""
+    """Install, start and initialise the session's daemon (LXD, or Incus) as needed, with the machine's
+    kernel limits raised for as many hosts as it can hold (`machine.limits`)."""
     install_packages(session, report)
+    limits.ensure(report)
     start_daemon(session, report)
     if not session.server.clustered():  # a cluster is set up by whoever runs it (docs/cluster.md)
         initialise(session, report)
