@@ -207,7 +207,7 @@ def apply(lxd, lab: t.Lab, want: Desired, plan: Plan, report: Report, workers: i
             for name, v in sorted(verbs.items())}
     took, errors = run_pool(jobs, workers, cancel)
     if errors:
-        raise failure(errors)
+        raise failure(errors, list(took))
     _delete_unused(lxd, plan, report)
     return Applied(took, round(time.monotonic() - start, 1))  # type: ignore[arg-type]
 

@@ -1,5 +1,6 @@
-"""A bounded pool of workers, one job per host or guest: the first failure stops the others cleanly, and
-every failure is reported with its host (or guest), stage and cause."""
+"""A bounded pool of workers, one job per host or guest: a host that fails does not stop the others (each
+finishes what it can), Ctrl-C stops them all cleanly, and every failure is reported with its host (or
+guest), stage and cause."""
 
 from __future__ import annotations
 
@@ -20,23 +21,17 @@ class UpFailed(LxdkvmError):
 
 def run_pool(jobs: dict[str, Callable[[threading.Event], object]], workers: int,
               cancel: threading.Event) -> tuple[dict[str, object], dict[str, BaseException]]:
-    """Run jobs on a bounded pool. The first failure sets `cancel`, so the others stop cleanly;
-    Ctrl-C does the same and is raised once every worker has stopped."""
+    """Run jobs on a bounded pool, each to its end whatever the others do; (results, errors) by name.
+    Ctrl-C sets `cancel`, so every job stops cleanly, and is raised once every worker has stopped."""
     results: dict[str, object] = {}
     errors: dict[str, BaseException] = {}
     if not jobs:
         return results, errors
     executor = ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs))))
     futures: dict[str, Future] = {}
-
-    def done(future: Future) -> None:
-        if future.exception() is not None:
-            cancel.set()
-
     try:
         for name, job in jobs.items():
             futures[name] = executor.submit(job, cancel)
-            futures[name].add_done_callback(done)
         for name, future in futures.items():
             try:
                 results[name] = future.result()
@@ -50,7 +45,10 @@ def run_pool(jobs: dict[str, Callable[[threading.Event], object]], workers: int,
     return results, errors
 
 
-def failure(errors: dict[str, BaseException]) -> UpFailed:
+def failure(errors: dict[str, BaseException], done: list[str] | None = None) -> UpFailed:
+    """What failed, each with its own message, then the hosts (or guests) DONE despite it."""
     first = [e for e in errors.values() if not isinstance(e, readiness.Cancelled)]
     lines = [str(e) for e in first] + [str(e) for e in errors.values() if isinstance(e, readiness.Cancelled)]
+    if done:
+        lines.append(f"{len(done)} of {len(done) + len(errors)} are ready: {', '.join(sorted(done))}")
     return UpFailed("\n".join(lines) + "\n" + REPAIR)

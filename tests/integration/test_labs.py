@@ -223,7 +223,7 @@ def test_a_busy_lab_is_refused_with_a_clear_message(lxd, tmp_path):
     assert lxd_snapshot() == before
 
 
-def test_a_failing_stage_names_host_stage_and_log_and_stops_the_others(ready_image, teardown, tmp_path):
+def test_a_failing_stage_names_host_stage_and_log_and_the_others_come_up(ready_image, teardown, tmp_path):
     text = THREE.replace("itest-three", "itest-fail").replace("10.203.", "10.209.") + """
 profiles:
   - name: broken
@@ -241,6 +241,10 @@ profiles:
     assert "node-3: stage 'cloud-init finished' failed" in result.stderr
     assert "lxdkvm-test-broken-runcmd" in result.stderr  # the log tail
     assert "run `lxdkvm up` again to repair" in result.stderr
+    # a host that fails does not stop the others: they finish, and are said to be ready
+    assert "2 of 3 are ready: node-1, node-2" in result.stderr
+    hosts = {h["name"]: h for h in json.loads(lxdkvm("status", "itest-fail", "--json").stdout)["hosts"]}
+    assert hosts["node-1"]["ready"] and hosts["node-2"]["ready"] and not hosts["node-3"]["ready"]
 
 
 def test_invalid_lab_files_are_rejected_and_create_nothing(lxd):
