@@ -134,12 +134,15 @@ def _listener(client: Instances, lab: t.Lab, host: t.Host, credentials=None) -> 
     steps = [_DEFINE_FILTER]
     if LISTENER_DROPIN in files:
         # QEMU runs as libvirt-qemu and reads its key itself. Debian's libvirtd takes its sockets from
-        # systemd when it starts: restart it after the new one (running guests keep running).
+        # systemd when it starts: restart it after the new one (running guests keep running). Its other
+        # sockets stop with it: a client meanwhile would start it again through them, and systemd refuses
+        # to start a socket whose service runs ("Job failed", seen once in a suite run).
+        sockets = "libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket"
         steps += [f"chgrp libvirt-qemu {keys} && chmod 0640 {keys}",
                   "systemctl daemon-reload", "systemctl enable lxdkvm-migration-firewall.service",
-                  "systemctl restart lxdkvm-migration-firewall.service", "systemctl stop libvirtd.service",
+                  "systemctl restart lxdkvm-migration-firewall.service", f"systemctl stop {sockets} libvirtd.service",
                   "systemctl disable --now libvirtd-tcp.socket", "systemctl enable libvirtd-tls.socket",
-                  "systemctl restart libvirtd-tls.socket", "systemctl start libvirtd.service"]
+                  "systemctl restart libvirtd-tls.socket", f"systemctl start {sockets} libvirtd.service"]
     run(client, host.name, " && ".join(steps))
 
 
