@@ -107,10 +107,15 @@ def apply(lxd, lab: t.Lab, want: Desired, plan: Plan, have: Observed, built: Ima
         verbs.setdefault(action.name, set()).add(action.verb)
     # every host of a lab with guests: any of them may receive a guest by `lxdkvm migrate`
     hosts = sorted(h.name for h in lab.hosts)
-    for host in hosts:
+    issued = {host: credentials(lab, lab.host(host)) for host in hosts}  # one at a time: the first makes the CA
+
+    def prepare(host: str, _cancel: threading.Event) -> None:
         report(host, "preparing for guests (guest images, agent, guest filter, migration listener)")
-        hostprep.prepare_host(conn, lab, lab.host(host), built.tiny, built.debian, built.files,
-                              credentials(lab, lab.host(host)))
+        hostprep.prepare_host(conn, lab, lab.host(host), built.tiny, built.debian, built.files, issued[host])
+
+    _, errors = run_pool({h: (lambda c, h=h: prepare(h, c)) for h in hosts}, workers, threading.Event())
+    if errors:
+        raise UpFailed("\n".join(str(e) for e in errors.values()) + "\n" + REPAIR)
     want = _probed(lab, want, conn, hosts, built, report)
     for name in sorted(verbs):
         if want.guests[name].accel_note:
