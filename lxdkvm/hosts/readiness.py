@@ -187,6 +187,18 @@ def batch_results(stdout: str) -> list[tuple[int, str, float]]:
     return ran
 
 
+def _still_running(client: Instances, name: str, stage: Stage) -> None:
+    """Raise StageFailed at once, with the console's last lines, when the host is no longer running (it
+    stopped or crashed while its stages were awaited): waiting out the stage's timeout would change nothing."""
+    try:
+        status = client.info(name)["status"]
+    except LxdkvmError:
+        return
+    if status in ("Stopped", "Error"):
+        raise StageFailed(name, stage.name, f"the host is {status.lower()}: it stopped while it was awaited",
+                          client.console_log(name))
+
+
 def wait_ready(client: Instances, name: str, report: Report = lambda _h, _m: None,
                stages: list[Stage] = STAGES, poll: float = 1.0,
                cancel: threading.Event | None = None) -> dict[str, float]:
@@ -231,8 +243,9 @@ def wait_ready(client: Instances, name: str, report: Report = lambda _h, _m: Non
                     break
             except StageFailed:
                 raise
-            except LxdkvmError as exc:  # exec not possible yet (container still booting)
+            except LxdkvmError as exc:  # exec not possible yet (container still booting), or no more
                 detail = str(exc)
+                _still_running(client, name, stage)
             if time.monotonic() - start > stage.timeout:
                 raise StageFailed(name, stage.name, f"timed out after {stage.timeout:.0f}s ({detail})",
                                   _tail(client, name, stage.log))

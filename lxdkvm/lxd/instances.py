@@ -59,6 +59,14 @@ class Instances(Manager):
                 "expanded_config": dict(instance.expanded_config),
                 "expanded_devices": dict(instance.expanded_devices), "profiles": list(instance.profiles)}
 
+    def console_log(self, name: str, lines: int = 30) -> str:
+        """The last LINES of an instance's console log (what its init printed), or "" when the daemon has none."""
+        try:
+            text = self.client.api.instances[name_in_url(name)].console.get(is_api=False).text
+        except Exception:  # noqa: BLE001 - a log is evidence, never a reason to fail
+            return ""
+        return "\n".join(text.rstrip().splitlines()[-lines:])
+
     def all(self) -> dict[str, dict]:
         """Every instance of the project: status, config, devices, profiles and (on a cluster) member."""
         with _refused(f"cannot list the containers of project {self.conn.project}"):
