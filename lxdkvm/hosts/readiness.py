@@ -203,7 +203,7 @@ def wait_ready(client: Instances, name: str, report: Report = lambda _h, _m: Non
                stages: list[Stage] = STAGES, poll: float = 1.0,
                cancel: threading.Event | None = None) -> dict[str, float]:
     """Run the stages in order; return the seconds each took. Raises StageFailed, or Cancelled as
-    soon as `cancel` is set (another host failed).
+    soon as `cancel` is set (Ctrl-C).
 
     First every stage in one exec (`_all_at_once`): a host that is ready, or soon is, passes them all
     there. From the first stage that did not pass (or when exec is not possible yet), stage by stage:

@@ -26,8 +26,7 @@ from . import objects
 
 Addresses = dict[str, list[str]]  # network → ["ADDR/PFX", ...]
 WARNINGS_KEPT = 100  # of a saved status's own warnings
-HOSTS_AT_ONCE = 8  # hosts read at the same time (each: one state request and one exec); the daemon
-# connection pools 10 connections, and a request beyond them opens and drops one of its own
+HOSTS_AT_ONCE = 8  # hosts read at the same time, each with one state request and one exec
 
 
 @dataclass(frozen=True)
