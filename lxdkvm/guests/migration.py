@@ -141,8 +141,9 @@ def _guest_address(client: Instances, where: Located) -> str | None:
 
 
 def _boot_id(output: str) -> str:
-    """The boot id a guest printed, or "" when it is not one."""
-    return readback.boot_id(output.strip()) or ""
+    """The boot id a guest printed (a line of OUTPUT, which a batch merges with what went to stderr), or ""
+    when no line is one."""
+    return next((found for line in output.splitlines() if (found := readback.boot_id(line.strip()))), "")
 
 
 def _source_side(client: Instances, where: Located) -> dict:

@@ -10,6 +10,7 @@ import pytest
 
 from lxdkvm.errors import LxdkvmError
 from lxdkvm.guests.migration import (
+    _boot_id,
     allocated_mib,
     jobinfo,
     listen_addresses,
@@ -82,3 +83,9 @@ def test_the_disk_written_is_qemu_imgs_allocated_size_or_nothing():
     assert allocated_mib('{"actual-size": 67371008, "format": "qcow2"}') == 64.2
     for hostile in ('{"actual-size": "1e99"}', '{"actual-size": -5}', "[1]", "not json", '{"actual-size": 1.5}'):
         assert allocated_mib(hostile) == 0.0
+
+
+def test_a_boot_id_is_a_line_that_is_one_whatever_else_the_batch_merged_in():
+    boot = "885aa64e-af09-49a7-a07c-e59b51a6b748"
+    assert _boot_id(f"guest-agent: retrying\n{boot}\n") == boot
+    assert _boot_id(f"{boot}; rm -rf /\n") == "" and _boot_id("") == ""
