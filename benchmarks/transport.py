@@ -62,7 +62,7 @@ def command(transport: str, guest: str, target: str, disk: bool) -> str:
     # "ssh+nbd": the disk's NBD copy on a TCP connection of its own, outside the tunnel (and unauthenticated)
     nbd = f"--listen-address {address} " if transport == "ssh+nbd" else ""
     # the same downtime budget and auto-converge as lxdkvm's own command, so only the transport differs
-    return (f"virsh migrate-setmaxdowntime {guest} {migration.MAX_DOWNTIME_MS} && "
+    return (f"{migration.budget_command(guest)} && "
             f"virsh migrate --live --auto-converge {copy}{nbd}--p2p --tunnelled --persistent --undefinesource {guest} "
             f"'qemu+ssh://root@{address}/system?keyfile={KEY}&no_tty=1'")
 

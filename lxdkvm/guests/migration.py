@@ -37,6 +37,7 @@ from ..errors import LxdkvmError
 from ..lxd.batch import run_batch as _batch
 from . import agent, debian, domain, hostprep, tiny
 from .ops import Located, guest_exec
+from .runtime import run
 
 if TYPE_CHECKING:
     from ..lxd.instances import Instances
@@ -44,13 +45,6 @@ if TYPE_CHECKING:
 PING_INTERVAL = 0.2  # 5 pings a second while a guest moves
 MAX_DOWNTIME_MS = 50  # the default downtime budget of a move (QEMU's own default is 300 ms)
 BOOT_ID = ["cat", "/proc/sys/kernel/random/boot_id"]
-
-
-def _run(client: Instances, host: str, script: str, timeout: float = 300) -> str:
-    result = client.execute(host, ["sh", "-c", script], timeout=timeout)
-    if result.exit_code != 0:
-        raise LxdkvmError(f"{host}: {(result.stderr or result.stdout).strip()[-1500:]}")
-    return result.stdout
 
 
 # ---- before: what both ends have ----------------------------------------------------------------------
@@ -188,7 +182,7 @@ def _prepare_target(client: Instances, where: Located, target: str, agent_curren
         base = domain.file_image_path(where.spec["file_key"])
         if client.execute(target, ["test", "-s", base]).exit_code != 0:
             raise LxdkvmError(f"{target} has no copy of image {where.spec.get('file')}: run `lxdkvm up` first")
-        _run(client, target, f"mkdir -p {q(paths.directory)} && rm -f {q(paths.disk)} && qemu-img create -q "
+        run(client, target, f"mkdir -p {q(paths.directory)} && rm -f {q(paths.disk)} && qemu-img create -q "
                              f"-f qcow2 -F qcow2 -b {q(base)} {q(paths.disk)} {int(where.spec['disk_mib'])}M")
         client.push(target, paths.seed, client.pull(where.host, paths.seed))
         return
@@ -206,13 +200,13 @@ def _prepare_target(client: Instances, where: Located, target: str, agent_curren
         size = max(int(where.spec.get("disk_mib") or 0), debian.SIZE_MIB)
         script += (f" && rm -f {q(paths.disk)} && qemu-img create -q -f qcow2 -F qcow2 -b {q(base.disk)} "
                    f"{q(paths.disk)} {size}M")
-        _run(client, target, script)
+        run(client, target, script)
         client.push(target, paths.seed, client.pull(where.host, paths.seed))
         return
     if where.spec.get("disk_mib"):
         script += (f" && rm -f {q(paths.disk)} && qemu-img create -q -f qcow2 "
                    f"{q(paths.disk)} {int(where.spec['disk_mib'])}M")
-    _run(client, target, script)
+    run(client, target, script)
 
 
 # ---- the move -----------------------------------------------------------------------------------------
@@ -230,6 +224,13 @@ def jobinfo(text: str) -> dict[str, float]:
     return out
 
 
+def budget_command(guest: str, max_downtime_ms: int = MAX_DOWNTIME_MS) -> str:
+    """The `virsh` line that sets the downtime QEMU may take when GUEST next moves (1 to 60000 ms)."""
+    if not 1 <= int(max_downtime_ms) <= 60000:
+        raise LxdkvmError(f"a downtime budget is 1 to 60000 ms, not {max_downtime_ms}")
+    return f"virsh migrate-setmaxdowntime {guest} {int(max_downtime_ms)}"
+
+
 def migrate_command(guest: str, address: str, live: bool = True, copy_storage: str | None = None,
                     max_downtime_ms: int = MAX_DOWNTIME_MS) -> str:
     """The `virsh migrate` that moves GUEST to the host at ADDRESS (COPY_STORAGE: "all", "inc" or None),
@@ -237,10 +238,9 @@ def migrate_command(guest: str, address: str, live: bool = True, copy_storage: s
     --tls: libvirt's connection (qemu+tls), QEMU's migration stream and its disk copy (NBD) all use TLS
     with the lab CA's certificates, both ends checked (docs/security.md). --auto-converge: a guest that
     dirties memory faster than the link drains it is slowed down until the move converges."""
-    if not 1 <= int(max_downtime_ms) <= 60000:
-        raise LxdkvmError(f"a downtime budget is 1 to 60000 ms, not {max_downtime_ms}")
     flags = ("--live --auto-converge " if live else "") + (f"--copy-storage-{copy_storage} " if copy_storage else "")
-    budget = f"virsh migrate-setmaxdowntime {guest} {int(max_downtime_ms)} && " if live else ""
+    budget = budget_command(guest, max_downtime_ms)  # checked also for a move that does not use it
+    budget = f"{budget} && " if live else ""
     return (f"{budget}virsh migrate {flags}--tls --persistent --undefinesource --verbose {guest} "
             f"qemu+tls://{address}/system --migrateuri tcp://{address} --listen-address {address}")
 
@@ -261,7 +261,7 @@ def migrate(client: Instances, where: Located, target: str, live: bool = True,
     guest_ip = source["address"]
     pinger = f"/tmp/lxdkvm-migrate-{where.name}.ping"
     if guest_ip:  # from the source host, which stays on the lab network the whole time
-        _run(client, where.host, f"ping -n -i {PING_INTERVAL} {guest_ip} > {pinger} 2>&1 & echo $! > {pinger}.pid")
+        run(client, where.host, f"ping -n -i {PING_INTERVAL} {guest_ip} > {pinger} 2>&1 & echo $! > {pinger}.pid")
     # a Debian guest's disk is an overlay on a base every host has: only the overlay moves
     disk = "inc" if where.spec.get("image") in ("debian", "file") else "all" if where.spec.get("disk_mib") else None
     command = migrate_command(where.name, str(address), live, disk, max_downtime_ms)
@@ -270,7 +270,7 @@ def migrate(client: Instances, where: Located, target: str, live: bool = True,
     with ThreadPoolExecutor(max_workers=2) as pool:
         start = time.monotonic()
         try:
-            _run(client, where.host, command, timeout=600)
+            run(client, where.host, command, timeout=600)
         finally:  # the source's pings stop also when the move failed
             seconds = round(time.monotonic() - start, 2)
             pings = pool.submit(_pings_counted, client, where.host, pinger) if guest_ip else None
@@ -328,7 +328,7 @@ def _pings_counted(client: Instances, host: str, pinger: str) -> tuple[int, int]
     """(sent, lost) of the pings HOST sent while the guest moved; the ping is stopped and its files removed."""
     time.sleep(0.4)  # a ping in flight at the end gets its chance (two intervals; a reply takes a millisecond)
     # SIGINT makes ping print its summary and exit: wait for that (at most 2 s), not a fixed time
-    summary = _run(client, host, f"p=$(cat {pinger}.pid); kill -INT $p; for i in $(seq 40); do "
+    summary = run(client, host, f"p=$(cat {pinger}.pid); kill -INT $p; for i in $(seq 40); do "
                                  f"kill -0 $p 2>/dev/null || break; sleep 0.05; done; cat {pinger}; "
                                  f"rm -f {pinger} {pinger}.pid")
     found = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", summary)
