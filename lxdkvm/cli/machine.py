@@ -28,7 +28,7 @@ def doctor(lab_file: str | None, as_json: bool) -> None:
     from ..machine import hostcaps, limits
     from ..machine.storage import btrfs_support
 
-    lab_name, hosts = None, limits.capacity_by_memory((hostcaps.mem_total() or 0) // 1024)
+    lab_name, hosts = None, limits.capacity_by_memory(hostcaps.mem_total() or 0)
     if lab_file:
         from ..lab.load import load
 

@@ -18,7 +18,6 @@ what the machine already has) and applies them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,15 +72,9 @@ def read(root: str = PROC_SYS) -> dict[str, int | None]:
     return values
 
 
-def capacity_by_memory(mem_total_kib: int) -> int:
-    """How many idle lab hosts this machine's memory holds."""
-    return mem_total_kib // 1024 // IDLE_HOST_MIB
-
-
-def short_of(values: Mapping[str, int | None], hosts: int) -> list[tuple[Limit, int]]:
-    """(limit, its value) of each limit too low for HOSTS lab hosts."""
-    return [(limit, values[limit.key] or 0) for limit in LIMITS
-            if values.get(limit.key) is not None and values[limit.key] < limit.needed(hosts)]
+def capacity_by_memory(mem_total: int) -> int:
+    """How many idle lab hosts MEM_TOTAL bytes of memory hold."""
+    return mem_total // 2**20 // IDLE_HOST_MIB
 
 
 def conf_text(values: Mapping[str, int | None]) -> str:
@@ -98,12 +91,10 @@ def conf_text(values: Mapping[str, int | None]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ensure(report: Callable[[str], None] = lambda _m: None, root: str = PROC_SYS,
-           conf: str | None = None, env: Mapping[str, str] | None = None) -> list[str]:
+def ensure(report: Callable[[str], None] = lambda _m: None, root: str = PROC_SYS, conf: str = CONF) -> list[str]:
     """Raise every limit below lxdkvm's setting, now (in ROOT) and at boot (CONF); the keys raised. A
     machine that does not let it (a read-only /proc/sys, as in a container) is told, not stopped: `doctor`
     says which lab sizes its limits hold."""
-    conf = conf or (env if env is not None else os.environ).get("LXDKVM_SYSCTL_CONF") or CONF
     values = read(root)
     low = [limit for limit in LIMITS if values[limit.key] is not None and values[limit.key] < limit.setting]
     wanted, target, raised = conf_text(values), Path(conf), []

@@ -33,7 +33,7 @@ def test_a_30_host_lab_on_debians_inotify_default_fails_with_its_fix():
 
 
 def test_without_a_lab_a_limit_below_what_the_machines_memory_holds_is_a_warning():
-    hosts = limits.capacity_by_memory(24 * 1024 * 1024)  # 24 GiB
+    hosts = limits.capacity_by_memory(24 * 2**30)  # 24 GiB
     assert hosts == 192
     found = {c.name: c.status for c in doctor.limit_checks(DEBIAN, hosts)}
     assert found["fs.inotify.max_user_instances"] == doctor.WARN and doctor.FAIL not in found.values()
