@@ -43,6 +43,13 @@ def migration_lab(name: str, prefix: str, base: str) -> str:
     return MIGRATION_LAB.format(name=name, prefix=prefix, base=base)
 
 
+def lxdkvm(*args: str) -> tuple[float, subprocess.CompletedProcess]:
+    """`lxdkvm ARGS` run as a person runs it (its own process, start-up included): (wall seconds, result)."""
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "lxdkvm", *args], capture_output=True, text=True, check=False)
+    return time.monotonic() - start, done
+
+
 @contextmanager
 def busy_cores(busy: bool = True) -> Iterator[None]:
     """While the block runs, a process spins on every core of the machine (none when BUSY is false)."""

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from measure import busy_cores, machine_lines, migration_lab
+from measure import busy_cores, lxdkvm, machine_lines, migration_lab
 
 from lxdkvm.guests.migration import MAX_DOWNTIME_MS
 from lxdkvm.lab import guests as lab_guests
@@ -51,10 +49,6 @@ hosts:
 LOADS = ("quiet", "busy", "booting")
 
 
-def lxdkvm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lxdkvm", *args], capture_output=True, text=True, check=False)
-
-
 @contextmanager
 def another_lab_booting(folder: Path) -> Iterator[None]:
     """While the block runs, another lab (three hosts, a NAT and an isolated network) comes up, goes down
@@ -65,7 +59,7 @@ def another_lab_booting(folder: Path) -> Iterator[None]:
     def cycle() -> None:
         while not stop.is_set():
             for args in (("up", str(path)), ("down", "bench-booting")):
-                done = lxdkvm(*args)
+                _seconds, done = lxdkvm(*args)
                 if done.returncode != 0:  # the load is said to be there: a failure of it is not hidden
                     print(f"booting lab: lxdkvm {args[0]} failed: {done.stderr[-600:]}", flush=True)
 
@@ -92,9 +86,7 @@ def load_of(load: str, folder: Path) -> Iterator[None]:
 
 def move(guest: str, target: str) -> dict:
     """`lxdkvm migrate` run as a person runs it; its result, with the command's whole wall time."""
-    start = time.monotonic()
-    done = lxdkvm("migrate", "bench-migrate", guest, "--to", target, "--json")
-    wall = time.monotonic() - start
+    wall, done = lxdkvm("migrate", "bench-migrate", guest, "--to", target, "--json")
     if done.returncode != 0:
         raise SystemExit(f"lxdkvm migrate {guest} --to {target} failed:\n{done.stderr[-2000:]}")
     return {**json.loads(done.stdout), "command_seconds": round(wall, 2)}

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from floor import floor
 from lab_up import LAB
-from measure import anon_bytes, machine_lines
+from measure import anon_bytes, lxdkvm, machine_lines
 
 from lxdkvm.images import bake
 from lxdkvm.lab import pipeline as lab_mod
@@ -42,12 +40,6 @@ SUBNET = {1: 250, 3: 251, 10: 252, 30: 250, 60: 251}  # one lab at a time: a sub
 SETTLE = 5  # seconds for the previous teardown (btrfs cleanup, dnsmasq) to finish, and hosts to go idle
 TARGETS = ("60 hosts come up; time per host at 60 ≤ 1.2× at 10; status of 60 ≤ 3 s; down of 60 ≤ 10 s; "
            "idle memory per host ≤ 64 MiB; up / booted floor ≤ 1.0 for 3 and 10 hosts")
-
-
-def command(*args: str) -> tuple[float, subprocess.CompletedProcess]:
-    start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "lxdkvm", *args], capture_output=True, text=True, check=False)
-    return time.monotonic() - start, done
 
 
 def memory_usage_mib(project: str, host: str) -> float:
@@ -74,9 +66,9 @@ def measure(hosts: int, folder: Path, image: str, pool: str) -> dict:
         names = [h.name for h in lab_mod.status(SESSION, name).hosts]
         usage = statistics.median(memory_usage_mib(project, h) for h in names)
         anon = statistics.median(anon_bytes(h, project) / 2**20 for h in names)
-        status, done = command("status", name, "--json")
+        status, done = lxdkvm("status", name, "--json")
         assert done.returncode == 0, done.stderr
-        verify, done = command("verify", name)
+        verify, done = lxdkvm("verify", name)
         verified = done.returncode == 0
     finally:
         time.sleep(SETTLE)
