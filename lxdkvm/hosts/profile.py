@@ -17,7 +17,10 @@ from ..templating import render_template
 
 # Packages the cloud-init user-data installs; no recommends (qemu-system-x86 would pull a GUI).
 PACKAGES = ["libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils",
-            "dnsmasq-base", "iptables", "bridge-utils"]  # bridge-utils: ifupdown's in-host lab bridges
+            "dnsmasq-base", "iptables", "bridge-utils",  # bridge-utils: ifupdown's in-host lab bridges
+            # what users' own clients need on a host: Ansible's community.libvirt modules (python3-libvirt,
+            # python3-lxml) and become_user to an unprivileged user without pipelining (acl's setfacl)
+            "python3-libvirt", "python3-lxml", "acl"]
 PORTABLE_MODULES = {
     "intel": ["kvm", "kvm_intel", "vhost", "vhost_net", "vhost_vsock", "vhost_scsi", "tun", "tap"],
     "amd": ["kvm", "kvm_amd", "vhost", "vhost_net", "vhost_vsock", "vhost_scsi", "tun", "tap"],
