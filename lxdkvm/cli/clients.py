@@ -47,7 +47,8 @@ def uri(lab, host, standalone) -> None:
             raise sshconfig.LxdkvmError(f"lab {name} has no ssh config: `lxdkvm up` it (again) first")
         if host not in recorded:
             known = ", ".join(sorted(recorded)) or "none"
-            raise sshconfig.LxdkvmError(f"lab {name} has no host {host!r} reachable over ssh (hosts: {known})")
+            raise sshconfig.LxdkvmError(f"lab {name} has no host {host!r} reachable over ssh "
+                                        f"(hosts: {known})")
         access = sshfiles.access(name)
         text = (sshconfig.standalone_uri(recorded[host], access) if standalone
                 else sshconfig.uri(name, host, access.user))

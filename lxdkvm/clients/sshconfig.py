@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LxdkvmError
+from ..readback import defanged
 
 CONFIG = "ssh_config"  # in the lab's state directory
-NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")  # ssh lower-cases the name typed; Host is matched as is
+NAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")  # lower case: what ssh matches a typed name with
 USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 PATH = re.compile(r"^/[A-Za-z0-9._/-]{1,4000}$")  # no %token, ~, $VAR, space or quote: ssh expands those
 LIBVIRT_PATH = "/system"
@@ -39,7 +40,8 @@ class Access:
 
 def check(kind: str, value: object) -> str:
     """VALUE if it is a safe KIND ("lab", "host", "user", "path" or "address") for an ssh_config line;
-    raises LxdkvmError naming the rule otherwise (the value itself is shown escaped, never raw)."""
+    raises LxdkvmError naming the rule otherwise (the value described by `readback.defanged`, never
+    repeated)."""
     text = value if isinstance(value, str) else None
     if kind in ("lab", "host"):
         ok = text is not None and NAME.fullmatch(text) is not None
@@ -56,7 +58,7 @@ def check(kind: str, value: object) -> str:
     else:
         raise ValueError(kind)
     if not ok:
-        raise LxdkvmError(f"refusing to write {kind} {str(value)[:80]!r} into an ssh config: it must be {rule}")
+        raise LxdkvmError(f"refusing to write {kind} {defanged(value)} into an ssh config: it must be {rule}")
     return text
 
 
@@ -76,7 +78,7 @@ def render(lab: str, addresses: dict[str, str], access: Access, bare: frozenset[
     their bare name. Raises LxdkvmError, writing nothing, when any value fails its allow-list."""
     user = check("user", access.user)
     key, known = check("path", str(access.private_key)), check("path", str(access.known_hosts))
-    lines = [f"# lxdkvm lab {check('lab', lab)}: written by `lxdkvm up`, gone at `lxdkvm down` (docs/tools.md)",
+    lines = [f"# lxdkvm lab {check('lab', lab)}: written by `lxdkvm up`, gone at `lxdkvm down`",
              "# Include it at the top of ~/.ssh/config, before any Host or Match line."]
     for host, address in sorted(addresses.items(), key=lambda item: str(item[0])):
         lines += ["", "Host " + " ".join(host_patterns(lab, host, host in bare)),

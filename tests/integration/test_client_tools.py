@@ -6,8 +6,8 @@ tiny guest in a lab host, then removing it.
 The lab is the one docs/tools.md shows (its `yaml` block, renamed); the page's `sh` blocks are run as
 written, section by section, in a shell whose home is a temporary directory, also in root's passwd entry
 (ssh reads ~/.ssh/config from there, not from $HOME): a copy of /etc/passwd bound over it in a private
-mount namespace, so the machine's own ~/.ssh is never read or changed. The lab's state is a temporary LXDKVM_STATE_DIR; the page's
-/var/lib/lxdkvm/labs/ becomes it."""
+mount namespace, so the machine's own ~/.ssh is never read or changed. The lab's state is a temporary
+LXDKVM_STATE_DIR; the page's /var/lib/lxdkvm/labs/ becomes it."""
 
 import os
 import re
@@ -162,9 +162,10 @@ def test_a_wrong_or_missing_pinned_key_is_refused(lab):
                               ("missing", "", "No ED25519 host key is known for kvm-1")):
         folder = _tampered(lab, name, known)
         for typed in ("kvm-1", f"kvm-1.{LAB}"):
-            proc = run("ssh", "-F", str(folder / "ssh_config"), "-o", "BatchMode=yes", typed, "true", ok=False,
-                       timeout=60)
-            assert proc.returncode == 255 and says in proc.stderr and "Host key verification failed" in proc.stderr
+            proc = run("ssh", "-F", str(folder / "ssh_config"), "-o", "BatchMode=yes", typed, "true",
+                       ok=False, timeout=60)
+            assert proc.returncode == 255 and says in proc.stderr
+            assert "Host key verification failed" in proc.stderr
         assert (folder / "known_hosts").read_text() == known  # and nothing was learnt
     uri = lxdkvm("uri", "--standalone", LAB, "kvm-1").stdout.strip()
     wrong_file = _tampered(lab, "libssh", wrong) / "known_hosts"
