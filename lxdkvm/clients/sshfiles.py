@@ -82,10 +82,23 @@ class _Locked:
         self.handle.close()
 
 
-def _rewrite_all(known: dict[str, dict[str, str]]) -> None:
+def _rewrite_all(known: dict[str, dict[str, str]]) -> list[str]:
+    """Every recorded lab's config again; a lab whose config cannot be written safely (e.g. a state
+    directory whose path ssh would expand) has none, and a warning says why."""
+    warnings = []
     for lab, addresses in known.items():
-        if state.path(lab).is_dir():
+        if not state.path(lab).is_dir():
+            continue
+        try:
             sshkeys.write_atomic(config_path(lab), text(lab, addresses, known).encode(), 0o600)
+        except LxdkvmError as exc:
+            config_path(lab).unlink(missing_ok=True)
+            warnings.append(f"lab {lab}: no ssh config: {exc}")
+        except OSError:
+            if state.path(lab).is_dir():
+                raise
+            # that lab went down meanwhile (`down` removes its directory without this lock)
+    return warnings
 
 
 def write(lab: str, addresses: dict[str, str | None], say: Callable[[str], None] = lambda _m: None) -> Path:
@@ -98,12 +111,17 @@ def write(lab: str, addresses: dict[str, str | None], say: Callable[[str], None]
         directory = state.state_dir(lab)
         sshkeys.write_atomic(directory / RECORD, (json.dumps(kept, indent=1, sort_keys=True) + "\n").encode(),
                              0o600)
-        _rewrite_all(records())
+        warnings = _rewrite_all(records())
+    for warning in warnings:
+        say(warning)
     return config_path(lab)
 
 
 def refresh() -> None:
-    """Rewrite every recorded lab's config (after a lab went down: its bare names may be free again)."""
+    """Rewrite every recorded lab's config (after a lab went down: its bare names may be free again);
+    nothing at all where no lab has a record."""
+    if not records():
+        return
     with _Locked():
         _rewrite_all(records())
 

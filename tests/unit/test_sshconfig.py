@@ -143,3 +143,17 @@ def test_a_record_that_does_not_parse_claims_no_name(tmp_path, monkeypatch):
     assert set(sshfiles.records()) == {"lab-a"}
     assert "Host kvm-1.lab-a kvm-1\n" in sshfiles.config_path("lab-a").read_text()
     assert not (tmp_path / "labs" / "broken" / sshconfig.CONFIG).exists()
+
+
+def test_a_state_directory_ssh_would_expand_gets_no_config_and_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("LXDKVM_STATE_DIR", str(tmp_path / "my state"))  # a space: refused in IdentityFile
+    said = []
+    sshfiles.write("lab-a", {"kvm-1": "10.231.1.11"}, said.append)
+    assert not sshfiles.config_path("lab-a").exists()
+    assert len(said) == 1 and said[0].startswith("lab lab-a: no ssh config: refusing to write path")
+
+
+def test_refresh_makes_nothing_where_no_lab_has_a_record(tmp_path, monkeypatch):
+    monkeypatch.setenv("LXDKVM_STATE_DIR", str(tmp_path / "state"))
+    sshfiles.refresh()
+    assert not (tmp_path / "state").exists()
