@@ -208,6 +208,38 @@ def test_virt_install_defines_and_starts_a_tiny_guest_then_it_is_removed(lab):
     assert "scratch" not in listed and "vm-a" in listed
 
 
+SECOND, SECOND_PROJECT = "tools-clients2", "lxdkvm-tools-clients2"
+SECOND_LAB = f"""name: {SECOND}
+networks:
+  - {{name: mgmt, subnet: 10.231.11.0/24}}
+hosts:
+  - {{name: kvm-2, networks: [mgmt], limits: {{memory: 1GiB}}}}
+"""
+
+
+def test_a_bare_name_two_labs_share_is_in_neither_config_until_one_goes_down(lab):
+    """A second lab with a kvm-2: both labs' files lose the bare `kvm-2` (ssh cannot resolve it), each
+    `kvm-2.LAB` reaches its own host; once the second lab is down, the first has `kvm-2` again."""
+    lab_file = lab["tmp"].mktemp("second") / f"{SECOND}.yaml"
+    lab_file.write_text(SECOND_LAB)
+    first = lab["state"] / "ssh_config"
+    try:
+        lxdkvm("up", str(lab_file))
+        second = lab["state"].parent / SECOND / "ssh_config"
+        assert f"Host kvm-2.{LAB}\n" in first.read_text() and f"Host kvm-1.{LAB} kvm-1\n" in first.read_text()
+        assert f"Host kvm-2.{SECOND}\n" in second.read_text()
+        ids = lab["shell"](f"ssh kvm-2.{LAB} cat /etc/machine-id; ssh kvm-2.{SECOND} cat /etc/machine-id")
+        assert ids.stdout.split() == [on(project, "kvm-2", "cat", "/etc/machine-id").stdout.strip()
+                                      for project in (PROJECT, SECOND_PROJECT)]
+        bare = lab["shell"]("ssh -o BatchMode=yes kvm-2 true", ok=False)
+        assert bare.returncode == 255 and "Could not resolve hostname kvm-2" in bare.stderr
+    finally:
+        lxdkvm("down", SECOND, ok=False)
+    assert SECOND_PROJECT not in {p["name"] for p in lxc_json("project", "list")}
+    assert f"Host kvm-2.{LAB} kvm-2\n" in first.read_text()
+    assert lab["shell"]("ssh kvm-2 hostname").stdout.strip() == "kvm-2"
+
+
 def test_the_page_uses_only_clients_setup_installs():
     from lxdkvm.machine import programs
 
