@@ -11,7 +11,7 @@ from .common import errors, example, session, warn
 
 @click.command("ssh-config", epilog=example(
     "lxdkvm ssh-config my-lab > my-lab.ssh_config && ssh -F my-lab.ssh_config kvm-1.my-lab",
-    "Include /var/lib/lxdkvm/labs/*/ssh_config   # the first line of ~/.ssh/config: every lab's (docs/tools.md)"))
+    "Include /var/lib/lxdkvm/labs/*/ssh_config   # first line of ~/.ssh/config (docs/tools.md)"))
 @click.argument("lab", required=False)
 def ssh_config(lab) -> None:
     """Print an OpenSSH config for a lab that is up: `Host HOST.LAB` (and the bare HOST when no other lab
