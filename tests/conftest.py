@@ -19,6 +19,7 @@ def programs_installed():
     if os.geteuid() != 0:
         return
     programs.ensure({**programs.TOOLS, **test_programs.TESTS}, "the programs the tests run", print)
+    programs.ensure(programs.CLIENTS, "the clients docs/tools.md uses", print, recommends=False)
     files = {path: package for path, package in test_programs.FILES.items() if not Path(path).exists()}
     if files:
         programs.apt_install(files.values(), f"the files the tests read ({', '.join(files)})", print)

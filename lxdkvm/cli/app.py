@@ -10,7 +10,7 @@ import dataclasses
 
 import click
 
-from . import cluster, guests, images, lab, machine, outputs, snapshots
+from . import clients, cluster, guests, images, lab, machine, outputs, snapshots
 from .common import daemon_option, run
 
 
@@ -28,7 +28,7 @@ def main(lxd_dir: str | None) -> None:
 
 
 for command in [*machine.COMMANDS, *images.COMMANDS, *lab.COMMANDS, *guests.COMMANDS, *outputs.COMMANDS,
-                *cluster.COMMANDS, *snapshots.COMMANDS]:
+                *clients.COMMANDS, *cluster.COMMANDS, *snapshots.COMMANDS]:
     main.add_command(command)
 outputs.attach_completion(main)
 

@@ -12,8 +12,9 @@ from . import status as status_mod
 SEPARATOR = "--- authorized_keys ---"
 
 
-def trust(lxd, name: str, say: Callable[[str], None]) -> None:
-    """Write lab NAME's known_hosts (LXD: its `LabScope`); warn about hosts without the lab's key."""
+def trust(lxd, name: str, say: Callable[[str], None]) -> dict[str, list[str]]:
+    """Write lab NAME's known_hosts (LXD: its `LabScope`); warn about hosts without the lab's key. Returns
+    the running hosts and their management address (none, or one)."""
     lab_status = status_mod.read(lxd, name, guests=False)
     nat = lab_status.nat_networks
     running = {h.name: [a for a in [h.management_address(nat)] if a] for h in lab_status.hosts if h.running}
@@ -33,3 +34,4 @@ def trust(lxd, name: str, say: Callable[[str], None]) -> None:
     if without:
         say(f"{', '.join(without)}: made before the lab had its SSH key, so Ansible cannot log in; "
             "recreate them (`lxdkvm down`, then `up`) to use the lab from Ansible")
+    return running

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..clients import sshfiles
 from ..errors import LxdkvmError
 from ..labfile import topology as t
 from . import apply, hostkeys, objects, prepare, sshkeys, state
@@ -101,7 +102,8 @@ def up(session, path: str | Path | None, report: Report, workers: int = apply.DE
         want = _desired(lab, lxd, prepared, have, built)
         the_plan = make_plan(want, have)
         applied = apply.Applied() if the_plan.empty else apply.apply(lxd, lab, want, the_plan, report, workers)
-        hostkeys.trust(lxd, lab.name, say)
+        reached = hostkeys.trust(lxd, lab.name, say)
+        sshfiles.write(lab.name, {host: next(iter(found), None) for host, found in reached.items()}, say)
         from . import guestapply  # after the hosts: guests live inside them
 
         guests = guestapply.apply(lxd, lab, want, the_plan, have, built, report)
@@ -117,7 +119,8 @@ def down(session, lab: str | Path | None, report: Report) -> tuple[Plan, float]:
         lxd = session.lab(t.project_name(name))
         the_plan = teardown_plan(name, lxd.project, observe(lxd))
         seconds = apply.teardown(lxd, the_plan, report)
-        state.remove(name)  # its SSH keys and known_hosts (and anything else kept for it)
+        state.remove(name)  # its SSH keys, known_hosts and ssh config (and anything else kept for it)
+        sshfiles.refresh()  # a bare host name it had may be another lab's alone now
         return the_plan, seconds
 
 

@@ -36,7 +36,7 @@ def known_hosts_path(lab_name: str) -> Path:
     return state.path(lab_name) / KNOWN_HOSTS
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Write atomically with MODE from the first byte (a reader never sees a partial or looser file)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -59,10 +59,10 @@ def ensure_keypair(lab_name: str) -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     key = Ed25519PrivateKey.generate()
-    _write(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+    write_atomic(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                       serialization.NoEncryption()), 0o600)
     line = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    _write(public, line + f" lxdkvm-lab-{lab_name}\n".encode(), 0o644)
+    write_atomic(public, line + f" lxdkvm-lab-{lab_name}\n".encode(), 0o644)
     return public_key(lab_name)
 
 
@@ -108,7 +108,7 @@ def refresh_known_hosts(lab_name: str, hosts: dict[str, list[str]],
         except LxdkvmError as exc:
             raise LxdkvmError(f"{name}: cannot read its SSH host key {HOST_KEY}: {exc}") from None
     path = state.state_dir(lab_name) / KNOWN_HOSTS
-    _write(path, known_hosts_lines(entries).encode(), 0o644)
+    write_atomic(path, known_hosts_lines(entries).encode(), 0o644)
     return path
 
 

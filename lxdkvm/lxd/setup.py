@@ -45,13 +45,14 @@ def lxd_installed(kind: str) -> bool:
 
 def install_packages(session, report: Report) -> None:
     """The programs lxdkvm runs (programs.TOOLS) and LXD's, from Debian 12 in one apt run, when missing;
-    for Incus, the tools first, then Incus (incussetup)."""
+    for Incus, the tools first, then Incus (incussetup); then the clients of docs/tools.md (programs.CLIENTS)."""
     kind = session.daemon.kind
     if kind == "incus":
         programs.ensure(programs.TOOLS, "the tools lxdkvm needs", report)
         incussetup.install(report)
-        return
-    programs.ensure({**programs.DAEMONS["lxd"], **programs.TOOLS}, "LXD and the tools lxdkvm needs", report)
+    else:
+        programs.ensure({**programs.DAEMONS["lxd"], **programs.TOOLS}, "LXD and the tools lxdkvm needs", report)
+    programs.ensure(programs.CLIENTS, "the clients docs/tools.md uses", report, recommends=False)
 
 
 def start_daemon(session, report: Report) -> None:

@@ -42,6 +42,14 @@ TOOLS: dict[str, str] = {
     "python3": "python3",
 }
 
+# Programs lxdkvm never runs itself: the clients docs/tools.md points at a lab (`lxdkvm ssh-config`, `lxdkvm
+# uri`), installed by setup like TOOLS but without Recommends (virtinst's would pull a desktop: virt-viewer).
+CLIENTS: dict[str, str] = {
+    "ssh": "openssh-client",         # ssh HOST.LAB through the lab's ssh config
+    "virsh": "libvirt-clients",      # virsh -c qemu+ssh://lab@HOST.LAB/system
+    "virt-install": "virtinst",      # a guest defined and started in a lab host from the machine
+}
+
 # Run only where they are there by definition: not installed by anyone.
 GIVEN: dict[str, str] = {
     "systemctl": "called only where systemd is PID 1 (/run/systemd/system), to start the daemon",
@@ -71,26 +79,28 @@ def packages_for(programs: Iterable[str], table: Mapping[str, str]) -> list[str]
     return list(dict.fromkeys(package for program, package in table.items() if program in wanted))
 
 
-def apt_install(packages: Iterable[str], what: str, report: Report) -> None:
-    """Install PACKAGES from Debian's archive (after refreshing its lists: a fresh machine has none)."""
+def apt_install(packages: Iterable[str], what: str, report: Report, recommends: bool = True) -> None:
+    """Install PACKAGES from Debian's archive (after refreshing its lists: a fresh machine has none); with
+    RECOMMENDS False, without the packages they only recommend."""
     packages = list(packages)
     if os.geteuid() != 0:
         raise LxdkvmError(f"{what} is not installed and installing it needs root: "
                           f"apt-get install {' '.join(packages)}")
     report(f"installing {' '.join(packages)} (apt)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *packages]):
+    install = ["apt-get", "install", "-y", "-q", *([] if recommends else ["--no-install-recommends"]), *packages]
+    for command in (["apt-get", "update", "-q"], install):
         proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:
             tail = proc.stderr.strip().splitlines()[-3:]
             raise LxdkvmError(f"{' '.join(command[:2])} failed: {' | '.join(tail)}")
 
 
-def ensure(table: Mapping[str, str], what: str, report: Report) -> list[str]:
+def ensure(table: Mapping[str, str], what: str, report: Report, recommends: bool = True) -> list[str]:
     """Install the packages of TABLE's missing programs; the packages installed."""
     absent = missing(table)
     if not absent:
         return []
     packages = packages_for(absent, table)
-    apt_install(packages, f"{what} ({', '.join(absent)})", report)
+    apt_install(packages, f"{what} ({', '.join(absent)})", report, recommends)
     return packages

@@ -233,4 +233,5 @@ def test_the_lab_user_and_key_are_in_the_user_data_only_with_a_key():
     data = yaml.safe_load(profile_mod.user_data(spec))
     assert data["users"] == ["default", {
         "name": "lab", "gecos": "lxdkvm lab access", "shell": "/bin/bash", "lock_passwd": True,
+        "groups": ["libvirt"],  # libvirt without root: virsh over ssh, virt-manager (docs/tools.md)
         "sudo": "ALL=(ALL) NOPASSWD:ALL", "ssh_authorized_keys": [spec.ssh_key]}]

@@ -90,7 +90,7 @@ def every_call() -> dict[str, set[str]]:
 
 def known() -> set[str]:
     daemons = {p for table in programs.DAEMONS.values() for p in table}
-    return {*programs.TOOLS, *programs.GIVEN, *daemons, *test_programs.TESTS, *OURS}
+    return {*programs.TOOLS, *programs.CLIENTS, *programs.GIVEN, *daemons, *test_programs.TESTS, *OURS}
 
 
 def test_the_scan_sees_the_calls_it_must():
@@ -111,16 +111,17 @@ def test_every_program_run_on_the_machine_is_installed_by_setup_or_the_tests():
 
 
 def test_every_listed_program_has_a_package_and_no_program_is_listed_twice():
-    tables = [programs.TOOLS, programs.GIVEN, test_programs.TESTS, *programs.DAEMONS.values()]
+    tables = [programs.TOOLS, programs.GIVEN, test_programs.TESTS, programs.CLIENTS, *programs.DAEMONS.values()]
     names = [p for table in tables for p in table]
     assert len(names) == len(set(names))
     assert all(package and " " not in package for table in tables[:1] + tables[2:] for package in table.values())
 
 
-@pytest.mark.parametrize("program", sorted({*programs.TOOLS, *test_programs.TESTS}))
+@pytest.mark.parametrize("program", sorted({*programs.TOOLS, *programs.CLIENTS, *test_programs.TESTS}))
 def test_the_tests_run_where_every_listed_program_is_there(program):
     """tests/conftest.py installed them before the first test (as root; a fresh machine has none)."""
-    assert programs.present(program), f"{program} missing: apt-get install {programs.TOOLS.get(program) or test_programs.TESTS[program]}"
+    package = {**programs.TOOLS, **programs.CLIENTS, **test_programs.TESTS}[program]
+    assert programs.present(program), f"{program} missing: apt-get install {package}"
 
 
 def test_packages_come_once_each_in_the_tables_order():
