@@ -92,3 +92,20 @@ def test_import_lxdkvm_the_api_and_the_plugin_load_no_heavy_library():
     assert "lxdkvm.api" in loaded and "pytest" in loaded  # the check itself works
     assert sorted(m for m in HEAVY if m in loaded) == []
     assert "lxdkvm.api" not in loaded_after("import lxdkvm")  # only on first use of a name
+
+
+pytest_plugins = ["pytester"]
+
+
+def test_a_suite_without_the_fixture_never_imports_lxdkvm_and_one_without_a_lab_file_is_told(pytester):
+    pytester.makepyfile(test_plain="""
+        import sys
+
+        def test_plain():
+            assert "lxdkvm.api" not in sys.modules and "pylxd" not in sys.modules
+        """)
+    pytester.runpytest_subprocess("test_plain.py").assert_outcomes(passed=1)
+    pytester.makepyfile(test_lab="def test_lab(lxdkvm_lab):\n    pass\n")
+    told = pytester.runpytest_subprocess("test_lab.py")
+    told.assert_outcomes(errors=1)
+    told.stdout.fnmatch_lines(["*lxdkvm_lab: no lab file: give --lxdkvm-lab FILE or set lxdkvm_lab in pytest.ini*"])
