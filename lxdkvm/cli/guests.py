@@ -122,8 +122,9 @@ def migrate(lab, guest, to, live, max_downtime, as_json) -> None:
                   f"{kept}; {safe(result['address'])} {answers}; "
                   f"{result['pings_lost']} of {result['pings_sent']} "
                   "pings lost", highlight=False)
-    kept_running = result["same_boot"] if result["same_boot"] is not None else result["running"]
-    if not (kept_running and (result["address_answers"] or not result["address"])):
+    from ..guests.migration import succeeded
+
+    if not succeeded(result):
         sys.exit(1)
 
 def _budget(result: dict) -> str:

@@ -292,6 +292,17 @@ def migrate(client: Instances, where: Located, target: str, live: bool = True,
     }
 
 
+def kept_running(result: dict) -> bool:
+    """Whether the guest of a move's RESULT (`migrate`) kept running: the same boot id, or, for an imported
+    image without lxdkvm's agent, libvirt's word that it runs."""
+    return bool(result["same_boot"] if result["same_boot"] is not None else result["running"])
+
+
+def succeeded(result: dict) -> bool:
+    """What `lxdkvm migrate` exits 0 for: the guest kept running and its address (if it has one) answers."""
+    return kept_running(result) and bool(result["address_answers"] or not result["address"])
+
+
 # ---- after: what the destination has ------------------------------------------------------------------
 
 def _target_after(client: Instances, moved: Located, guest_ip: str | None, disk: str | None, source: dict) -> dict:
