@@ -54,6 +54,14 @@ def warn(message: str) -> None:
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+def asks_for_json(argv: list[str]) -> bool:
+    """Whether a command line asks for JSON: --json, or a format option (--format, -f) of json, before `--`."""
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    return "--json" in argv or any(a in ("--format", "-f") and b == "json" for a, b in pairs) or \
+        any(a in ("--format=json", "-fjson") for a in argv)
+
+
 def print_json(document: dict) -> None:
     """The command's one JSON document on stdout (ASCII only: what hosts said arrives escaped)."""
     click.echo(json.dumps(document, indent=2))

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from .graph import Graph
 
 # what went wrong → the exit status it ends with (docs/json.md: the table of exit statuses)
-ERROR_KINDS = {"invalid": 2, "failed": 1, "interrupted": 130, "internal": 1}
+ERROR_KINDS = {"invalid": 2, "usage": 2, "failed": 1, "interrupted": 130, "internal": 1}
 
 
 def status(found: LabStatus) -> dict:

@@ -261,9 +261,30 @@ def test_probe_kvm_prints_one_document_and_exits_as_it_says():
     assert code == 1 and not assert_valid("probe-kvm", doc)["ok"] and doc["step"] == "open"
 
 
-def test_watch_and_json_together_are_a_usage_error():
-    done = CliRunner().invoke(main, ["status", "guests", "--watch", "--json"])
-    assert done.exit_code == 2 and done.stdout == "" and "choose one" in done.stderr
+@pytest.mark.parametrize("args,schema,said", [
+    (["status", "guests", "--watch", "--json"], "status", "choose one"),
+    (["migrate", "guests", "vm-1", "--json"], "migrate", "Missing option '--to'"),
+    (["verify", "guests", "--json", "--jsno"], "verify", "No such option '--jsno'"),
+    (["graph", "guests", "-f", "json", "--live", "x"], "graph", "unexpected extra argument"),
+])
+def test_a_usage_error_asked_for_json_is_one_error_document_too(args, schema, said):
+    code, doc, stderr = run_json(args)
+    assert code == 2 and assert_valid(schema, doc)["error"]["kind"] == "usage"
+    assert said in doc["error"]["message"] and said in stderr
+
+
+def test_a_usage_error_not_asked_for_json_prints_nothing_on_stdout():
+    done = CliRunner().invoke(main, ["migrate", "guests", "vm-1"])
+    assert done.exit_code == 2 and done.stdout == "" and "Missing option" in done.stderr
+
+
+@pytest.mark.parametrize("argv,wanted", [
+    (["status", "--json"], True), (["graph", "-f", "json"], True), (["inventory", "--format=json"], True),
+    (["graph", "-f", "dot"], False), (["guest-exec", "lab", "vm", "--", "tool", "--json"], False),
+    (["graph", "-o", "json"], False),
+])
+def test_what_asks_for_json(argv, wanted):
+    assert common.asks_for_json(argv) is wanted
 
 
 # ---------------------------------------------------------------------------------------- exit statuses
