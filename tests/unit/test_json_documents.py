@@ -287,6 +287,23 @@ def test_what_asks_for_json(argv, wanted):
     assert common.asks_for_json(argv) is wanted
 
 
+@pytest.mark.parametrize("raised,kind,status", [
+    (RuntimeError("a bug"), "internal", 1), (KeyboardInterrupt(), "interrupted", 130),
+    (common.LxdkvmError("LXD refused"), "failed", 1),
+])
+def test_errors_under_json_end_as_one_document_and_their_status(capsys, raised, kind, status):
+    with pytest.raises(SystemExit) as ended, common.errors(as_json=True):
+        raise raised
+    doc = json.loads(capsys.readouterr().out)
+    assert ended.value.code == status == documents.ERROR_KINDS[kind]
+    assert assert_valid("status", doc)["error"]["kind"] == kind
+
+
+def test_a_bug_without_json_is_a_traceback_as_before():
+    with pytest.raises(RuntimeError), common.errors():
+        raise RuntimeError("a bug")
+
+
 # ---------------------------------------------------------------------------------------- exit statuses
 def table_statuses() -> set[int | str]:
     """The first column of docs/json.md's table of exit statuses."""
