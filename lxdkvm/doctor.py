@@ -8,7 +8,7 @@ memory) brings.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from .kvmprobe import ProbeResult
 from .lxd.server import REQUIRED_EXTENSIONS, ServerFacts
@@ -225,6 +225,3 @@ def verdict(checks: list[Check]) -> bool:
     """A lab can run here when nothing failed (warnings allowed)."""
     return not any(c.status == FAIL for c in checks)
 
-
-def as_json(checks: list[Check]) -> dict:
-    return {"ok": verdict(checks), "checks": [asdict(c) for c in checks]}

@@ -7,14 +7,36 @@ pay for pylxd, pydantic or Jinja (tests/unit/test_cli_imports.py keeps it so).
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import click
 
 from . import clients, cluster, guests, images, lab, machine, outputs, snapshots
-from .common import daemon_option, run
+from .common import asks_for_json, daemon_option, print_json, run
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+class Lxdkvm(click.Group):
+    """The command group. A usage error of a command asked for JSON (an unknown option, a missing argument)
+    is also the error document on stdout; click says it on stderr and exits 2, as for any usage error."""
+
+    argv: list[str] = []
+
+    def main(self, args=None, *rest, **options):
+        self.argv = list(sys.argv[1:] if args is None else args)
+        return super().main(args, *rest, **options)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            if asks_for_json(self.argv):
+                from ..outputs import documents
+
+                print_json(documents.error("usage", exc.format_message()))
+            raise
+
+
+@click.group(cls=Lxdkvm, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Example: lxdkvm doctor && lxdkvm up && lxdkvm status --watch")
 @daemon_option
 @click.option("--lxd-dir", metavar="DIR", envvar="LXD_DIR",

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from .common import errors, out, progress
+from .common import errors, out, print_json, progress
 
 
 @click.group(epilog="Example: lxdkvm cluster sandbox up && lxdkvm --lxd-dir "
@@ -59,15 +57,17 @@ def sandbox_stop() -> None:
         sandbox_mod.stop(None, progress)
 
 @sandbox.command("status", epilog="Example: lxdkvm cluster sandbox status --json")
-@click.option("--json", "as_json", is_flag=True, help="Print the members as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the members as JSON (schemas/cluster-sandbox-status.schema.json).")
 def sandbox_status(as_json: bool) -> None:
     """The members: address, state in the cluster, daemon, LXD_DIR."""
     from ..cluster import sandbox as sandbox_mod
+    from ..outputs import documents
 
-    with errors():
+    with errors(as_json):
         state = sandbox_mod.status()
     if as_json:
-        click.echo(json.dumps(state, indent=2))
+        print_json(documents.sandbox_status(state))
     else:
         show(state)
 

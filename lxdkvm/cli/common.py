@@ -9,6 +9,7 @@ markup escaped, so `[bold]` is text)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,25 +49,61 @@ def warn(message: str) -> None:
         err.print(f"[yellow]warning:[/] {safe(message)}", highlight=False)
 
 
+# Every exit status a command ends with (docs/json.md has the table; tests/unit/test_json_documents.py
+# fails on one the CLI uses that the table does not list).
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def asks_for_json(argv: list[str]) -> bool:
+    """Whether a command line asks for JSON: --json, or a format option (--format, -f) of json, before `--`."""
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    pairs = zip(argv, [*argv[1:], ""], strict=True)
+    return "--json" in argv or any(a in ("--format", "-f") and b == "json" for a, b in pairs) or \
+        any(a in ("--format=json", "-fjson") for a in argv)
+
+
+def print_json(document: dict) -> None:
+    """The command's one JSON document on stdout (ASCII only: what hosts said arrives escaped)."""
+    click.echo(json.dumps(document, indent=2))
+
+
 @contextmanager
-def errors():
+def errors(as_json: bool = False):
     """Library errors become one red line on stderr and exit status 1 (a bad lab file: every problem with
-    its file, line and key, and exit status 2)."""
+    its file, line and key, and exit status 2). AS_JSON: also the error document on stdout, the command's
+    only output there (`outputs.documents`), and so also for an error lxdkvm did not expect."""
+    from ..outputs import documents
+
     try:
         yield
     except LabInvalid as exc:  # every problem, with file:line and key; exit 2 like a usage error
         err.print(f"[bold red]error:[/] {safe(exc.source)}: {len(exc.problems)} problem(s), "
                   "nothing was changed", highlight=False)
         err.print(exc.report(), highlight=False, markup=False)
-        sys.exit(2)
+        _say(as_json and documents.invalid(exc))
+        sys.exit(EXIT_INVALID)
     except LxdkvmError as exc:
         # soft_wrap: LXD's messages stay whole lines in logs, whatever the terminal's width
         err.print(f"[bold red]error:[/] {safe(exc)}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _say(as_json and documents.error("failed", str(exc)))
+        sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:
-        err.print("[bold red]interrupted:[/] run the same command again to finish, or `lxdkvm down` to "
-                  "remove what was made", highlight=False)
-        sys.exit(130)
+        message = "run the same command again to finish, or `lxdkvm down` to remove what was made"
+        err.print(f"[bold red]interrupted:[/] {message}", highlight=False)
+        _say(as_json and documents.error("interrupted", message))
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        if not as_json:
+            raise
+        err.print_exception()  # a bug: its traceback for the report, and still one document on stdout
+        _say(documents.error("internal", f"{type(exc).__name__}: {exc}"))
+        sys.exit(EXIT_FAILED)
+
+
+def _say(document: dict | bool) -> None:
+    """The error DOCUMENT on stdout, when the command was asked for JSON (else DOCUMENT is False)."""
+    if document:
+        print_json(document)
 
 
 def progress(message: str) -> None:

@@ -3,19 +3,20 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from .common import STATUS_STYLE, err, errors, out, progress, safe, session, warn
+from .common import (EXIT_FAILED, EXIT_OK, STATUS_STYLE, err, errors, out, print_json, progress, safe, session,
+                     warn)
 
 LAB_ARG_HELP = "A lab file, or the name of a lab that is up."
 
 
 @click.command(epilog="Example: lxdkvm verify labs/default.yaml --json")
 @click.argument("lab", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the checks as JSON (schemas/verify.schema.json).")
 def verify(lab, as_json) -> None:
     """Prove the running lab: one row per check (PASS/WARN/FAIL) with its evidence; exit 1 on any FAIL.
     Hosts (unprivileged, /dev/kvm, KVM probe allowed and refused, libvirtd, virt-host-validate),
@@ -25,13 +26,13 @@ def verify(lab, as_json) -> None:
 
     from ..lab import pipeline
     from ..lab.verify import summary
+    from ..outputs import documents
 
-    with errors():
+    with errors(as_json):
         the_lab, checks = pipeline.verify(session(), lab, progress)
     counts = summary(checks)
     if as_json:
-        click.echo(json.dumps({"lab": the_lab.name, "summary": counts,
-                               "checks": [c.as_dict() for c in checks]}, indent=2))
+        print_json(documents.verify(the_lab.name, checks))
     else:
         table = Table(header_style="bold", title=f"verify lab {safe(the_lab.name)}")
         for column in ("scope", "check", "result", "evidence"):
@@ -43,7 +44,7 @@ def verify(lab, as_json) -> None:
         out.print(table)
         out.print(f"verify lab {safe(the_lab.name)}: {counts['PASS']} PASS, {counts['WARN']} WARN, "
                   f"{counts['FAIL']} FAIL")
-    sys.exit(1 if counts["FAIL"] else 0)
+    sys.exit(EXIT_FAILED if counts["FAIL"] else EXIT_OK)
 
 @click.command(epilog="Example: lxdkvm console default vm-1   (leave with Ctrl-])")
 @click.argument("lab")
@@ -94,18 +95,21 @@ def terminal_text(text: str) -> str:
 @click.option("--max-downtime", "max_downtime", type=click.IntRange(1, 60000), default=None, metavar="MS",
               help="The downtime budget of a live move in ms (default 50): QEMU switches over when what is left "
                    "fits in it.")
-@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the measurements as JSON (schemas/migrate.schema.json).")
 def migrate(lab, guest, to, live, max_downtime, as_json) -> None:
     """Move a running guest to another host of the lab with libvirt over an isolated lab network (its
     disk copied when it has one), then check it kept running: same boot id, same address answering.
     Reports the migration time, the downtime QEMU measured against its budget, how hard auto-converge
     throttled the guest (libvirt's job statistics) and the pings lost at 5/s."""
     from ..lab import guests as lab_guests
+    from ..outputs import documents
 
-    with errors():
+    with errors(as_json):
         result = lab_guests.migrate(session(), lab, guest, to, live, progress, warn, max_downtime)
+    document = documents.migrate(result)
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        print_json(document)
     else:
         if result["same_boot"] is None:  # an imported image without lxdkvm's agent
             kept = "kept running (no agent: boot id not compared)" if result["running"] else \
@@ -122,10 +126,7 @@ def migrate(lab, guest, to, live, max_downtime, as_json) -> None:
                   f"{kept}; {safe(result['address'])} {answers}; "
                   f"{result['pings_lost']} of {result['pings_sent']} "
                   "pings lost", highlight=False)
-    from ..guests.migration import succeeded
-
-    if not succeeded(result):
-        sys.exit(1)
+    sys.exit(EXIT_OK if document["ok"] else EXIT_FAILED)
 
 def _budget(result: dict) -> str:
     """How the downtime compares with its budget, and what auto-converge did to get there."""

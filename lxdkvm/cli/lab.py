@@ -5,13 +5,12 @@ Each command imports `lab` (pylxd, pydantic, Jinja behind it) when it runs, not 
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
 from ..labfile import topology as t
-from .common import err, errors, out, plain, safe, session, warn
+from .common import EXIT_FAILED, EXIT_OK, err, errors, out, plain, print_json, safe, session, warn
 from .views import Progress, print_plan, print_status, watch_status
 
 LAB_HELP = "A lab file, or the name of a lab that is up [default: the embedded default lab]."
@@ -41,15 +40,23 @@ def allowances(flags: dict[str, bool]):
 
 @click.command(epilog="Example: lxdkvm plan labs/default.yaml")
 @click.argument("lab", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (schemas/plan.schema.json).")
 @allow_options
-def plan(lab, **allow) -> None:
-    """Show what `up` would create, change or delete, and why. Changes nothing."""
+def plan(lab, as_json, **allow) -> None:
+    """Show what `up` would create, change or delete, and why. Changes nothing. Exit 1 when objects that
+    are not the lab's are in the way."""
     from ..lab import pipeline
+    from ..outputs import documents
 
-    with errors():
+    with errors(as_json):
         _, the_plan = pipeline.plan(session(), lab, allowances(allow))
-    print_plan(out, the_plan)
-    sys.exit(1 if the_plan.conflicts else 0)
+    if as_json:
+        for warning in the_plan.warnings:  # also in the JSON, as "warnings"
+            warn(warning)
+        print_json(documents.plan(the_plan))
+    else:
+        print_plan(out, the_plan)
+    sys.exit(EXIT_FAILED if the_plan.conflicts else EXIT_OK)
 
 
 @click.command(epilog="Example: lxdkvm up labs/default.yaml --workers 4")
@@ -99,7 +106,8 @@ def down(lab) -> None:
 
 @click.command(epilog="Example: lxdkvm status default --watch --interval 1")
 @click.argument("lab", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the status as JSON (schemas/status.schema.json).")
 @click.option("--watch", is_flag=True, help="Keep showing the status, refreshed, until Ctrl-C (not a "
               "terminal: a new table only when something changed).")
 @click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2),
@@ -107,18 +115,21 @@ def down(lab) -> None:
 def status(lab, as_json, watch, interval) -> None:
     """Hosts of the lab, their state, addresses per network and readiness."""
     from ..lab import pipeline
+    from ..outputs import documents
 
+    if watch and as_json:
+        raise click.UsageError("--watch shows a view that changes; --json prints one document: choose one")
     if watch:
         with errors():
             pipeline.lab_name(lab)  # a bad file or name is an error now, not a view that repeats it
         watch_status(out, lambda: pipeline.status(session(), lab), interval)
         return
-    with errors():
+    with errors(as_json):
         result = pipeline.status(session(), lab)
     if as_json:
         for warning in result.warnings:  # also in the JSON, as "warnings"
             warn(warning)
-        click.echo(json.dumps(result.as_json(), indent=2))
+        print_json(documents.status(result))
     else:
         print_status(out, result)
 
@@ -157,7 +168,7 @@ def inventory(lab, fmt) -> None:
     """Print an Ansible inventory of a lab that is up (docs/ansible.md)."""
     from ..outputs import inventory as inventory_mod
 
-    with errors():
+    with errors(fmt == "json"):
         found = inventory_mod.live(session(), lab)
         text = inventory_mod.render(found, fmt)
     for warning in found.warnings:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 from rich.markup import escape
 
 from .. import kvmprobe
-from .common import STATUS_STYLE, daemon_option, errors, out, progress, session
+from .common import (EXIT_FAILED, EXIT_OK, STATUS_STYLE, daemon_option, errors, out, print_json, progress,
+                     session)
 
 DEFAULT_PROFILE = "kvm-host"
 
@@ -18,7 +18,8 @@ DEFAULT_PROFILE = "kvm-host"
 @click.option("--lab", "lab_file", type=click.Path(dir_okay=False), default=None,
               help="A lab file: check the machine's limits against its number of hosts (default: as many "
                    "hosts as this machine's memory holds).")
-@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the checks as JSON (schemas/doctor.schema.json).")
 @daemon_option
 def doctor(lab_file: str | None, as_json: bool) -> None:
     """Check that this host can run a KVM lab, with evidence and fixes. Exit 1 if it cannot."""
@@ -27,19 +28,22 @@ def doctor(lab_file: str | None, as_json: bool) -> None:
     from .. import doctor as doctor_mod
     from ..machine import hostcaps, limits
     from ..machine.storage import btrfs_support
+    from ..outputs import documents
 
     lab_name, hosts = None, limits.capacity_by_memory(hostcaps.mem_total() or 0)
     if lab_file:
         from ..lab.load import load
 
-        with errors():  # a lab file that does not pass is said as `plan` says it, and nothing is checked
+        # a lab file that does not pass is said as `plan` says it, and nothing is checked
+        with errors(as_json):
             lab = load(lab_file, machine=False)
         lab_name, hosts = lab.name, len(lab.hosts)
-    checks = doctor_mod.diagnose(hostcaps.read_host(), kvmprobe.probe(), _server_facts(), btrfs_support())
-    checks += doctor_mod.limit_checks(limits.read(), hosts, lab_name)
+    with errors(as_json):
+        checks = doctor_mod.diagnose(hostcaps.read_host(), kvmprobe.probe(), _server_facts(), btrfs_support())
+        checks += doctor_mod.limit_checks(limits.read(), hosts, lab_name)
     ok = doctor_mod.verdict(checks)
     if as_json:
-        click.echo(json.dumps(doctor_mod.as_json(checks), indent=2))
+        print_json(documents.doctor(checks))
     else:
         table = Table(show_lines=False, header_style="bold")
         for column in ("check", "status", "evidence", "fix"):
@@ -48,7 +52,7 @@ def doctor(lab_file: str | None, as_json: bool) -> None:
             table.add_row(escape(c.name), f"[{STATUS_STYLE[c.status]}]{c.status}[/]", escape(c.evidence), escape(c.fix))
         out.print(table)
         out.print("[green]This host can run a KVM lab.[/]" if ok else "[bold red]This host cannot run a KVM lab yet.[/]")
-    sys.exit(0 if ok else 1)
+    sys.exit(EXIT_OK if ok else EXIT_FAILED)
 
 
 def _server_facts():
@@ -63,11 +67,20 @@ def _server_facts():
 
 
 @click.command("probe-kvm", epilog="Example: lxdkvm probe-kvm --json")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as JSON (schemas/probe-kvm.schema.json).")
 @click.option("--device", default=kvmprobe.DEVICE, show_default=True)
 def probe_kvm(as_json: bool, device: str) -> None:
-    """Run a tiny guest through /dev/kvm (KVM_CREATE_VM … KVM_RUN) and check its exits."""
-    sys.exit(kvmprobe.main([f"--device={device}", *(["--json"] if as_json else [])]))
+    """Run a tiny guest through /dev/kvm (KVM_CREATE_VM … KVM_RUN) and check its exits. Exit 1 when KVM
+    is not usable."""
+    from ..outputs import documents
+
+    result = kvmprobe.probe(device)  # never raises: a failure is its result
+    if as_json:
+        print_json(documents.probe_kvm(result))
+    else:
+        click.echo(result.line())
+    sys.exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
 @click.command(epilog="Example: lxdkvm setup --daemon incus")

@@ -6,6 +6,7 @@ The library (`graph`, `lab`, `labfile`) is imported inside each command and comp
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from pathlib import Path
@@ -16,10 +17,10 @@ from click.shell_completion import CompletionItem
 from ..errors import LxdkvmError
 from .common import Run, err, errors, example, session, warn
 
-FORMATS = ("mermaid", "dot", "svg", "png")
-TEXT_FORMATS = ("mermaid", "dot")
+FORMATS = ("mermaid", "dot", "svg", "png", "json")
+TEXT_FORMATS = ("mermaid", "dot", "json")
 SUFFIX_FORMAT = {".mmd": "mermaid", ".mermaid": "mermaid", ".md": "mermaid", ".dot": "dot", ".gv": "dot",
-                 ".svg": "svg", ".png": "png"}
+                 ".svg": "svg", ".png": "png", ".json": "json"}
 COMPLETION_TIMEOUT = 2.0  # seconds: a completion that cannot ask LXD in time offers what it has
 
 
@@ -161,8 +162,9 @@ def attach_completion(group: click.Group) -> None:
                              "lxdkvm graph my-lab > my-lab.mmd"))
 @click.argument("lab", required=False, shell_complete=complete_lab)
 @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS),
-              help="mermaid (Markdown), dot (Graphviz text), svg or png (drawn by Graphviz's `dot`) "
-                   "[default: from -o's suffix, else mermaid].")
+              help="mermaid (Markdown), dot (Graphviz text), svg or png (drawn by Graphviz's `dot`), or "
+                   "json (the graph's model: schemas/graph.schema.json) [default: from -o's suffix, else "
+                   "mermaid].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file [default: standard output; a picture on a terminal goes to "
                    "LAB.FORMAT].")
@@ -173,37 +175,40 @@ def graph(lab, fmt, output, live) -> None:
     """Draw a lab: networks (subnet, gateway, NAT or isolated), hosts, guests inside their hosts, and
     each NIC's address. LAB is a lab file (drawn from the file, with live state when the lab is up) or
     the name of a lab that is up (drawn from LXD)."""
-    from ..outputs import graph as graph_mod
-    from ..outputs import graphtext
-
     fmt = _format(fmt, output)
-    with errors():
-        drawing = graph_mod.draw(session(), lab, live)
-        for warning in drawing.warnings:
-            warn(warning)
-        text = graphtext.mermaid(drawing) if fmt == "mermaid" else graphtext.dot(drawing)
-        if fmt in TEXT_FORMATS:
-            data = text.encode()
-        else:
-            from ..outputs import graphviz
-
-            data = graphviz.render(text, fmt)
+    with errors(fmt == "json"):
+        drawing, data = _drawn(lab, live, fmt)
     if output is None and fmt not in TEXT_FORMATS and sys.stdout.isatty():
         output = Path(f"{drawing.lab}.{fmt}")
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    try:
-        output.write_bytes(data)
-    except OSError as exc:
-        from rich.markup import escape
-
-        err.print(f"[bold red]error:[/] cannot write {escape(str(output))}: {escape(exc.strerror or '')}",
-                  highlight=False)
-        sys.exit(1)
+    with errors(fmt == "json"):
+        try:
+            output.write_bytes(data)
+        except OSError as exc:
+            raise LxdkvmError(f"cannot write {output}: {exc.strerror or exc}") from exc
     source = "live" if drawing.live else "from the lab file"
     err.print(f"wrote {output} ({fmt}, {source})", highlight=False, markup=False)
+
+
+def _drawn(lab, live: bool, fmt: str):
+    """(the graph's model, its bytes in FMT)."""
+    from ..outputs import documents, graphtext
+    from ..outputs import graph as graph_mod
+
+    drawing = graph_mod.draw(session(), lab, live)
+    for warning in drawing.warnings:
+        warn(warning)
+    if fmt == "json":
+        return drawing, (json.dumps(documents.graph(drawing), indent=2) + "\n").encode()
+    text = graphtext.mermaid(drawing) if fmt == "mermaid" else graphtext.dot(drawing)
+    if fmt in TEXT_FORMATS:
+        return drawing, text.encode()
+    from ..outputs import graphviz
+
+    return drawing, graphviz.render(text, fmt)
 
 
 COMMANDS = [graph]
