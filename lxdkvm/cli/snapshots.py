@@ -3,12 +3,11 @@ memory included. Parse, call `snapshots.lab`, print."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from .common import errors, out, progress, safe, session
+from .common import errors, out, print_json, progress, safe, session
 
 LAB_HELP = "The name of a lab that is up (or its lab file)."
 
@@ -41,10 +40,12 @@ def create(lab, name, as_json) -> None:
     host is snapshotted, then the guests resume where they were."""
     from ..snapshots import lab as snapshots
 
-    with errors():
+    from ..outputs import documents
+
+    with errors(as_json):
         taken = snapshots.take(session(), lab, name, _report)
     if as_json:
-        click.echo(json.dumps(taken.summary(), indent=2))
+        print_json(documents.snapshot(taken.summary()))
         return
     summary = taken.summary()
     out.print(f"snapshot {safe(taken.name)} of lab {safe(taken.lab)}: {summary['hosts']} hosts, "
@@ -58,12 +59,13 @@ def list_(lab, as_json) -> None:
     """The lab's snapshots, oldest first."""
     from rich.table import Table
 
+    from ..outputs import documents
     from ..snapshots import lab as snapshots
 
-    with errors():
+    with errors(as_json):
         found = [s.summary() for s in snapshots.listing(lab)]
     if as_json:
-        click.echo(json.dumps({"snapshots": found}, indent=2))
+        print_json(documents.snapshots(found))
         return
     table = Table(header_style="bold")
     for column in ("name", "created", "hosts", "guests saved", "guests off", "took"):
@@ -96,11 +98,13 @@ def restore(lab, name, as_json) -> None:
     lab file in force now."""
     from ..snapshots import lab as snapshots
 
-    with errors():
+    from ..outputs import documents
+
+    with errors(as_json):
         done = snapshots.restore(session(), lab, name, _report)
     if as_json:
-        click.echo(json.dumps({**done.snapshot.summary(), "lab": done.snapshot.lab, "seconds": round(done.seconds, 3),
-                               "differences": done.differences, "deleted": done.deleted}, indent=2))
+        print_json(documents.restored(done.snapshot.lab, done.snapshot.summary(), done.seconds,
+                                      done.differences, done.deleted))
         return
     out.print(f"restored lab {safe(done.snapshot.lab)} to snapshot {safe(done.snapshot.name)} in "
               f"{done.seconds:.1f} s: {len(done.snapshot.hosts)} hosts, "

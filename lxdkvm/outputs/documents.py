@@ -104,3 +104,19 @@ def invalid(exc: LabInvalid) -> dict:
                                  "hint": p.hint} for p in exc.problems]
     return doc
 
+
+def snapshot(summary: dict) -> dict:
+    """`snapshot create --json`: the snapshot taken (`snapshots.record.Snapshot.summary`)."""
+    return {"ok": True, **summary}
+
+
+def snapshots(summaries: list[dict]) -> dict:
+    """`snapshot list --json`: the lab's snapshots, oldest first."""
+    return {"ok": True, "snapshots": summaries}
+
+
+def restored(lab: str, summary: dict, seconds: float, differences: list[str], deleted: list[str]) -> dict:
+    """`restore --json`: the snapshot restored, how long it took, what differed from the lab file in force
+    and the hosts made since that were deleted."""
+    return {"ok": True, **summary, "lab": lab, "seconds": round(seconds, 3), "differences": differences,
+            "deleted": deleted}

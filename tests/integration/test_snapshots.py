@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from .. import jsonschemas
 from .test_labs import lxc_json, lxd_snapshot, lxdkvm, on
 
 pytestmark = pytest.mark.integration
@@ -90,6 +91,7 @@ def taken(lab):
 
 def test_a_snapshot_saves_every_running_guest_and_they_run_on(taken):
     doc = taken["doc"]
+    assert jsonschemas.problems("snapshot-create", doc) == []
     assert (doc["name"], doc["hosts"], doc["guests_saved"], doc["guests_off"]) == ("one", 3, 2, 1)
     for host in ("sn-1", "sn-2", "sn-3"):  # LXD has the snapshot of every host
         assert snapshots_of(host) == ["one"]
@@ -101,6 +103,7 @@ def test_a_snapshot_saves_every_running_guest_and_they_run_on(taken):
     # no managed-save file left behind in the running hosts
     assert on(PROJECT, "sn-1", "virsh", "dominfo", "counter").stdout.count("Managed save:   no") == 1
     listed = json.loads(lxdkvm("snapshot", "list", "snaps", "--json").stdout)
+    assert jsonschemas.problems("snapshot-list", listed) == []
     assert [s["name"] for s in listed["snapshots"]] == ["one"]
 
 
@@ -126,8 +129,10 @@ def test_restore_brings_back_every_host_and_guest_as_they_were(lab, taken, tmp_p
     subprocess_stop("sn-3")
 
     started = time.monotonic()
-    result = lxdkvm("restore", "snaps", "one", timeout=600)
+    result = lxdkvm("restore", "snaps", "one", "--json", timeout=600)
     seconds = time.monotonic() - started
+    doc = json.loads(result.stdout)
+    assert jsonschemas.problems("restore", doc) == [] and doc["deleted"] == ["sn-4"]
     assert "host sn-4 is in the lab file now, not in the snapshot: restore deletes it" in result.stderr
     assert host_states() == {"sn-1": "Running", "sn-2": "Running", "sn-3": "Running"}
     assert domains("sn-1") == {"counter": "running"}  # back on the host it was on
@@ -160,7 +165,7 @@ def test_delete_removes_the_snapshot_from_every_host(lab, taken):
     lxdkvm("snapshot", "delete", "snaps", "one")
     for host in ("sn-1", "sn-2", "sn-3"):
         assert snapshots_of(host) == []
-    assert json.loads(lxdkvm("snapshot", "list", "snaps", "--json").stdout) == {"snapshots": []}
+    assert json.loads(lxdkvm("snapshot", "list", "snaps", "--json").stdout) == {"ok": True, "snapshots": []}
 
 
 def snapshots_of(host: str) -> list[str]:
