@@ -13,6 +13,7 @@ from lxdkvm.labfile import topology as t
 
 LABS = Path(__file__).parent.parent / "labs"
 INVALID = sorted((LABS / "invalid").glob("*.yaml"))
+EXAMPLE_LAB = LABS.parent.parent / "examples" / "molecule" / "molecule" / "default" / "lab.yaml"  # Molecule's
 # A machine like the CI machine, written down so the expected messages do not depend on where they run.
 MACHINE = checks.Machine(
     routes=((ipaddress.IPv4Network("192.0.2.0/24"), "eth0"), (ipaddress.IPv4Network("10.87.0.0/24"), "lxdkvmbr0")),
@@ -45,7 +46,7 @@ def test_invalid_lab_gives_the_expected_problems(path):
         assert line.startswith((f"{path.name}:", "    hint: "))
 
 
-@pytest.mark.parametrize("path", sorted((LABS / "valid").glob("*.yaml")) + [read.default_lab_path()],
+@pytest.mark.parametrize("path", sorted((LABS / "valid").glob("*.yaml")) + [read.default_lab_path(), EXAMPLE_LAB],
                          ids=lambda p: p.stem)
 def test_valid_labs_have_no_problems(path):
     assert problems_of(path) == ""
