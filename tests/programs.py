@@ -10,7 +10,6 @@ TESTS: dict[str, str] = {
     "mcopy": "mtools",
     "mkfs.fat": "dosfstools",
     "ssh-keygen": "openssh-client",  # keys checked against what lxdkvm wrote
-    "ssh": "openssh-client",       # Ansible's connection under Molecule (test_molecule.py)
     "git": "git",                  # the fresh-machine sandbox's copy, benchmarks/before_after.py
     "bash": "bash",
 }
