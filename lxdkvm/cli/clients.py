@@ -1,6 +1,6 @@
 """`lxdkvm ssh-config` and `lxdkvm uri`: what other programs (ssh, virsh, virt-manager, virt-install) need
 to reach a lab's hosts with its key and its pinned host keys (docs/tools.md). Parse, call the library,
-print; the library (`clients.sshconfig`, `clients.sshfiles`) is imported when a command runs."""
+print; the library (`lab.sshconfig`, `lab.sshfiles`) is imported when a command runs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def ssh_config(lab) -> None:
     """Print an OpenSSH config for a lab that is up: `Host HOST.LAB` (and the bare HOST when no other lab
     has a host of that name) with its address, the lab's user and key, and host keys checked against the
     lab's known_hosts. `up` writes the same to the lab's state directory, for `Include`."""
-    from ..clients import sshfiles
+    from ..lab import sshfiles
     from ..lab.load import lab_name
 
     with errors():
@@ -37,7 +37,7 @@ def ssh_config(lab) -> None:
 def uri(lab, host, standalone) -> None:
     """Print the libvirt URI of HOST in LAB (a lab that is up). The default, qemu+ssh://lab@HOST.LAB/system,
     goes through the lab's ssh config: Include it from ~/.ssh/config (docs/tools.md)."""
-    from ..clients import sshconfig, sshfiles
+    from ..lab import sshconfig, sshfiles
     from ..lab.load import lab_name
 
     with errors():

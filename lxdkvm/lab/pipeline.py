@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..clients import sshfiles
+from . import sshfiles
 from ..errors import LxdkvmError
 from ..labfile import topology as t
 from . import apply, hostkeys, objects, prepare, sshkeys, state

@@ -1,4 +1,4 @@
-"""The ssh config of a lab (lxdkvm/clients/sshconfig.py, sshfiles.py) on plain data: what it says, what the
+"""The ssh config of a lab (lxdkvm/lab/sshconfig.py, sshfiles.py) on plain data: what it says, what the
 real `ssh -G` makes of it, hostile values refused, bare names only where unambiguous, libvirt URIs."""
 
 import shutil
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lxdkvm.clients import sshconfig, sshfiles
+from lxdkvm.lab import sshconfig, sshfiles
 from lxdkvm.errors import LxdkvmError
 
 ACCESS = sshconfig.Access("lab", Path("/var/lib/lxdkvm/labs/demo/id_ed25519"),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import LxdkvmError
-from ..lab import sshkeys, state
+from . import sshkeys, state
 from . import sshconfig
 
 RECORD = "ssh_hosts.json"
@@ -128,7 +128,7 @@ def refresh() -> None:
 
 def live(session, lab: str) -> tuple[str, list[str]]:
     """LAB's ssh config as its hosts are now (read through LXD), and warnings about hosts left out."""
-    from ..lab import status as status_mod
+    from . import status as status_mod
     from ..labfile import topology as t
 
     found = status_mod.read(session.lab(t.project_name(lab)), lab, guests=False)
