@@ -64,6 +64,16 @@ def parse_recap(output: str) -> dict[str, dict[str, int]]:
     return recap
 
 
+def playbook_path(playbook: str) -> Path:
+    """PLAYBOOK as an absolute path: a playbook file (relative to the current directory: ansible-playbook
+    runs in playbooks/), else one of lxdkvm's playbooks by name."""
+    path = Path(playbook).resolve() if Path(playbook).is_file() else playbooks_dir() / playbook
+    if not path.is_file():
+        known = ", ".join(sorted(p.name for p in playbooks_dir().glob("*.yml")))
+        raise LxdkvmError(f"no playbook {playbook} (lxdkvm's playbooks: {known})")
+    return path
+
+
 def run_playbook(session, lab: str | Path | None, playbook: str = "site.yml", extra_args: tuple[str, ...] = (),
                  on_line: Callable[[str], None] = lambda _line: None,
                  on_warning: Callable[[str], None] = lambda _message: None) -> PlaybookRun:
@@ -71,10 +81,7 @@ def run_playbook(session, lab: str | Path | None, playbook: str = "site.yml", ex
     warning about the inventory (what hosts reported that was left out) to ON_WARNING first."""
     from ..outputs import inventory
 
-    path = Path(playbook) if Path(playbook).is_file() else playbooks_dir() / playbook
-    if not path.is_file():
-        known = ", ".join(sorted(p.name for p in playbooks_dir().glob("*.yml")))
-        raise LxdkvmError(f"no playbook {playbook} (lxdkvm's playbooks: {known})")
+    path = playbook_path(playbook)
     found = inventory.live(session, lab)  # read once: the playbook sees one state
     for warning in found.warnings:
         on_warning(warning)

@@ -28,3 +28,10 @@ def choose(guest: t.Guest, verdict: Verdict) -> tuple[str, str]:
     if verdict.kvm == HANGS:
         return "tcg", f"tcg: a guest kernel does not boot under this machine's KVM ({verdict.evidence})"
     return "tcg", "tcg: this machine's CPU has no hardware virtualization (no vmx/svm)"
+
+
+def domain_type(verdict: Verdict) -> str:
+    """The libvirt domain type (`<domain type=...>`) a guest that is not lxdkvm's should ask for on this
+    machine: kvm only where a guest kernel is known to boot under its KVM, qemu (TCG) otherwise — also
+    while nothing is known yet (no `accel: auto` guest has come up here since the kernel changed)."""
+    return "kvm" if verdict.kvm == BOOTS else "qemu"

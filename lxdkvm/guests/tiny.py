@@ -107,6 +107,12 @@ def _one(pattern: str, under: Path, what: str) -> Path:
     return found[0]
 
 
+def current_key() -> str:
+    """The key of the tiny build apt's package lists lead to now, without building or downloading it."""
+    kernel_package, kernel_version, busybox_version = _inputs()
+    return build_key(f"{kernel_package}={kernel_version}", busybox_version)
+
+
 def resolved_inputs() -> tuple[str, str, str]:
     """(kernel package, its version, busybox's version): what the current tiny build is made of."""
     return _inputs()

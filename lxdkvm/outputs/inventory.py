@@ -76,9 +76,10 @@ def _guest_vars(host: HostStatus) -> list[dict]:
 
 
 def build(status: LabStatus, groups: dict[str, list[str]], access: Access,
-          guests: dict[str, list[dict]] | None = None) -> Inventory:
+          guests: dict[str, list[dict]] | None = None, domain_type: str = "qemu") -> Inventory:
     """The inventory of the lab STATUS describes. GROUPS: host → its groups from the lab file. GUESTS:
-    host → the guests it runs, as `lxdkvm_guests` (see playbooks/guests.yml)."""
+    host → the guests it runs, as `lxdkvm_guests` (see playbooks/guests.yml). DOMAIN_TYPE: the libvirt
+    domain type a guest of the user's own should ask for here (`guests.accel.domain_type`)."""
     guests = guests or {}
     lab = status.lab
     nat = status.nat_networks
@@ -101,6 +102,8 @@ def build(status: LabStatus, groups: dict[str, list[str]], access: Access,
                                  for net, addrs in host.addresses.items() if addrs},
             # the guests this host runs (playbooks/guests.yml starts them, verify.yml pings them)
             "lxdkvm_guests": list(guests.get(name, _guest_vars(host))),
+            # for your own domains (community.libvirt.virt): kvm or qemu, as lxdkvm's `accel: auto` decides
+            "lxdkvm_libvirt_domain_type": domain_type,
         })
         inventory.hosts[name] = hostvars
         member_of = [lab_group, *(f"net_{group_name(net)}" for net in host.addresses),
@@ -129,9 +132,20 @@ def live(session, lab: str | Path | None) -> Inventory:
             raise LxdkvmError(f"lab {name} has no {path}; run `lxdkvm up` for it again")
     configured = {host: info["config"].get(GROUPS, "") for host, info in lxd.instances.all().items()}
     groups, problems = read_groups(configured)
-    built = build(status, groups, access)
+    built = build(status, groups, access, domain_type=domain_type())
     built.warnings += problems
     return built
+
+
+def domain_type() -> str:
+    """kvm or qemu for a guest of the user's own on this machine: what lxdkvm knows of its KVM (a CPU
+    without vmx/svm answers at once; otherwise the verdict kept for this kernel and tiny guest build)."""
+    from ..guests import accel, kvmboot, tiny
+    from ..machine import hostcaps
+
+    if hostcaps.hardware_virt(hostcaps.read_host()) is None:
+        return accel.domain_type(kvmboot.cached(False, ""))
+    return accel.domain_type(kvmboot.cached(True, tiny.current_key()))
 
 
 def read_groups(configured: dict[str, object]) -> tuple[dict[str, list[str]], list[str]]:

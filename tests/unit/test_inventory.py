@@ -74,6 +74,7 @@ def test_host_vars_reach_the_management_address_with_host_keys_checked():
         "lxdkvm_lab": "my-lab", "lxdkvm_project": "lxdkvm-my-lab",
         "lxdkvm_addresses": {"data": "10.9.2.11", "mgmt": "10.9.1.140"},
         "lxdkvm_guests": [],
+        "lxdkvm_libvirt_domain_type": "qemu",
     }
 
 
@@ -87,6 +88,16 @@ def test_guests_fill_the_hook():
     inv = inventory.build(LabStatus.from_json(STATUS), GROUPS, ACCESS, guests)
     assert inv.hosts["compute-1"]["lxdkvm_guests"] == guests["compute-1"]
     assert inv.hosts["compute-2"]["lxdkvm_guests"] == []
+
+
+def test_the_libvirt_domain_type_is_kvm_only_where_a_guest_kernel_boots_under_kvm():
+    from lxdkvm.guests import accel
+
+    assert accel.domain_type(accel.Verdict(accel.BOOTS)) == "kvm"
+    for kvm in (accel.NO_HARDWARE, accel.HANGS, accel.UNKNOWN):  # unknown: no probe yet, TCG is safe
+        assert accel.domain_type(accel.Verdict(kvm)) == "qemu"
+    inv = inventory.build(LabStatus.from_json(STATUS), GROUPS, ACCESS, domain_type="kvm")
+    assert {hostvars["lxdkvm_libvirt_domain_type"] for hostvars in inv.hosts.values()} == {"kvm"}
 
 
 def test_json_is_what_ansible_inventory_list_prints():

@@ -143,3 +143,16 @@ def test_the_inventory_plugin_sets_every_value_unsafe(tmp_path):
     assert hostvars["lxdkvm_lab"] == {"__ansible_unsafe": payload(marker)}
     assert "a guest with name '?? lookup' (40 characters) (left out)" in listed.stderr
     assert not marker.exists()
+
+
+def test_a_playbook_file_is_found_from_the_current_directory_not_ansibles(tmp_path, monkeypatch):
+    from lxdkvm.clients.ansible import playbook_path, playbooks_dir
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "site.yml").write_text("---\n")
+    monkeypatch.chdir(tmp_path)
+    # ansible-playbook runs in playbooks/: a relative path must reach it whole
+    assert playbook_path("mine/site.yml") == tmp_path / "mine" / "site.yml"
+    assert playbook_path("verify.yml") == playbooks_dir() / "verify.yml"
+    with pytest.raises(LxdkvmError, match="no playbook nothere.yml"):
+        playbook_path("nothere.yml")
