@@ -10,7 +10,7 @@ import dataclasses
 
 import click
 
-from . import cluster, guests, images, lab, machine, outputs
+from . import cluster, guests, images, lab, machine, outputs, workbench
 from .common import daemon_option, run
 
 
@@ -28,7 +28,7 @@ def main(lxd_dir: str | None) -> None:
 
 
 for command in [*machine.COMMANDS, *images.COMMANDS, *lab.COMMANDS, *guests.COMMANDS, *outputs.COMMANDS,
-                *cluster.COMMANDS]:
+                *cluster.COMMANDS, *workbench.COMMANDS]:
     main.add_command(command)
 outputs.attach_completion(main)
 

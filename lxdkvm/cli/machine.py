@@ -25,7 +25,7 @@ def doctor(lab_file: str | None, as_json: bool) -> None:
     from rich.table import Table
 
     from .. import doctor as doctor_mod
-    from ..machine import hostcaps, limits
+    from ..machine import hostcaps, impair, limits
     from ..machine.storage import btrfs_support
 
     lab_name, hosts = None, limits.capacity_by_memory(hostcaps.mem_total() or 0)
@@ -37,6 +37,7 @@ def doctor(lab_file: str | None, as_json: bool) -> None:
         lab_name, hosts = lab.name, len(lab.hosts)
     checks = doctor_mod.diagnose(hostcaps.read_host(), kvmprobe.probe(), _server_facts(), btrfs_support())
     checks += doctor_mod.limit_checks(limits.read(), hosts, lab_name)
+    checks += doctor_mod.impair_checks(impair.probe())
     ok = doctor_mod.verdict(checks)
     if as_json:
         click.echo(json.dumps(doctor_mod.as_json(checks), indent=2))

@@ -118,8 +118,11 @@ def status_view(status: LabStatus):
             booted = Text("booted", style="green") if guest.booted else Text("no", style="yellow")
             table.add_row(text(f"  └ {guest.name}"), *([""] * len(member)), text(guest.state), booted,
                           *[text(", ".join(guest.addresses.get(n, []))) for n in networks])
-    lines = [text(f"  network {net.name}: {net.subnet} on bridge {net.bridge} (gateway {net.gateway})")
-             for net in status.networks]
+    lines = []
+    for net in status.networks:
+        lines.append(text(f"  network {net.name}: {net.subnet} on bridge {net.bridge} (gateway {net.gateway})"))
+        lines += [text(f"    impaired towards {e.host}: {e.impairment.text()}", "yellow")
+                  for e in status.impairments if e.network == net.name]
     return Group(table, *lines)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import LxdkvmError
 from ..labfile import topology as t
-from . import apply, hostkeys, objects, prepare, sshkeys, state
+from . import apply, hostkeys, impair, links, objects, prepare, sshkeys, state
 from . import fence as fence_mod
 from . import status as status_mod
 from .load import NO_ALLOWANCES, Allowances, lab_name, load, remember, remembered
@@ -102,6 +102,7 @@ def up(session, path: str | Path | None, report: Report, workers: int = apply.DE
         the_plan = make_plan(want, have)
         applied = apply.Applied() if the_plan.empty else apply.apply(lxd, lab, want, the_plan, report, workers)
         hostkeys.trust(lxd, lab.name, say)
+        links.declared(lxd, lab, say)  # the lab file's impaired links, on the hosts' veths of now
         from . import guestapply  # after the hosts: guests live inside them
 
         guests = guestapply.apply(lxd, lab, want, the_plan, have, built, report)
@@ -117,6 +118,8 @@ def down(session, lab: str | Path | None, report: Report) -> tuple[Plan, float]:
         lxd = session.lab(t.project_name(name))
         the_plan = teardown_plan(name, lxd.project, observe(lxd))
         seconds = apply.teardown(lxd, the_plan, report)
+        if links.remove(name):  # after the hosts: their veths (and qdiscs) went with them
+            report("lab", f"deleting table bridge {impair.table_name(name)} (impaired links)")
         state.remove(name)  # its SSH keys and known_hosts (and anything else kept for it)
         return the_plan, seconds
 
