@@ -4,6 +4,7 @@ Parse, call `lab.links` / `lab.capture`, print (docs/workbench.md)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -50,4 +51,45 @@ def impair(lab, network, host, loss, rate, delay, jitter, clear, as_json) -> Non
                   f"{safe(entry.impairment.text())}", highlight=False)
 
 
-COMMANDS = [impair]
+@click.command(epilog=example("lxdkvm capture demo lan -w lan.pcapng --count 100",
+                              "lxdkvm capture demo lan --host kvm-1 --filter 'icmp' -w - | wireshark -k -i -"))
+@click.argument("lab")
+@click.argument("network")
+@click.option("--host", metavar="HOST", help="Capture inside this host, on its bridge of NETWORK (traffic "
+                                             "between its guests); default: on this machine's bridge.")
+@click.option("--filter", "bpf", metavar="BPF", help="A capture filter, e.g. 'icmp and host 10.0.0.5'.")
+@click.option("--count", type=int, metavar="N", help="Stop after N packets (default: at Ctrl-C or SIGTERM).")
+@click.option("-w", "--write", "path", metavar="FILE", help="Write pcapng to FILE, or to standard output with "
+                                                           "`-w -` [default: - when stdout is not a terminal].")
+def capture(lab, network, host, bpf, count, path) -> None:
+    """Capture packets on NETWORK of LAB as pcapng, until --count packets, Ctrl-C or SIGTERM."""
+    from ..lab import capture as plan
+    from ..lab.load import lab_name
+    from ..labfile import topology as t
+    from ..machine import capture as run
+    from .views import stoppable
+
+    if path is None and sys.stdout.isatty():
+        raise click.UsageError("pcapng is binary: give -w FILE, or -w - to pipe it (e.g. into wireshark -k -i -)")
+    with errors():
+        name = lab_name(lab)
+        bpf, count = plan.checked_filter(bpf), plan.checked_count(count)
+        target = plan.target(session().lab(t.project_name(name)), name, network, host)
+        if bpf:
+            run.compiles(lambda empty: plan.compile_argv(bpf, empty), plan.EMPTY_ETHERNET_PCAP)
+        sink = sys.stdout.buffer if path in (None, "-") else open(path, "wb")  # noqa: SIM115 - closed below
+        write = (lambda data: (sink.write(data), sink.flush())) if sink is sys.stdout.buffer else sink.write
+        where = f"host {target.host}'s bridge {target.interface}" if target.host else f"bridge {target.interface}"
+        progress(f"capturing on {where} ({target.name}){' for ' + repr(bpf) if bpf else ''}; Ctrl-C ends it")
+        running = run.start(plan.argv(target, bpf, count))
+        try:
+            with stoppable(running.stop):
+                said = run.stream(running, write, target.name, f"lxdkvm capture {target.name}")
+        finally:
+            if sink is not sys.stdout.buffer:
+                sink.close()
+    progress(f"{running.packets} packets written to {'standard output' if path in (None, '-') else path}"
+             + (f" (tcpdump: {said.splitlines()[-1]})" if said else ""))
+
+
+COMMANDS = [impair, capture]
