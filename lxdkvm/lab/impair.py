@@ -78,8 +78,8 @@ def script(lab: str, entries: list[Entry]) -> str:
         return head
     rules = []
     for entry in sorted(entries, key=lambda e: e.key):
-        if not IFNAME.match(entry.device):
-            raise ValueError(f"not an interface name: {entry.device!r}")
+        if not IFNAME.match(entry.device) or not COMMENT.match(comment(entry)):
+            raise ValueError(f"not an impaired link lxdkvm writes: {entry.device!r}, {comment(entry)!r}")
         drop = (f"numgen random mod 10000 < {entry.impairment.loss_bp} counter drop"
                 if entry.impairment.loss_bp else "counter")
         rules.append(f'    oifname "{entry.device}" {drop} comment "{comment(entry)}"')

@@ -73,6 +73,8 @@ def test_no_entries_only_remove_the_table():
 def test_a_device_name_that_is_not_an_interface_name_never_reaches_the_script():
     with pytest.raises(ValueError):
         plan.script("demo", [plan.Entry("lan", "kvm-2", Impairment(loss_bp=1), 'x" drop; #')])
+    with pytest.raises(ValueError):  # nor a name that would end the rule's comment
+        plan.script("demo", [plan.Entry('lan" accept', "kvm-2", Impairment(loss_bp=1), "veth0")])
 
 
 def test_a_rate_is_a_token_bucket_and_a_delay_is_netem():
