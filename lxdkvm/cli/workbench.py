@@ -81,8 +81,8 @@ def capture(lab, network, host, bpf, count, path) -> None:
         write = (lambda data: (sink.write(data), sink.flush())) if sink is sys.stdout.buffer else sink.write
         where = f"host {target.host}'s bridge {target.interface}" if target.host else f"bridge {target.interface}"
         progress(f"capturing on {where} ({target.name}){' for ' + repr(bpf) if bpf else ''}; Ctrl-C ends it")
-        running = run.start(plan.argv(target, bpf, count))
         try:
+            running = run.start(plan.argv(target, bpf, count))
             with stoppable(running.stop):
                 said = run.stream(running, write, target.name, f"lxdkvm capture {target.name}")
         finally:
