@@ -215,6 +215,24 @@ def limit_checks(values: Mapping[str, int | None], hosts: int, lab: str | None =
     return checks
 
 
+IMPAIR = {"loss": ("nftables' random numbers in a bridge table (numgen)", "nf_tables with nft_numgen"),
+          "rate": ("the token-bucket qdisc (tbf)", "sch_tbf (CONFIG_NET_SCH_TBF)"),
+          "delay": ("the netem qdisc", "sch_netem (CONFIG_NET_SCH_NETEM)")}
+
+
+def impair_checks(kernel: Mapping[str, bool]) -> list[Check]:
+    """Which impairments `lxdkvm impair` can set here (KERNEL: `machine.impair.probe`, tried in a
+    throwaway network namespace). A missing one is a warning: labs run, that impairment is refused."""
+    checks = []
+    for kind, (how, module) in IMPAIR.items():
+        if kernel.get(kind):
+            checks.append(Check(f"impair {kind}", PASS, f"{how} works (tried in a temporary netns)"))
+        else:
+            checks.append(Check(f"impair {kind}", WARN, f"{how} failed in a temporary netns (or not root)",
+                                f"`lxdkvm impair --{kind}` is refused here; it needs a kernel with {module}"))
+    return checks
+
+
 def diagnose(facts: hostcaps.HostFacts, probe: ProbeResult, server: ServerFacts,
              btrfs: storage.BtrfsSupport) -> list[Check]:
     return [*_cpu(facts), *_kvm(facts, probe), *_modules(facts), *_devices(facts), *_lxd(server),

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from . import clients, cluster, guests, images, lab, machine, outputs, snapshots
+from . import clients, cluster, guests, images, lab, machine, outputs, snapshots, workbench
 from .common import asks_for_json, daemon_option, print_json, run
 
 
@@ -50,7 +50,7 @@ def main(lxd_dir: str | None) -> None:
 
 
 for command in [*machine.COMMANDS, *images.COMMANDS, *lab.COMMANDS, *guests.COMMANDS, *outputs.COMMANDS,
-                *clients.COMMANDS, *cluster.COMMANDS, *snapshots.COMMANDS]:
+                *clients.COMMANDS, *cluster.COMMANDS, *snapshots.COMMANDS, *workbench.COMMANDS]:
     main.add_command(command)
 outputs.attach_completion(main)
 

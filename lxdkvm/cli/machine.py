@@ -26,7 +26,7 @@ def doctor(lab_file: str | None, as_json: bool) -> None:
     from rich.table import Table
 
     from .. import doctor as doctor_mod
-    from ..machine import hostcaps, limits
+    from ..machine import hostcaps, impair, limits
     from ..machine.storage import btrfs_support
     from ..outputs import documents
 
@@ -41,6 +41,7 @@ def doctor(lab_file: str | None, as_json: bool) -> None:
     with errors(as_json):
         checks = doctor_mod.diagnose(hostcaps.read_host(), kvmprobe.probe(), _server_facts(), btrfs_support())
         checks += doctor_mod.limit_checks(limits.read(), hosts, lab_name)
+        checks += doctor_mod.impair_checks(impair.probe())
     ok = doctor_mod.verdict(checks)
     if as_json:
         print_json(documents.doctor(checks))

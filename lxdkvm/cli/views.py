@@ -118,8 +118,11 @@ def status_view(status: LabStatus):
             booted = Text("booted", style="green") if guest.booted else Text("no", style="yellow")
             table.add_row(text(f"  └ {guest.name}"), *([""] * len(member)), text(guest.state), booted,
                           *[text(", ".join(guest.addresses.get(n, []))) for n in networks])
-    lines = [text(f"  network {net.name}: {net.subnet} on bridge {net.bridge} (gateway {net.gateway})")
-             for net in status.networks]
+    lines = []
+    for net in status.networks:
+        lines.append(text(f"  network {net.name}: {net.subnet} on bridge {net.bridge} (gateway {net.gateway})"))
+        lines += [text(f"    impaired towards {e.host}: {e.impairment.text()}", "yellow")
+                  for e in status.impairments if e.network == net.name]
     return Group(table, *lines)
 
 
@@ -131,13 +134,18 @@ def print_status(console, status: LabStatus) -> None:
 
 
 @contextmanager
-def _stoppable():
-    """Ctrl-C (SIGINT), SIGTERM and SIGHUP all end a watch the same way, as KeyboardInterrupt. SIGINT's
-    handler is set explicitly: a process started in the background inherits SIGINT ignored."""
+def stoppable(then: Callable[[], None] | None = None):
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP all end a watch the same way, as KeyboardInterrupt (or, given
+    THEN, by calling it: a capture asks its tcpdump to finish). SIGINT's handler is set explicitly: a
+    process started in the background inherits SIGINT ignored."""
     def stop(_signum, _frame):
+        if then is not None:
+            then()
+            return
         raise KeyboardInterrupt
 
-    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: stop, signal.SIGHUP: stop}
+    wanted = {signal.SIGINT: stop if then else signal.default_int_handler, signal.SIGTERM: stop,
+              signal.SIGHUP: stop}
     before = {signum: signal.signal(signum, handler) for signum, handler in wanted.items()}
     try:
         yield
@@ -150,7 +158,7 @@ def watch_status(console, read: Callable[[], LabStatus], interval: float) -> Non
     """READ the status every INTERVAL seconds until Ctrl-C: a live view on a terminal; otherwise a new
     view, with the time, only when something changed. LXD failing for a moment is shown, not fatal."""
     live = Live(console=console, auto_refresh=False, transient=False) if console.is_terminal else None
-    with _stoppable():
+    with stoppable():
         _watch(console, read, interval, live)
 
 

@@ -11,10 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import sshfiles
 from ..errors import LxdkvmError
 from ..labfile import topology as t
-from . import apply, hostkeys, objects, prepare, sshkeys, state
+from . import apply, hostkeys, impair, links, objects, prepare, sshfiles, sshkeys, state
 from . import fence as fence_mod
 from . import status as status_mod
 from .load import NO_ALLOWANCES, Allowances, lab_name, load, remember, remembered
@@ -104,6 +103,7 @@ def up(session, path: str | Path | None, report: Report, workers: int = apply.DE
         applied = apply.Applied() if the_plan.empty else apply.apply(lxd, lab, want, the_plan, report, workers)
         reached = hostkeys.trust(lxd, lab.name, say)
         sshfiles.write(lab.name, {host: next(iter(found), None) for host, found in reached.items()}, say)
+        links.declared(lxd, lab, say)  # the lab file's impaired links, on the hosts' veths of now
         from . import guestapply  # after the hosts: guests live inside them
 
         guests = guestapply.apply(lxd, lab, want, the_plan, have, built, report)
@@ -119,6 +119,8 @@ def down(session, lab: str | Path | None, report: Report) -> tuple[Plan, float]:
         lxd = session.lab(t.project_name(name))
         the_plan = teardown_plan(name, lxd.project, observe(lxd))
         seconds = apply.teardown(lxd, the_plan, report)
+        if links.remove(name):  # after the hosts: their veths (and qdiscs) went with them
+            report("lab", f"deleting table bridge {impair.table_name(name)} (impaired links)")
         state.remove(name)  # its SSH keys, known_hosts and ssh config (and anything else kept for it)
         sshfiles.refresh()  # a bare host name it had may be another lab's alone now
         return the_plan, seconds

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from .. import readback as rb
 from ..errors import LxdkvmError
 from ..labfile import topology as t
-from . import objects
+from . import links, objects
+from .impair import Entry
 
 Addresses = dict[str, list[str]]  # network → ["ADDR/PFX", ...]
 WARNINGS_KEPT = 100  # of a saved status's own warnings
@@ -97,6 +98,7 @@ class LabStatus:
     networks: tuple[NetworkStatus, ...] = ()
     hosts: tuple[HostStatus, ...] = ()
     warnings: tuple[str, ...] = ()  # values the daemon or a host reported that were left out (`checked`)
+    impairments: tuple[Entry, ...] = ()  # impaired links in force on this machine (`lab.links`)
 
     @property
     def nat_networks(self) -> set[str]:
@@ -112,6 +114,8 @@ class LabStatus:
     def as_json(self) -> dict:
         out = {"lab": self.lab, "project": self.project, "exists": self.exists,
                "networks": [n.as_json() for n in self.networks], "hosts": [h.as_json() for h in self.hosts]}
+        if self.impairments:
+            out["impairments"] = [e.as_json() for e in self.impairments]
         return {**out, "warnings": list(self.warnings)} if self.warnings else out
 
     @classmethod
@@ -123,7 +127,8 @@ class LabStatus:
                       tuple(NetworkStatus(n["name"], n.get("bridge", ""), n.get("subnet", ""),
                                           n.get("gateway", "none")) for n in data.get("networks", [])),
                       tuple(_host_from_json(h) for h in data.get("hosts", [])),
-                      tuple(rb.safe_text(w) for w in _listed(data.get("warnings"))[:WARNINGS_KEPT]))
+                      tuple(rb.safe_text(w) for w in _listed(data.get("warnings"))[:WARNINGS_KEPT]),
+                      tuple(Entry.from_json(e) for e in _listed(data.get("impairments"))))
         except (KeyError, TypeError, AttributeError) as exc:
             raise LxdkvmError(f"not a lab status: {rb.defanged(str(exc))} is missing or not valid") from exc
         return checked(raw)
@@ -301,4 +306,4 @@ def read(lxd, name: str, guests: bool = True) -> LabStatus:
         name, lxd.project, project is not None,
         tuple(NetworkStatus(c.get(objects.NETWORK, b), b, c.get("user.lxdkvm.subnet", ""), c.get("ipv4.address", "none"))
               for b, c in sorted(networks.items())),
-        tuple(hosts), tuple(warnings)))
+        tuple(hosts), tuple(warnings), tuple(links.current(name)) if project is not None else ()))

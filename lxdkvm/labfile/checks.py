@@ -165,6 +165,19 @@ def _attachments(lab: t.Lab) -> Iterator[t.Problem]:
             yield from _address(host, att, net, taken)
 
 
+def _impaired_hosts(lab: t.Lab) -> Iterator[t.Problem]:
+    """The hosts a network's `impair.hosts` names are hosts of the lab on that network, each once."""
+    for net in lab.networks:
+        on = [h.name for h in lab.hosts if any(a.network == net.name for a in h.attachments)]
+        for name in sorted({n for n in net.impair_hosts if net.impair_hosts.count(n) > 1}):
+            yield t.Problem(f"{net.path}.impair.hosts", f"host '{name}' is listed twice", "list each host once",
+                            net.impair_line)
+        for name in dict.fromkeys(net.impair_hosts):
+            if name not in on:
+                known = "no host of this lab" if lab.host(name) is None else f"not on network '{net.name}'"
+                yield t.Problem(f"{net.path}.impair.hosts", f"'{t.printable(name, 64)}' is {known}", _suggest(name, on) or f"name hosts on {net.name}", net.impair_line)
+
+
 def _address(host: t.Host, att: t.Attachment, net: t.Network,
              taken: dict[ipaddress.IPv4Address, t.Host]) -> Iterator[t.Problem]:
     where, ip = f"{att.path}.ipv4", att.ipv4
@@ -289,6 +302,7 @@ def _capacity(lab: t.Lab, machine: Machine) -> Iterator[t.Problem]:
 
 CHECKS: list[Callable[[t.Lab, Machine], Iterator[t.Problem]]] = [
     lambda lab, _m: _names(lab), lambda lab, _m: _groups(lab), _subnets, lambda lab, _m: _attachments(lab),
+    lambda lab, _m: _impaired_hosts(lab),
     lambda lab, m: _config(lab, m.allow), _references, _capacity,
     lambda lab, m: guestchecks.check(lab, m.cpus, m.memory, m.hardware_virt, m.guest_images, m.pool_free_mib),
 ]

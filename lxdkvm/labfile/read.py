@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from ..templating import data_dir
-from . import controls, yamlread
+from . import controls, impairment, yamlread
 from . import topology as t
 from .schema import AttachmentIn, GuestIn, LabIn, LimitsIn, NetworkIn, Scalar, schema_problem
 from .values import MAX_BYTES, size_bytes
@@ -88,8 +88,29 @@ def _network(i: int, spec: NetworkIn, positions: Positions, problems: list[t.Pro
         return None
     dhcp = spec.dhcp if spec.dhcp is not None else spec.mode == "nat"
     openings.extend(_openings(i, spec, positions, problems))
+    impair = _impairment(i, spec, positions, problems)
     return t.Network(spec.name, subnet, spec.mode, dhcp, spec.mtu, key_path(("networks", i)),
-                     positions.line(("networks", i)), mtu_given="mtu" in spec.model_fields_set)
+                     positions.line(("networks", i)), mtu_given="mtu" in spec.model_fields_set,
+                     impair=impair, impair_hosts=tuple(spec.impair.hosts or ()) if spec.impair else (),
+                     impair_line=positions.line(("networks", i, "impair", "hosts")))
+
+
+def _impairment(i: int, spec: NetworkIn, positions: Positions,
+                problems: list[t.Problem]) -> impairment.Impairment | None:
+    """A network's `impair:` as an `Impairment` (its values' units and bounds checked)."""
+    if spec.impair is None:
+        return None
+    given = spec.impair
+    texts = {k: None if getattr(given, k) is None else str(getattr(given, k))
+             for k in ("loss", "rate", "delay", "jitter")}
+    try:
+        return impairment.parse(texts["loss"], texts["rate"], texts["delay"], texts["jitter"])
+    except impairment.ImpairmentError as exc:
+        loc: Loc = ("networks", i, "impair", exc.key)
+        if not exc.key or texts[exc.key] is None:  # nothing given at all, or jitter without a delay
+            loc = ("networks", i, "impair")
+        problems.append(t.Problem(key_path(loc), str(exc), exc.hint, positions.line(loc)))
+        return None
 
 
 def range_group(pattern: str) -> list[str]:

@@ -41,6 +41,19 @@ class OpenIn(_Model):
                                                  "192.168.1.0/24 (another lab's subnet, your LAN).")
 
 
+class ImpairIn(_Model):
+    """How the network's links to its hosts are impaired: what each link carries towards its host is
+    dropped, limited or delayed (docs/workbench.md)."""
+    loss: str | int | float | None = Field(None, description="A share of packets dropped: 0.01% to 100%, "
+                                                             "e.g. 30%.")
+    rate: str | None = Field(None, description="A rate: 8kbit to 100Gbit, e.g. 2Mbit (bit, kbit, Mbit, Gbit).")
+    delay: str | None = Field(None, description="A delay: up to 60s, e.g. 20ms (us, ms, s); only where the "
+                                                "machine's kernel has netem (`lxdkvm doctor` says).")
+    jitter: str | None = Field(None, description="Jitter of the delay, at most the delay, e.g. 5ms.")
+    hosts: list[str] | None = Field(None, description="Only these hosts' links (default: every host on the "
+                                                      "network).")
+
+
 class NetworkIn(_Model):
     """A lab network: an LXD bridge on this machine that the lab's hosts (and their guests) share."""
     name: str = Field(description="1-15 of a-z 0-9 -, starting with a letter; the bridge is `<lab>-<name>`.")
@@ -58,6 +71,9 @@ class NetworkIn(_Model):
         [], description="What hosts and guests on this NAT network may reach beyond the outside through NAT: "
                         "by default nothing of this machine but DHCP and DNS, no other lab, no private, "
                         "link-local or LAN range (docs/security.md). `plan` shows each opening.")
+    impair: ImpairIn | None = Field(
+        None, description="Loss, a rate or a delay on the links of this network's hosts, set by `up` "
+                          "(`lxdkvm impair` changes them while the lab runs).")
 
 
 def _short_attachment(value: object) -> object:

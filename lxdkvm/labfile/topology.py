@@ -12,6 +12,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from ..errors import LxdkvmError
+from .impairment import Impairment
 
 DEFAULT_IMAGE = "lxdkvm/kvm-host"
 PROJECT_PREFIX = "lxdkvm-"
@@ -71,6 +72,9 @@ class Network:
     path: str = ""
     line: int = 0
     mtu_given: bool = False  # the lab file sets `mtu:` (on a cluster, a default MTU fits the tunnel instead)
+    impair: Impairment | None = None  # `impair:`: on the links of IMPAIR_HOSTS (every host's when empty)
+    impair_hosts: tuple[str, ...] = ()
+    impair_line: int = 0  # of `impair.hosts:` (or `impair:`)
 
     @property
     def gateway(self) -> ipaddress.IPv4Address | None:

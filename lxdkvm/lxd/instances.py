@@ -85,6 +85,16 @@ class Instances(Manager):
                          if a.get("family") == "inet"]
                 for ifname, iface in (state.get("network") or {}).items() if ifname != "lo"}
 
+    def links(self, name: str) -> tuple[int, dict[str, str]]:
+        """A running instance's init PID on this machine (0 when stopped) and, per interface inside it, the
+        name of its veth's machine end (as the daemon reports them: the caller checks their shape)."""
+        with _refused(f"{name}: cannot read the container's state"):
+            state = self.client.api.instances[name_in_url(name)].state.get().json()["metadata"]
+        peers = {ifname: str(iface.get("host_name") or "")
+                 for ifname, iface in (state.get("network") or {}).items() if ifname != "lo"}
+        pid = state.get("pid")
+        return (pid if isinstance(pid, int) and pid > 1 else 0), peers
+
     # ------------------------------------------------------------------ life cycle
     def create(self, name: str, image_alias: str, profiles: list[str], config: dict[str, str] | None = None,
                devices: dict[str, dict[str, str]] | None = None, target: str = "",

@@ -31,6 +31,8 @@ TOOLS: dict[str, str] = {
     "apt-cache": "apt",
     "dot": "graphviz",               # `lxdkvm graph -f svg|png`
     "ip": "iproute2",                # addresses and routes of this machine, the cluster sandbox's links
+    "tc": "iproute2",                # impaired links' qdiscs (machine/impair.py)
+    "tcpdump": "tcpdump",            # `lxdkvm capture` (machine/capture.py)
     "nsenter": "util-linux",         # the cluster sandbox
     "unshare": "util-linux",
     "losetup": "mount",

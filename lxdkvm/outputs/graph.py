@@ -30,14 +30,15 @@ class NetNode:
     dhcp: bool = False
     mtu: int = 1500
     bridge: str = ""  # the LXD bridge on this machine that carries it
+    impaired: tuple[str, ...] = ()  # "h2: loss 30%": impaired links (declared, or in force when live)
 
     @property
     def facts(self) -> list[str]:
-        """The lines under the network's name: subnet, then what kind of network it is."""
+        """The lines under the network's name: subnet, what kind of network it is, its impaired links."""
         kind = [f"gw {self.gateway} · NAT" if self.mode == "nat" else "isolated · no gateway"]
         kind += ["DHCP"] if self.dhcp else []
         kind += [f"MTU {self.mtu}"] if self.mtu != 1500 else []
-        return [self.subnet, " · ".join(kind)]
+        return [self.subnet, " · ".join(kind), *(f"impaired {i}" for i in self.impaired)]
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,20 @@ def _address(want: t.Attachment, network: t.Network | None,
     return "no address"
 
 
+def _live_impaired(status: LabStatus, network: str) -> tuple[str, ...]:
+    return tuple(f"→ {e.host}: {e.impairment.text()}" for e in status.impairments if e.network == network)
+
+
+def _impaired(lab: t.Lab, net: t.Network, status: LabStatus | None) -> tuple[str, ...]:
+    """NET's impaired links: in force (STATUS, a live lab), else as its lab file declares them."""
+    if status is not None:
+        return _live_impaired(status, net.name)
+    if net.impair is None:
+        return ()
+    hosts = ", ".join(net.impair_hosts) if net.impair_hosts else "every host"
+    return (f"→ {hosts}: {net.impair.text()}",)
+
+
 def build(lab: t.Lab, status: LabStatus | None = None) -> Graph:
     """The graph of LAB; with STATUS (a `LabStatus` of a lab that exists), annotated with live state:
     each host's state and readiness, DHCP addresses, guests' state. Hosts and guests only LXD knows
@@ -168,7 +183,8 @@ def build(lab: t.Lab, status: LabStatus | None = None) -> Graph:
     live_hosts = _live_hosts(status)
     live = bool(status and status.exists)
     networks = tuple(NetNode(n.name, str(n.subnet), n.mode, str(n.gateway) if n.gateway else "", n.dhcp,
-                             n.mtu, lab.bridge(n.name)) for n in lab.networks)
+                             n.mtu, lab.bridge(n.name), _impaired(lab, n, status if live else None))
+                     for n in lab.networks)
     hosts, edges = [], []
     guests = _guest_nodes(lab, live_hosts, live, edges)
     for host in lab.hosts:
@@ -197,7 +213,7 @@ def from_status(status: LabStatus) -> Graph:
     for n in status.networks:
         gateway = "" if n.gateway in ("none", "") else _bare(n.gateway)
         networks.append(NetNode(n.name, n.subnet, "nat" if gateway else "isolated", gateway,
-                                bool(gateway), bridge=n.bridge))
+                                bool(gateway), bridge=n.bridge, impaired=_live_impaired(status, n.name)))
     known = {n.name for n in networks}
     hosts, edges = [], []
     for h in status.hosts:
