@@ -3,12 +3,11 @@ Parse, call `lab.links` / `lab.capture`, print (docs/workbench.md)."""
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from .common import errors, example, out, progress, safe, session
+from .common import errors, example, out, print_json, progress, safe, session
 
 
 @click.command(epilog=example("lxdkvm impair demo lan --host kvm-2 --loss 30%",
@@ -35,14 +34,16 @@ def impair(lab, network, host, loss, rate, delay, jitter, clear, as_json) -> Non
     asked = [v for v in (loss, rate, delay, jitter) if v is not None]
     if clear and asked:
         raise click.UsageError("--clear takes no --loss, --rate, --delay or --jitter")
-    with errors():
+    from ..outputs import documents
+
+    with errors(as_json):
         try:
             wanted = values.parse(loss, rate, delay, jitter) if asked else None
         except values.ImpairmentError as exc:
             raise click.BadParameter(f"{exc} ({exc.hint})", param_hint=f"--{exc.key or 'loss'}") from None
         done = links.impair(session(), lab_name(lab), network, host, wanted, clear, progress)
     if as_json:
-        click.echo(json.dumps(done.as_json(), indent=2))
+        print_json(documents.impair(done.as_json()))
         return
     if not done.entries:
         out.print(f"network {safe(network)} of lab {safe(done.lab)}: no impaired link", highlight=False)

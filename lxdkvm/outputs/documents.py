@@ -120,3 +120,8 @@ def restored(lab: str, summary: dict, seconds: float, differences: list[str], de
     and the hosts made since that were deleted."""
     return {"ok": True, **summary, "lab": lab, "seconds": round(seconds, 3), "differences": differences,
             "deleted": deleted}
+
+
+def impair(in_force: dict) -> dict:
+    """`impair --json`: the impaired links of one network after the command (`lab.links.Impaired.as_json`)."""
+    return {"ok": True, **in_force}

@@ -11,11 +11,11 @@ import math
 import subprocess
 from pathlib import Path
 
-import jsonschema
 import pytest
 
 from lxdkvm.machine import impair as kernel
 
+from .. import jsonschemas
 from .test_labs import lxd_snapshot, lxdkvm
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,6 @@ LAB = Path(__file__).parent.parent / "labs" / "valid" / "impair.yaml"
 NAME, PROJECT = "net-impair", "lxdkvm-net-impair"
 ADDRESS = {"imp-1": "10.239.2.11", "imp-2": "10.239.2.12"}  # on the isolated network `data`
 PROBE = (Path(__file__).parent / "netprobe.py").read_text()
-SCHEMA = json.loads((Path(__file__).parents[2] / "schemas" / "impair.schema.json").read_text())
 PINGS = 300
 
 
@@ -78,7 +77,7 @@ def impair(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
 
 def in_force() -> dict:
     doc = json.loads(impair("--json").stdout)
-    jsonschema.validate(doc, SCHEMA)
+    assert jsonschemas.problems("impair", doc) == []
     return doc
 
 
