@@ -112,6 +112,7 @@ def test_the_lab_file_impairment_is_in_force_and_shown(lab):
     device = doc["impairments"][0]["device"]
     assert f"table bridge lxdkvm-{NAME}" in tables()
     status = json.loads(lxdkvm("status", NAME, "--json").stdout)
+    assert jsonschemas.problems("status", status) == []
     assert status["impairments"] == [{"network": "data", "host": "imp-2", "loss_percent": 20.0}]
     assert "impaired towards imp-2: loss 20%" in lxdkvm("status", NAME).stdout
     assert "impaired → imp-2: loss 20%" in lxdkvm("graph", NAME, "-f", "mermaid").stdout
