@@ -1,6 +1,6 @@
 """lxdkvm: multi-host QEMU/KVM labs in unprivileged LXD containers.
 
-From Python: `from lxdkvm import Lab` (`lxdkvm.api`; docs/tools-python.md). The names below are imported
+From Python: `from lxdkvm import Lab` (`lxdkvm.api`; docs/tools.md). The names below are imported
 when first used, so `import lxdkvm` (and the `lxdkvm` command) stays cheap."""
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Ansible's community.libvirt modules against a real lab, as docs/tools-ansible-libvirt.md shows it: the
+"""Ansible's community.libvirt modules against a real lab, as docs/tools.md shows it: the
 commands of its "Try it" block, read from the doc and run as they are written, in order (up, provision
 twice, virsh list, down). examples/ansible-libvirt/site.yml makes a libvirt network and a tiny guest with
 `virt_net` and `virt`, as an unprivileged user reached with become_user without pipelining.
@@ -23,7 +23,7 @@ from .test_labs import lxc_json, lxd_snapshot, on
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).parent.parent.parent
-DOC = REPO / "docs" / "tools-ansible-libvirt.md"
+DOC = REPO / "docs" / "tools.md"
 EXAMPLE = REPO / "examples" / "ansible-libvirt"
 LAB, PROJECT, HOST = "ansvirt-libvirt", "lxdkvm-ansvirt-libvirt", "kvm-1"
 NETWORK, BRIDGE, GUEST, MAC, ADDRESS = "tiny-net", "tinybr0", "tiny-1", "52:54:00:a5:00:01", "10.233.99.10"
@@ -35,11 +35,11 @@ TIMINGS: list[tuple[str, float]] = []  # (command, seconds), in order: the two p
 
 
 def doc_commands() -> list[str]:
-    """The lines of the first ```sh block under the doc's "## Try it"."""
-    text = DOC.read_text()
-    section = text.split("\n## Try it\n", 1)[1].split("\n## ", 1)[0]
+    """The lines of the first ```sh block under "### Try it" of the page's community.libvirt section."""
+    text = DOC.read_text().split("\n## Ansible's community.libvirt\n", 1)[1].split("\n## ", 1)[0]
+    section = text.split("\n### Try it\n", 1)[1].split("\n### ", 1)[0]
     block = re.search(r"^```sh\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
-    assert block, "docs/tools-ansible-libvirt.md has no ```sh block under ## Try it"
+    assert block, "docs/tools.md has no ```sh block under ### Try it of ## Ansible's community.libvirt"
     return [line for line in block.group(1).splitlines() if line.strip()]
 
 
