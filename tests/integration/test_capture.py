@@ -6,6 +6,7 @@ cleanly; a bad filter is refused before anything is captured.
 
 Run alone: python3 -m pytest tests/integration/test_capture.py"""
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -30,8 +31,9 @@ def ours() -> dict:
     return {kind: [n for n in names if NAME in n] for kind, names in lxd_snapshot().items()}
 
 
-@pytest.fixture(scope="module")
-def lab(lxd, baked_image):
+@contextlib.contextmanager
+def capture_lab():
+    """The capture lab up for the block, and nothing of it left afterwards (also for test_impair_migration)."""
     assert not any(ours().values()), f"a previous run left the lab up: lxdkvm down {NAME}"
     try:
         lxdkvm("up", str(LAB), timeout=1200)
@@ -39,6 +41,12 @@ def lab(lxd, baked_image):
     finally:
         lxdkvm("down", str(LAB), ok=False, timeout=600)
     assert not any(ours().values())
+
+
+@pytest.fixture(scope="module")
+def lab(lxd, baked_image):
+    with capture_lab():
+        yield
 
 
 class Capture:

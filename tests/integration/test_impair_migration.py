@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from .test_capture import LAB, NAME, ours
+from .test_capture import NAME, capture_lab
 from .test_labs import lxdkvm
 
 pytestmark = pytest.mark.integration
@@ -20,13 +20,8 @@ RATE_MBIT = 50
 
 @pytest.fixture(scope="module")
 def lab(lxd, baked_image):
-    assert not any(ours().values()), f"a previous run left the lab up: lxdkvm down {NAME}"
-    try:
-        lxdkvm("up", str(LAB), timeout=1200)
+    with capture_lab():
         yield
-    finally:
-        lxdkvm("down", str(LAB), ok=False, timeout=600)
-    assert not any(ours().values())
     assert f"lxdkvm-{NAME}" not in subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
 
 
