@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .lab.status import LabStatus
     from .lab.verify import Check
     from .settings import Settings
+    from .snapshots.record import Snapshot
 
 Report = Callable[[str, str], None]  # (host name or "lab", message): progress, as `lxdkvm up` shows it
 Warn = Callable[[str], None]
@@ -284,3 +285,25 @@ class Lab:
         result = lab_guests.migrate(self.session, self.name, guest, to, live, self._say, self._warn,
                                     max_downtime_ms)
         return Migration.from_result(result)
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self, name: str | None = None) -> Snapshot:
+        """Snapshot the whole lab (`lxdkvm snapshot`): every running guest's memory saved, every host
+        snapshotted, the guests resumed. NAME defaults to s-DATE-TIME; the snapshot taken is returned."""
+        from .snapshots import lab as snapshots
+
+        return snapshots.take(self.session, self.name, name, self.report)
+
+    def snapshots(self) -> list[Snapshot]:
+        """The lab's snapshots, oldest first (`lxdkvm snapshot list`)."""
+        from .snapshots import lab as snapshots
+
+        return snapshots.listing(self.name)
+
+    def restore(self, name: str) -> list[str]:
+        """Bring the lab back to snapshot NAME (`lxdkvm restore`): every host as it was, every guest that was
+        running resumed from its memory on the host it was on. Returns what differed from the lab file in
+        force (each with what the restore did about it)."""
+        from .snapshots import lab as snapshots
+
+        return snapshots.restore(self.session, self.name, name, self.report).differences

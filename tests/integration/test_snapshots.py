@@ -105,6 +105,10 @@ def test_a_snapshot_saves_every_running_guest_and_they_run_on(taken):
     listed = json.loads(lxdkvm("snapshot", "list", "snaps", "--json").stdout)
     assert jsonschemas.problems("snapshot-list", listed) == []
     assert [s["name"] for s in listed["snapshots"]] == ["one"]
+    from lxdkvm import Lab  # the Python API lists the same snapshot, with the hosts' states it recorded
+
+    (found,) = Lab.attach("snaps").snapshots()
+    assert found.name == "one" and found.hosts["sn-2"].guests == {"other": "saved", "sleeper": "shut off"}
 
 
 def test_resumed_guests_pass_traffic_on_their_dhcp_nics_at_once(taken):
